@@ -1,0 +1,1 @@
+"""Readers of FASTA/FASTQ (`fastx`) and the SAM/BAM writer (`sam`)."""

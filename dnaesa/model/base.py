@@ -1,0 +1,72 @@
+"""The `Encoder` interface every embedding model implements, and `load_encoder` that picks one.
+
+An encoder maps DNA sequences (reads of 100-500 bp, reference fragments of ~1.2 kb) to rows of an
+L2-normalised float32 matrix, so that a read's vector has its largest inner product with the
+fragment that contains it. Reads are embedded as given; the pipeline embeds the reverse complement
+itself, so an encoder need not know about strands.
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+
+
+class Encoder(abc.ABC):
+    """A batch of sequences -> (n, dim) float32, each row of unit L2 norm."""
+
+    #: short name for logs and the CLI (`kmer`, `transformer`)
+    name: str = "encoder"
+    #: embedding width
+    dim: int = 0
+    #: torch device string the encoder runs on ("cpu" where it has none)
+    device: str = "cpu"
+
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A string that changes whenever the embeddings would: kind, parameters, weights checksum.
+
+        An index records it in its manifest; an index built by another identity is rebuilt."""
+
+    @abc.abstractmethod
+    def encode(self, seqs: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed `seqs` (upper or lower case ACGTN strings) -> (len(seqs), dim) float32, unit rows."""
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` -> `cuda` when torch sees a GPU, else `cpu`; `cuda` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
+    """Pick an encoder.
+
+    `spec` is None or "default" for the bundled default model (the k-mer sketch until a trained
+    model ships), "kmer" for the training-free k-mer sketch baseline, "transformer" for the bundled
+    trained model by name, or a directory saved by `save_pretrained` of a trained model.
+    """
+    device = resolve_device(device)
+    if spec in (None, "default"):
+        spec = "transformer" if (DEFAULT_MODEL_DIR / "config.json").exists() else "kmer"
+    if spec == "kmer":
+        from dnaesa.model.kmer import KmerSketchEncoder
+
+        return KmerSketchEncoder(device=device)
+    path = DEFAULT_MODEL_DIR if spec == "transformer" else Path(spec)
+    if not (path / "config.json").exists():
+        raise ValueError(f"{spec}: not an encoder name (default, kmer, transformer) nor a model directory with config.json")
+    from dnaesa.model.transformer import TransformerEncoder
+
+    return TransformerEncoder.from_pretrained(path, device=device)
