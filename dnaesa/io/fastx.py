@@ -1,0 +1,258 @@
+"""Streaming, validating readers of FASTA/FASTQ reads and of the FASTA reference.
+
+Owns: opening input (plain, gzip detected by magic bytes, or '-' for stdin), the `Read` record,
+FASTQ parsing (4-line records, and multi-line ones as Biopython writes them), FASTA parsing,
+sequence normalisation (uppercase, IUPAC ambiguity codes -> N) and every input check. Each
+problem raises `InputError(path, message, record=N, name=read)` with N counted from 1.
+
+Parsing works on bytes and validates with `bytes.translate`, so a record costs a few C calls.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, TextIO
+
+from dnaesa.errors import InputError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BAD = 0  # byte that marks an illegal character after translation
+_IUPAC = b"RYKMSWBDHV"
+
+
+def _sequence_table() -> bytes:
+    """Translation table: ACGTN kept, IUPAC codes -> N, lowercase accepted, all else -> _BAD."""
+    table = bytearray([_BAD]) * 256
+    for c in b"ACGTN":
+        table[c] = table[c + 32] = c
+    for c in _IUPAC:
+        table[c] = table[c + 32] = ord("N")
+    return bytes(table)
+
+
+_SEQ_TABLE = _sequence_table()
+_QUAL_CHARS = bytes(range(ord("!"), ord("~") + 1))
+_BAD_BYTE = bytes([_BAD])
+
+
+@dataclass(slots=True)
+class Read:
+    """One read: `name` is the first word of the header, `seq` uppercase ACGTN, `qual` Phred+33."""
+
+    name: str
+    seq: str
+    qual: str | None
+
+
+def _open_binary(path: str) -> BinaryIO:
+    """Binary stream of the (possibly gzip-compressed) file, or of stdin for '-'."""
+    if path == "-":
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:  # a text stream with no bytes underneath (e.g. io.StringIO in tests)
+            raw = io.BytesIO(sys.stdin.read().encode())
+        stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    else:
+        try:
+            stream = open(path, "rb")
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except IsADirectoryError:
+            raise InputError(path, "is a directory, not a file") from None
+        except OSError as e:
+            raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    if stream.peek(2)[:2] == _GZIP_MAGIC:
+        return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)
+    return stream
+
+
+def open_text(path: str) -> TextIO:
+    """Text stream of `path` ('-' = stdin); gzip is detected by its magic bytes, not the name."""
+    if path == "-" and not hasattr(sys.stdin, "buffer"):
+        return sys.stdin
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="replace")
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    """Lines of the file as bytes; unreadable or corrupt gzip data becomes an InputError."""
+    stream = _open_binary(path)
+    try:
+        yield from stream
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(path, f"cannot read the file (corrupt or truncated gzip?): {e}") from None
+    finally:
+        if path != "-":
+            stream.close()
+
+
+def _first_line(lines: Iterator[bytes]) -> bytes:
+    """First non-blank line (b'' when there is none)."""
+    for line in lines:
+        if not line.isspace():
+            return line
+    return b""
+
+
+def _name(header: bytes, path: str, record: int) -> str:
+    """First whitespace-separated word of a header line, without its '@' or '>'."""
+    words = header[1:].split(None, 1)
+    if not words:
+        raise InputError(path, "header has no read name", record=record)
+    return words[0].decode("utf-8", "replace")
+
+
+def _sequence(raw: bytes, path: str, record: int, name: str) -> str:
+    """Normalised sequence of `raw`, or InputError for an empty one or an illegal character."""
+    if not raw:
+        raise InputError(path, "empty sequence", record=record, name=name)
+    seq = raw.translate(_SEQ_TABLE)
+    if _BAD_BYTE in seq:
+        at = seq.index(_BAD_BYTE)
+        bad = raw[at : at + 1].decode("latin-1")
+        raise InputError(path, f"illegal character {bad!r} in sequence at position {at + 1}",
+                         record=record, name=name)
+    return seq.decode("ascii")
+
+
+def _quality(raw: bytes, n_bases: int, path: str, record: int, name: str) -> str:
+    """Checked quality string: as long as the sequence, every character in '!'..'~'."""
+    if len(raw) != n_bases:
+        raise InputError(path, f"sequence has {n_bases} bases but quality has {len(raw)}",
+                         record=record, name=name)
+    bad = raw.translate(None, _QUAL_CHARS)
+    if bad:
+        raise InputError(path, f"illegal quality character {bad[:1].decode('latin-1')!r} "
+                         "(allowed: '!'..'~')", record=record, name=name)
+    return raw.decode("ascii")
+
+
+def _truncated(path: str, record: int, name: str | None) -> InputError:
+    return InputError(path, "file ends in the middle of the record (truncated file?)",
+                      record=record, name=name)
+
+
+def _is_sequence_line(line: bytes) -> bool:
+    """True for a non-blank line of sequence letters only (a continuation of a multi-line SEQ)."""
+    raw = line.rstrip()
+    return bool(raw) and _BAD_BYTE not in raw.translate(_SEQ_TABLE)
+
+
+def _multiline_fastq(first: bytes, line: bytes, lines: Iterator[bytes], path: str,
+                     record: int, name: str) -> tuple[bytes, bytes]:
+    """Raw SEQ and QUAL of a record whose sequence does not fit on one line.
+
+    `first` is the first sequence line and `line` the one after it. The sequence runs until the
+    '+' line; quality lines are then read until they hold as many characters as the sequence.
+    """
+    _sequence(first, path, record, name)  # raises unless `first` is sequence letters
+    parts = [first]
+    while line[:1] != b"+":
+        if not line:
+            raise _truncated(path, record, name)
+        if not _is_sequence_line(line):
+            found = line.rstrip()[:30].decode("utf-8", "replace")
+            raise InputError(path, f"expected the '+' line, found {found!r}",
+                             record=record, name=name)
+        parts.append(line.rstrip())
+        line = next(lines, b"")
+    seq = b"".join(parts)
+    quals: list[bytes] = []
+    have = 0
+    while have < len(seq):
+        line = next(lines, b"")
+        if not line:
+            raise _truncated(path, record, name)
+        quals.append(line.rstrip())
+        have += len(quals[-1])
+    return seq, b"".join(quals)
+
+
+def _parse_fastq(lines: Iterator[bytes], path: str) -> Iterator[Read]:
+    """Reads of a FASTQ stream; the fast path is the 4-line record."""
+    record = 0
+    for header in lines:
+        if header[:1] != b"@":
+            if header.isspace():
+                continue
+            found = header.rstrip()[:30].decode("utf-8", "replace")
+            raise InputError(path, f"expected a header line starting with '@', found {found!r}",
+                             record=record + 1)
+        record += 1
+        name = _name(header, path, record)
+        seq_line = next(lines, b"")
+        plus = next(lines, b"")
+        qual_line = next(lines, b"") if plus[:1] == b"+" else None
+        if not qual_line:
+            if not seq_line or not plus or qual_line is not None:
+                raise _truncated(path, record, name)
+            seq_raw, qual_raw = _multiline_fastq(seq_line.rstrip(), plus, lines, path, record, name)
+        else:
+            seq_raw, qual_raw = seq_line.rstrip(), qual_line.rstrip()
+        seq = _sequence(seq_raw, path, record, name)
+        yield Read(name, seq, _quality(qual_raw, len(seq), path, record, name))
+
+
+def _parse_fasta(lines: Iterator[bytes], path: str) -> Iterator[tuple[int, str, bytes]]:
+    """(record number, name, raw joined sequence) of each FASTA record."""
+    record, name, parts = 0, "", []
+    for line in lines:
+        if line[:1] == b">":
+            if record:
+                yield record, name, b"".join(parts)
+            record += 1
+            name, parts = _name(line, path, record), []
+        elif record:
+            parts.append(line.rstrip())
+        elif not line.isspace():
+            raise InputError(path, "not FASTA: the first line does not start with '>'")
+    if record:
+        yield record, name, b"".join(parts)
+
+
+def read_fastx(path: str) -> Iterator[Read]:
+    """Stream the reads of a FASTA or FASTQ file (format from the first non-blank character).
+
+    Validates as it goes, so an InputError may come after earlier reads were yielded. An empty
+    file (or one of blank lines only) yields nothing.
+    """
+    lines = _lines(path)
+    first = _first_line(lines)
+    if not first:
+        return
+    lines = itertools.chain([first], lines)
+    if first[:1] == b"@":
+        yield from _parse_fastq(lines, path)
+    elif first[:1] == b">":
+        for record, name, raw in _parse_fasta(lines, path):
+            yield Read(name, _sequence(raw, path, record, name), None)
+    else:
+        found = first.rstrip()[:30].decode("utf-8", "replace")
+        raise InputError(path, f"neither FASTA nor FASTQ: first line is {found!r}", record=1)
+
+
+def read_batches(path: str, batch_size: int) -> Iterator[list[Read]]:
+    """`read_fastx` in lists of `batch_size` reads (the last one may be shorter)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    reads = read_fastx(path)
+    while batch := list(itertools.islice(reads, batch_size)):
+        yield batch
+
+
+def read_reference(path: str) -> Iterator[tuple[str, str]]:
+    """(name, sequence) of each contig of a FASTA reference; sequence uppercase, IUPAC -> N."""
+    lines = _lines(path)
+    first = _first_line(lines)
+    if not first:
+        raise InputError(path, "no contigs: the reference file is empty")
+    if first[:1] != b">":
+        raise InputError(path, "not FASTA: the first line does not start with '>'")
+    seen: set[str] = set()
+    for record, name, raw in _parse_fasta(itertools.chain([first], lines), path):
+        if name in seen:
+            raise InputError(path, "duplicate contig name", record=record, name=name)
+        seen.add(name)
+        yield name, _sequence(raw, path, record, name)
