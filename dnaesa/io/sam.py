@@ -1,0 +1,204 @@
+"""SAM/BAM output: the header, one record per read (plus secondaries), and atomic files.
+
+Owns: `parse_read_group` (the --read-group argument) and `SamWriter`. Records are formatted as
+SAM text and parsed by `pysam.AlignedSegment.fromstring` (several times faster than setting
+fields one by one), then written with `pysam.AlignmentFile`. Files are written to a temporary
+name next to the target and renamed by `close()`; `abort()` deletes them, so a failed run leaves
+no partial output. BAM output is coordinate-sorted (`pysam.sort`) and indexed (`pysam.index`).
+Output to stdout ('-' or None) is SAM text written to `sys.stdout`, in input order.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from types import TracebackType
+from typing import Sequence
+
+import pysam
+
+from dnaesa.align.types import Alignment
+from dnaesa.io.fastx import Read
+
+_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
+_RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
+FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
+MAX_MAPQ = 254  # 255 means "unavailable" in SAM
+
+
+def _dnaesa_version() -> str:
+    """The installed dnaesa version, or "0.1.0" when the package metadata is not there."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("dnaesa")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def parse_read_group(rg: str) -> dict:
+    """Read-group fields from 'ID' alone (used as ID and SM) or a bwa-style '@RG\\tID:x\\tSM:y'.
+
+    Fields may be separated by real tabs or by a literal backslash-t. ValueError without an ID.
+    """
+    text = rg.replace("\\t", "\t").strip()
+    if not text:
+        raise ValueError("empty read group")
+    if not text.startswith(("@RG", "ID:")):
+        if any(c.isspace() for c in text):
+            raise ValueError(f"read group ID {text!r} contains whitespace")
+        return {"ID": text, "SM": text}
+    fields = [f for f in text.split("\t") if f]
+    if fields[0] == "@RG":
+        fields = fields[1:]
+    group: dict[str, str] = {}
+    for field in fields:
+        if not _RG_FIELD.fullmatch(field):
+            raise ValueError(f"bad read-group field {field!r} (expected TAG:value)")
+        group[field[:2]] = field[3:]
+    if "ID" not in group:
+        raise ValueError(f"read group {rg!r} has no ID field")
+    return group
+
+
+def _header(contigs: list[tuple[str, int]], command_line: str, read_group: dict | None,
+            version: str) -> pysam.AlignmentHeader:
+    one_line = " ".join(command_line.split())  # a tab or newline would break the @PG line
+    header: dict = {
+        "HD": {"VN": "1.6", "SO": "unsorted"},
+        "SQ": [{"SN": name, "LN": length} for name, length in contigs],
+        "PG": [{"ID": "dnaesa", "PN": "dnaesa", "VN": version, "CL": one_line}],
+    }
+    if read_group:
+        header["RG"] = [read_group]
+    return pysam.AlignmentHeader.from_dict(header)
+
+
+class SamWriter:
+    """Writes reads and their alignments as SAM (to a file or stdout) or sorted, indexed BAM.
+
+    `sort` None sorts BAM output and leaves SAM in input order. Use as a context manager: an
+    exception inside the block aborts (no output file is left), a normal exit closes.
+    """
+
+    def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
+                 read_group: str | None = None, program_version: str | None = None,
+                 sort: bool | None = None):
+        self.path = None if path in (None, "-") else str(path)
+        self.bam = self.path is not None and self.path.endswith(".bam")
+        self.sort = self.bam if sort is None else sort
+        if self.sort and self.path is None:
+            raise ValueError("sorted output needs an output file, not stdout")
+        group = parse_read_group(read_group) if read_group else None
+        self._rg_tag = f"\tRG:Z:{group['ID']}" if group else ""
+        self._names = [name for name, _ in contigs]
+        self.header = _header(contigs, command_line, group, program_version or _dnaesa_version())
+        self._tmp: str | None = None
+        self._out: pysam.AlignmentFile | None = None
+        self._closed = False
+        if self.path is None:
+            sys.stdout.write(str(self.header))
+        else:
+            self._open_temporary()
+
+    def _open_temporary(self) -> None:
+        """Open the temporary output next to the target (uncompressed BAM when sorting later)."""
+        assert self.path is not None
+        folder, base = os.path.split(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot write {self.path}: no folder {folder}")
+        # not tempfile.mkstemp: its 0600 mode would survive the rename
+        self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        mode = "wbu" if self.sort else ("wb" if self.bam else "w")
+        self._out = pysam.AlignmentFile(self._tmp, mode, header=self.header)
+
+    def write(self, read: Read, alignment: Alignment | None,
+              secondary: Sequence[Alignment] = ()) -> None:
+        """Write the read's primary record (unmapped when `alignment` is None) and secondaries."""
+        if self._closed:
+            raise ValueError("write to a closed SamWriter")
+        qual = read.qual or "*"
+        if alignment is None:
+            self._emit(f"{read.name}\t{FLAG_UNMAPPED}\t*\t0\t0\t*\t*\t0\t0\t{read.seq}\t{qual}")
+            return
+        if alignment.query_length != len(read.seq):
+            raise ValueError(f"read {read.name}: CIGAR {alignment.cigar_string} covers "
+                             f"{alignment.query_length} bases, the read has {len(read.seq)}")
+        seq = read.seq
+        if alignment.reverse:
+            seq, qual = seq.translate(_COMPLEMENT)[::-1], qual[::-1]
+        mapq = min(max(alignment.mapq, 0), MAX_MAPQ)
+        self._emit(self._mapped(read.name, 0, alignment, mapq, seq, qual))
+        for other in secondary:
+            self._emit(self._mapped(read.name, FLAG_SECONDARY, other, 0, "*", "*"))
+
+    def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str) -> str:
+        """SAM line of a mapped record."""
+        if aln.reverse:
+            flag |= FLAG_REVERSE
+        xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
+        return (f"{name}\t{flag}\t{self._names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
+                f"{aln.cigar_string}\t*\t0\t0\t{seq}\t{qual}\t"
+                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}")
+
+    def _emit(self, line: str) -> None:
+        if self._out is None:
+            sys.stdout.write(f"{line}{self._rg_tag}\n")
+        else:
+            self._out.write(pysam.AlignedSegment.fromstring(line + self._rg_tag, self.header))
+
+    def close(self) -> None:
+        """Finish the output: sort and index if asked, then move it to its final path."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._out is None:
+            sys.stdout.flush()
+            return
+        self._out.close()
+        try:
+            self._finish()
+        except BaseException:
+            self._remove_temporaries()
+            raise
+
+    def _finish(self) -> None:
+        """Sort/index the closed temporary file and rename the results onto the target."""
+        assert self.path is not None and self._tmp is not None
+        if not self.sort:
+            os.replace(self._tmp, self.path)
+            return
+        sorted_tmp = f"{self._tmp}.sorted"
+        fmt = "BAM" if self.bam else "SAM"
+        pysam.sort("-o", sorted_tmp, "-O", fmt, "-T", f"{self._tmp}.sort", "--no-PG", self._tmp)
+        os.remove(self._tmp)
+        if self.bam:  # index first, so the index is younger than the BAM it describes
+            pysam.index("-o", f"{sorted_tmp}.bai", sorted_tmp)
+            os.replace(f"{sorted_tmp}.bai", f"{self.path}.bai")
+        os.replace(sorted_tmp, self.path)
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary output; the target path is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._out is not None:
+            self._out.close()
+            self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        assert self._tmp is not None
+        for path in (self._tmp, f"{self._tmp}.sorted", f"{self._tmp}.sorted.bai"):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def __enter__(self) -> SamWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
