@@ -1,0 +1,179 @@
+"""Training and evaluation data: reference regions, read mutation, and (fragment, read) pair sampling.
+
+A *region spec* names sequence for training or evaluation: `PATH` (every contig of a FASTA, plain or
+gzipped) or `PATH:START-END` (the same 0-based half-open slice of every contig; `END` may be empty
+for "to the end"). It is how held-out sequence is kept out of training: train on
+`human.fa.gz:0-60000000`, evaluate on `human.fa.gz:60000000-62000000`.
+
+A training pair is a fragment of `fragment_len` bases and a read of 100-500 bases drawn from inside
+it. The read gets sequencing errors (substitutions and 1-5 bp indels at Illumina-like rates) and a
+divergence augmentation (the same kinds of edits at up to ~15%, for reads from a related strain).
+Strand: the store holds forward fragments only and the pipeline queries a read and its reverse
+complement, so a pair is either (fragment, read) or (RC(fragment), RC(read)) with equal chance;
+both orientations of every query then meet a forward fragment in the same geometry as in training.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+_COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
+_UPPER_ACGTN = bytes(c if c in b"ACGT" else ord("N") for c in bytes(range(256)).upper())
+_BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+
+
+def reverse_complement(seq: str) -> str:
+    return seq.encode("ascii").translate(_COMPLEMENT)[::-1].decode("ascii")
+
+
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(name, uppercase sequence with non-ACGT as N) for each record of a plain or gzipped FASTA."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    name, chunks = None, []
+    with opener(path, "rb") as fh:
+        for line in fh:
+            if line.startswith(b">"):
+                if name is not None:
+                    yield name, b"".join(chunks).translate(_UPPER_ACGTN).decode("ascii")
+                words = line[1:].split()
+                name, chunks = (words[0].decode() if words else ""), []
+            else:
+                chunks.append(line.strip())
+    if name is not None:
+        yield name, b"".join(chunks).translate(_UPPER_ACGTN).decode("ascii")
+
+
+@dataclass
+class Region:
+    """Named sequences cut from one FASTA by a region spec."""
+
+    spec: str
+    names: list[str]
+    seqs: list[str]
+
+    @classmethod
+    def load(cls, spec: str) -> "Region":
+        path, start, end = parse_region_spec(spec)
+        names, seqs = [], []
+        for name, seq in read_fasta(path):
+            piece = seq[start:end]
+            if len(piece) > 0:
+                names.append(f"{name}:{start}-{start + len(piece)}" if (start or end) else name)
+                seqs.append(piece)
+        if not seqs:
+            raise ValueError(f"{spec}: no sequence in this region; check the path and START-END")
+        return cls(spec, names, seqs)
+
+    @property
+    def total_len(self) -> int:
+        return sum(len(s) for s in self.seqs)
+
+
+def parse_region_spec(spec: str) -> tuple[str, int, int | None]:
+    """`PATH` or `PATH:START-END` -> (path, start, end or None)."""
+    path, start, end = spec, 0, None
+    head, sep, tail = spec.rpartition(":")
+    if sep and "-" in tail and tail.replace("-", "").isdigit():
+        lo, _, hi = tail.partition("-")
+        path, start, end = head, int(lo), (int(hi) if hi else None)
+    if not Path(path).exists():
+        raise ValueError(f"{spec}: no such FASTA file {path!r}")
+    return path, start, end
+
+
+@dataclass(frozen=True)
+class MutationProfile:
+    """Edit rates per base: substitutions, and indel events of 1..max_indel bases (geometric lengths)."""
+
+    substitution: float
+    indel: float
+    max_indel: int = 5
+
+    @classmethod
+    def divergence(cls, rate: float, indel_share: float = 0.1) -> "MutationProfile":
+        """`rate` edits per base, `indel_share` of them indel events (the rest substitutions)."""
+        return cls(rate * (1 - indel_share), rate * indel_share)
+
+
+def mutate(seq: str, profile: MutationProfile, rng: np.random.Generator) -> str:
+    """Apply substitutions, then insertions/deletions of 1..max_indel bases, at the profile's rates."""
+    arr = np.frombuffer(seq.encode("ascii"), dtype=np.uint8).copy()
+    n = arr.size
+    subs = np.flatnonzero(rng.random(n) < profile.substitution)
+    if subs.size:
+        codes = np.searchsorted(_BASES, arr[subs]) % 4
+        arr[subs] = _BASES[(codes + rng.integers(1, 4, subs.size)) % 4]
+    events = np.flatnonzero(rng.random(n) < profile.indel)
+    if events.size == 0:
+        return arr.tobytes().decode("ascii")
+    pieces, last = [], 0
+    for pos in events:
+        if pos < last:
+            continue
+        length = int(min(rng.geometric(0.5), profile.max_indel))
+        pieces.append(arr[last:pos])
+        if rng.random() < 0.5:  # insertion before pos
+            pieces.append(_BASES[rng.integers(0, 4, length)])
+            last = pos
+        else:  # deletion of [pos, pos+length)
+            last = pos + length
+    pieces.append(arr[last:])
+    return np.concatenate(pieces).tobytes().decode("ascii")
+
+
+@dataclass
+class PairSampler:
+    """Random (fragment, read) pairs from the training regions, weighted by sequence length.
+
+    Each read gets a divergence drawn uniformly from [0, max_divergence] with probability
+    `divergent_share` (else none), then sequencing errors at `error_rate` (10% of them indels).
+    """
+
+    regions: list[Region]
+    fragment_len: int = 1250
+    read_len_min: int = 100
+    read_len_max: int = 500
+    error_rate: float = 0.01
+    max_divergence: float = 0.15
+    divergent_share: float = 0.5
+    max_n_fraction: float = 0.05
+
+    def __post_init__(self):
+        self._seqs = [s for r in self.regions for s in r.seqs if len(s) >= self.fragment_len]
+        if not self._seqs:
+            raise ValueError(f"no training contig is at least fragment_len={self.fragment_len} bases long")
+        lengths = np.array([len(s) - self.fragment_len + 1 for s in self._seqs], dtype=np.float64)
+        self._weights = lengths / lengths.sum()
+
+    def sample_fragment(self, rng: np.random.Generator) -> str:
+        for _ in range(100):
+            seq = self._seqs[rng.choice(len(self._seqs), p=self._weights)]
+            start = int(rng.integers(0, len(seq) - self.fragment_len + 1))
+            frag = seq[start : start + self.fragment_len]
+            if frag.count("N") <= self.max_n_fraction * self.fragment_len:
+                return frag
+        raise ValueError("could not find a fragment without Ns in 100 tries; the training regions are mostly N")
+
+    def sample_read(self, fragment: str, rng: np.random.Generator) -> str:
+        length = int(rng.integers(self.read_len_min, min(self.read_len_max, len(fragment)) + 1))
+        start = int(rng.integers(0, len(fragment) - length + 1))
+        read = fragment[start : start + length]
+        if rng.random() < self.divergent_share:
+            read = mutate(read, MutationProfile.divergence(rng.uniform(0, self.max_divergence)), rng)
+        return mutate(read, MutationProfile.divergence(rng.uniform(0, self.error_rate)), rng)
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+        """`size` pairs -> (fragments, reads); pair i is forward or both reverse-complemented."""
+        frags, reads = [], []
+        for _ in range(size):
+            frag = self.sample_fragment(rng)
+            read = self.sample_read(frag, rng)
+            if rng.random() < 0.5:
+                frag, read = reverse_complement(frag), reverse_complement(read)
+            frags.append(frag)
+            reads.append(read)
+        return frags, reads

@@ -1,0 +1,96 @@
+"""Recall evaluator: does a read's vector find the fragment that contains it, genome-wide, on both strands?
+
+The region is cut into forward fragments of `fragment_len` at `stride` (the last one ending at the
+contig end, as the store does). Reads of `read_len` are drawn at random places, mutated by a
+`MutationProfile`, and reverse-complemented half of the time. Each read is searched as given and as
+its reverse complement against all fragments (FAISS `IndexFlatIP`, exact); hits of the two
+orientations are merged by score. recall@K = share of reads with a fragment that wholly contains the
+read's true span among the top K. The primary metric is recall at the largest K.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from dnaesa.model.base import Encoder
+from dnaesa.train.data import MutationProfile, Region, mutate, reverse_complement
+
+
+def fragment_windows(lengths: Sequence[int], fragment_len: int, stride: int) -> np.ndarray:
+    """(n, 3) int64 (contig, start, end) windows; the last window of a contig ends at its end."""
+    rows = []
+    for ci, length in enumerate(lengths):
+        starts = list(range(0, max(length - fragment_len, 0) + 1, stride))
+        if starts[-1] + fragment_len < length:
+            starts.append(length - fragment_len)
+        rows.extend((ci, s, min(s + fragment_len, length)) for s in starts)
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+@dataclass
+class RecallEvaluator:
+    """Fixed, seeded reads and fragments of one region; `__call__(encoder)` -> metrics dict."""
+
+    region: Region
+    profile: MutationProfile
+    n_reads: int = 1000
+    read_len: int = 250
+    fragment_len: int = 1250
+    stride: int = 1000
+    ks: tuple[int, ...] = (1, 8, 16)
+    seed: int = 1
+    name: str = ""
+    reads: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.windows = fragment_windows([len(s) for s in self.region.seqs], self.fragment_len, self.stride)
+        self.fragments = [self.region.seqs[c][s:e] for c, s, e in self.windows]
+        keep = np.array([f.count("N") < 0.5 * len(f) for f in self.fragments])
+        self.windows = self.windows[keep]
+        self.fragments = [f for f, k in zip(self.fragments, keep) if k]
+        self.reads, self.truth = [], []
+        seqs = self.region.seqs
+        weights = np.array([max(len(s) - self.read_len + 1, 0) for s in seqs], dtype=np.float64)
+        while len(self.reads) < self.n_reads:
+            ci = int(rng.choice(len(seqs), p=weights / weights.sum()))
+            start = int(rng.integers(0, len(seqs[ci]) - self.read_len + 1))
+            read = seqs[ci][start : start + self.read_len]
+            if read.count("N") > 0.05 * self.read_len:
+                continue
+            read = mutate(read, self.profile, rng)
+            if rng.random() < 0.5:
+                read = reverse_complement(read)
+            self.reads.append(read)
+            self.truth.append((ci, start, start + self.read_len))
+
+    def _is_true(self, read_idx: int, frag_idx: np.ndarray) -> np.ndarray:
+        ci, start, end = self.truth[read_idx]
+        w = self.windows[frag_idx]
+        return (w[:, 0] == ci) & (w[:, 1] <= start) & (w[:, 2] >= end)
+
+    def __call__(self, encoder: Encoder, batch_size: int = 256) -> dict[str, float]:
+        import faiss
+
+        frag_vecs = encoder.encode(self.fragments, batch_size=batch_size)
+        index = faiss.IndexFlatIP(frag_vecs.shape[1])
+        index.add(np.ascontiguousarray(frag_vecs, dtype=np.float32))
+        kmax = max(self.ks)
+        queries = self.reads + [reverse_complement(r) for r in self.reads]
+        qv = encoder.encode(queries, batch_size=batch_size)
+        scores, ids = index.search(np.ascontiguousarray(qv, dtype=np.float32), kmax)
+        n = len(self.reads)
+        hits = {k: 0 for k in self.ks}
+        for i in range(n):
+            merged_ids = np.concatenate([ids[i], ids[n + i]])
+            merged_scores = np.concatenate([scores[i], scores[n + i]])
+            order = np.argsort(-merged_scores, kind="stable")
+            ranked = list(dict.fromkeys(int(j) for j in merged_ids[order] if j >= 0))
+            true = self._is_true(i, np.array(ranked, dtype=np.int64)) if ranked else np.zeros(0, bool)
+            first = int(np.argmax(true)) if true.any() else None
+            for k in self.ks:
+                hits[k] += first is not None and first < k
+        prefix = f"{self.name}/" if self.name else ""
+        return {f"{prefix}recall@{k}": hits[k] / n for k in self.ks}
