@@ -1,0 +1,138 @@
+"""Command line: `python -m dnaesa align|index|train|simulate|evaluate`. Parsing only, no logic.
+
+Defaults come from `dnaesa.options`. Errors the user can fix (bad input, bad options) print one line
+`dnaesa: error: ...` and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from dnaesa import __version__
+from dnaesa.errors import DnaesaError
+from dnaesa.options import IndexOptions, MapOptions
+
+log = logging.getLogger("dnaesa")
+_IDX, _MAP = IndexOptions(), MapOptions()
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model and hardware")
+    g.add_argument("--encoder", default="default", metavar="NAME",
+                   help="encoder: default (the bundled trained model, or the k-mer sketch if none ships), "
+                        "kmer (training-free baseline), transformer (the bundled trained model) [default]")
+    g.add_argument("--model", metavar="DIR", help="a trained model directory (overrides --encoder)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the encoder and the search run; auto = cuda when present [auto]")
+    g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads [all cores]")
+
+
+def _add_index_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("index")
+    g.add_argument("--index", metavar="DIR", help="index directory [REF.dnaesa-index beside the reference]")
+    g.add_argument("--max-read-len", type=int, default=_IDX.max_read_len, metavar="N",
+                   help=f"longest read the index serves wholly inside one fragment; sets the stride [{_IDX.max_read_len}]")
+    g.add_argument("--fragment-len", type=int, default=_IDX.fragment_len, metavar="N",
+                   help=f"reference fragment length [{_IDX.fragment_len}]")
+    g.add_argument("--index-kind", default=_IDX.index_kind, choices=["flat", "hnsw"],
+                   help=f"FAISS index per shard: exact (flat) or graph (hnsw) [{_IDX.index_kind}]")
+    g.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it matches")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dnaesa", description="DNA read alignment by embedding, search and alignment.")
+    parser.add_argument("--version", action="version", version=f"dnaesa {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    align = sub.add_parser("align", help="align reads to a reference, write SAM/BAM",
+                           description="Align reads (FASTQ/FASTA, plain/gz, - for stdin) to REF (FASTA).")
+    align.add_argument("reads", metavar="READS")
+    align.add_argument("ref", metavar="REF")
+    out = align.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="OUT", help="out.sam, or out.bam (sorted and indexed) [stdout, SAM]")
+    out.add_argument("--read-group", metavar="RG", help="read group: an ID, or a full '@RG\\tID:x\\tSM:y' line")
+    out.add_argument("--secondary", type=int, default=_MAP.secondary, metavar="N",
+                     help=f"also report up to N secondary alignments (flag 256) [{_MAP.secondary}]")
+    m = align.add_argument_group("mapping")
+    m.add_argument("-k", "--top-k", type=int, default=_MAP.top_k, metavar="K",
+                   help=f"fragments searched per read and strand [{_MAP.top_k}]")
+    m.add_argument("--max-candidates", type=int, default=_MAP.max_candidates, metavar="N",
+                   help=f"at most N candidate windows aligned per read [{_MAP.max_candidates}]")
+    m.add_argument("--candidate-ratio", type=float, default=_MAP.candidate_ratio, metavar="F",
+                   help=f"align candidates scoring at least F x the best embedding score [{_MAP.candidate_ratio}]")
+    m.add_argument("-T", "--min-score", type=int, default=_MAP.min_score, metavar="S",
+                   help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
+    m.add_argument("--batch-size", type=int, default=_MAP.batch_size, metavar="N",
+                   help=f"reads embedded and searched together [{_MAP.batch_size}]")
+    _add_index_args(align)
+    _add_model_args(align)
+
+    index = sub.add_parser("index", help="build (or check) the index of a reference",
+                           description="Cut REF into fragments, embed them and store them in an index directory.")
+    index.add_argument("ref", metavar="REF")
+    _add_index_args(index)
+    _add_model_args(index)
+
+    for name, module, text in (("train", "dnaesa.train", "train an encoder on reference sequence"),
+                               ("simulate", "dnaesa.simulate", "simulate reads with their truth in the names"),
+                               ("evaluate", "dnaesa.evaluate", "accuracy of SAM/BAM of simulated reads by MAPQ")):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.set_defaults(module=module)
+        mod = _import(module)
+        if hasattr(mod, 'add_arguments'):  # TEMPCHECK
+            mod.add_arguments(p)
+    return parser
+
+
+def _import(module: str):
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def _aligner(args: argparse.Namespace, **map_options):
+    from dnaesa.pipeline import Aligner
+
+    return Aligner(args.ref, model=args.model or args.encoder, index=args.index, device=args.device,
+                   threads=args.threads, rebuild=args.rebuild_index, progress=not args.quiet,
+                   fragment_len=args.fragment_len, max_read_len=args.max_read_len, index_kind=args.index_kind,
+                   **map_options)
+
+
+def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
+    aligner = _aligner(args, top_k=args.top_k, max_candidates=args.max_candidates, candidate_ratio=args.candidate_ratio,
+                       min_score=args.min_score, batch_size=args.batch_size, secondary=args.secondary)
+    summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
+                                 command_line="dnaesa " + shlex.join(argv), progress=not args.quiet)
+    log.info(summary.line())
+    return 0
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    aligner = _aligner(args)
+    log.info("[dnaesa] index %s: %d fragments, encoder %s", aligner.index.directory, aligner.index.store.ntotal,
+             aligner.encoder.identity())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    try:
+        if args.command == "align":
+            return _run_align(args, argv)
+        if args.command == "index":
+            return _run_index(args)
+        return _import(args.module).run(args)
+    except (DnaesaError, ValueError, TypeError) as err:
+        print(f"dnaesa: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnaesa: interrupted", file=sys.stderr)
+        return 130

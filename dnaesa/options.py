@@ -1,0 +1,72 @@
+"""Options of each stage as frozen dataclasses with one default each; they validate themselves.
+
+The CLI reads its defaults from here, so a number that matters lives in one place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How the reference is cut into fragments and stored.
+
+    Fragments are `fragment_len` long at stride `fragment_len - max_read_len`, so every read of up
+    to `max_read_len` bases lies wholly inside at least one fragment.
+    """
+
+    fragment_len: int = 1250
+    max_read_len: int = 250
+    index_kind: str = "flat"
+    shard_size: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not 50 <= self.max_read_len < self.fragment_len:
+            raise ValueError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
+        if self.fragment_len > 100_000:
+            raise ValueError(f"fragment_len must be at most 100000, got {self.fragment_len}")
+        if self.index_kind not in ("flat", "hnsw"):
+            raise ValueError(f"index_kind must be flat or hnsw, got {self.index_kind!r}")
+        if self.shard_size < 1000:
+            raise ValueError(f"shard_size must be at least 1000, got {self.shard_size}")
+
+    @property
+    def stride(self) -> int:
+        return self.fragment_len - self.max_read_len
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """How reads are searched, aligned and scored (scores as BWA-MEM: +1, -4, gap 6 + 1 per base)."""
+
+    top_k: int = 16
+    #: keep candidates whose embedding score is at least this fraction of the read's best
+    candidate_ratio: float = 0.6
+    #: at most this many candidates per read go to dynamic programming
+    max_candidates: int = 16
+    #: candidates within this many edits of the best get the full affine alignment
+    edit_margin: int = 12
+    match: int = 1
+    mismatch: int = 4
+    gap_open: int = 6
+    gap_extend: int = 1
+    clip_penalty: int = 5
+    #: alignments scoring below this are reported unmapped (BWA-MEM's -T)
+    min_score: int = 30
+    #: extra alignments reported as secondary (flag 256)
+    secondary: int = 0
+    batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= 1024:
+            raise ValueError(f"top_k must be in [1, 1024], got {self.top_k}")
+        if not 0.0 <= self.candidate_ratio <= 1.0:
+            raise ValueError(f"candidate_ratio must be in [0, 1], got {self.candidate_ratio}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be at least 1, got {self.max_candidates}")
+        if self.match < 1 or self.mismatch < 1 or self.gap_open < 0 or self.gap_extend < 1:
+            raise ValueError("scores must be positive: match >= 1, mismatch >= 1, gap_open >= 0, gap_extend >= 1")
+        if self.secondary < 0:
+            raise ValueError(f"secondary must be >= 0, got {self.secondary}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

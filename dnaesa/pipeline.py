@@ -1,0 +1,163 @@
+"""The align path: read -> embed (read and reverse complement) -> search -> refine -> MAPQ -> write.
+
+`Aligner` is the public face, in the spirit of minimap2's mappy: `Aligner(ref).map(seq)` gives
+alignment objects, `align_file(reads, out)` writes SAM/BAM in input order. Reads stream in batches;
+each batch is embedded in one call, searched in one call, then aligned read by read.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dnaesa.align.mapq import assign_mapq
+from dnaesa.align.refine import Candidate, Refiner
+from dnaesa.align.types import Alignment
+from dnaesa.io.fastx import Read, read_batches
+from dnaesa.io.sam import SamWriter
+from dnaesa.model.base import Encoder, load_encoder, resolve_device
+from dnaesa.options import IndexOptions, MapOptions
+from dnaesa.reference import Reference, reverse_complement
+from dnaesa.store.index_dir import Index, open_index
+
+log = logging.getLogger("dnaesa")
+#: bases added on each side of a candidate fragment beyond the read's length
+WINDOW_SLACK = 16
+
+
+@dataclass
+class Summary:
+    reads: int = 0
+    mapped: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        pct = 100.0 * self.mapped / self.reads if self.reads else 0.0
+        rate = self.reads / self.seconds if self.seconds > 0 else 0.0
+        return f"[dnaesa] {self.reads} reads, {self.mapped} mapped ({pct:.2f}%), {self.seconds:.1f} s, {rate:.0f} reads/s"
+
+
+def split_options(options: dict) -> tuple[IndexOptions, MapOptions]:
+    """Keyword options -> (IndexOptions, MapOptions); an unknown name is a TypeError."""
+    index_names = {f.name for f in fields(IndexOptions)}
+    map_names = {f.name for f in fields(MapOptions)}
+    unknown = set(options) - index_names - map_names
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return (IndexOptions(**{k: v for k, v in options.items() if k in index_names}),
+            MapOptions(**{k: v for k, v in options.items() if k in map_names}))
+
+
+class Aligner:
+    """Maps reads to one reference.
+
+    `ref` is a FASTA path (plain or gz) or a loaded `Reference`; `model` an encoder name (`kmer`,
+    `default`) or a model directory; `index` the index directory (default: beside the reference).
+    Other keywords are fields of `IndexOptions` and `MapOptions` (e.g. `top_k=16`).
+    """
+
+    def __init__(self, ref: str | Path | Reference, model: str | None = None, index: str | Path | None = None, *,
+                 encoder: Encoder | None = None, device: str = "auto", threads: int | None = None,
+                 rebuild: bool = False, progress: bool = False, **options):
+        self.index_options, self.options = split_options(options)
+        self.device = resolve_device(device)
+        if threads:
+            set_threads(threads)
+        self.encoder = encoder or load_encoder(model, self.device)
+        self.reference = ref if isinstance(ref, Reference) else Reference.load(ref)
+        self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
+                                       progress=_progress_bar("index", len(self.reference.fragments(
+                                           self.index_options.fragment_len, self.index_options.stride)), progress))
+        if self.device == "cuda":
+            self.index.store.to("cuda")
+        self.refiner = Refiner(self.reference, self.options)
+        self._lengths = self.reference.lengths
+
+    def map(self, seq: str) -> list[Alignment]:
+        """Placements of one read, primary first (empty when unmapped)."""
+        return self.map_batch([seq.upper()])[0]
+
+    def map_batch(self, seqs: Sequence[str]) -> list[list[Alignment]]:
+        """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
+        if not seqs:
+            return []
+        o = self.options
+        rcs = [reverse_complement(s) for s in seqs]
+        vectors = self.encoder.encode(list(seqs) + rcs)
+        scores, ids = self.index.store.search(vectors, o.top_k)
+        n = len(seqs)
+        results = []
+        for i, seq in enumerate(seqs):
+            cands = self._candidates(scores[i], ids[i], scores[n + i], ids[n + i], len(seq))
+            alignments = [a for a in self.refiner.align(seq, cands) if a.score >= o.min_score]
+            assign_mapq(alignments, o)
+            results.append(alignments)
+        return results
+
+    def _candidates(self, fwd_scores, fwd_ids, rev_scores, rev_ids, read_len: int) -> list[Candidate]:
+        """Windows around the best-scoring fragments of either strand, pruned against the best score."""
+        o = self.options
+        scores = np.concatenate([fwd_scores, rev_scores])
+        ids = np.concatenate([fwd_ids, rev_ids])
+        reverse = np.arange(len(scores)) >= len(fwd_scores)
+        ok = ids >= 0
+        if not ok.any():
+            return []
+        best = scores[ok].max()
+        if best <= 0:
+            return []
+        keep = np.flatnonzero(ok & (scores >= best * o.candidate_ratio))
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: o.max_candidates]
+        pad = read_len + WINDOW_SLACK
+        lengths = self._lengths
+        out = []
+        for j in keep:
+            ci, st, en = self.index.fragments[ids[j]]
+            out.append(Candidate(int(ci), max(int(st) - pad, 0), min(int(en) + pad, lengths[ci]), bool(reverse[j])))
+        return out
+
+    def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,
+                   command_line: str | None = None, progress: bool = False) -> Summary:
+        """Align every read of `reads` (FASTQ/FASTA, plain/gz, '-' for stdin) to `out` (SAM/BAM/stdout)."""
+        summary, t0 = Summary(), time.perf_counter()
+        command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
+        bar = _progress_bar("align", None, progress)
+        with SamWriter(out, self.reference.contigs, command_line, read_group=read_group) as writer:
+            for batch in read_batches(reads, self.options.batch_size):
+                self._write_batch(batch, writer, summary)
+                if bar:
+                    bar(len(batch))
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    def _write_batch(self, batch: list[Read], writer: SamWriter, summary: Summary) -> None:
+        placements = self.map_batch([r.seq for r in batch])
+        for read, alignments in zip(batch, placements):
+            primary = alignments[0] if alignments else None
+            writer.write(read, primary, alignments[1 : 1 + self.options.secondary])
+            summary.reads += 1
+            summary.mapped += primary is not None
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads in torch and FAISS."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def _progress_bar(what: str, total: int | None, enabled: bool):
+    """A tqdm bar on stderr (only when enabled and stderr is a terminal) -> an `update(n)` callable."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=what, unit=" frag" if what == "index" else " reads", file=sys.stderr)
+    return bar.update

@@ -1,0 +1,123 @@
+"""`VectorStore`: inner-product search over unit vectors, in shards searched one by one and merged.
+
+Shards bound the memory of one FAISS index and let a store hold many genomes; each shard is an exact
+`IndexFlatIP` (default) or an `IndexHNSWFlat` for large references. On `device="cuda"` the shards go
+to faiss-gpu when it is installed; without it, the vectors go to the GPU as float16 and search is a
+matrix product plus top-k in torch, which returns the same hits as the exact CPU index (up to ties
+and float16 rounding).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+HNSW_M = 32
+HNSW_EF_SEARCH = 128
+
+
+def _new_shard(dim: int, kind: str) -> faiss.Index:
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
+class VectorStore:
+    """Unit vectors with ids 0..n-1 in insertion order; `search` -> (scores, ids), best first."""
+
+    def __init__(self, dim: int, kind: str = "flat", shard_size: int = 1_000_000):
+        self.dim, self.kind, self.shard_size = dim, kind, shard_size
+        self.shards: list[faiss.Index] = []
+        self.device = "cpu"
+        self._gpu_shards: list | None = None
+        self._torch_matrix = None
+
+    @property
+    def ntotal(self) -> int:
+        return sum(s.ntotal for s in self.shards)
+
+    def add(self, vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
+        done = 0
+        while done < len(vectors):
+            if not self.shards or self.shards[-1].ntotal >= self.shard_size:
+                self.shards.append(_new_shard(self.dim, self.kind))
+            room = self.shard_size - self.shards[-1].ntotal
+            self.shards[-1].add(vectors[done : done + room])
+            done += room
+        self._gpu_shards = self._torch_matrix = None
+
+    def to(self, device: str) -> "VectorStore":
+        """Search on `device` ("cpu" or "cuda") from now on."""
+        self.device = device
+        self._gpu_shards = self._torch_matrix = None
+        if device == "cuda":
+            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+                self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self.shards]
+            else:
+                import torch
+
+                full = np.concatenate([s.reconstruct_n(0, s.ntotal) for s in self.shards if s.ntotal])
+                self._torch_matrix = torch.from_numpy(full).to("cuda", dtype=torch.float16)
+        return self
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` inner products of each query: (scores float32 (n, k), ids int64 (n, k)), -1 ids pad."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k_eff = min(k, max(self.ntotal, 1))
+        if self._torch_matrix is not None:
+            scores, ids = self._search_torch(queries, k_eff)
+        else:
+            scores, ids = self._search_shards(queries, k_eff)
+        if k_eff < k:
+            pad = k - k_eff
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids
+
+    def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        shards = self._gpu_shards or self.shards
+        all_scores, all_ids, offset = [], [], 0
+        for shard in shards:
+            if shard.ntotal:
+                s, i = shard.search(queries, min(k, shard.ntotal))
+                all_scores.append(s)
+                all_ids.append(np.where(i >= 0, i + offset, -1))
+            offset += shard.ntotal
+        scores = np.concatenate(all_scores, axis=1)
+        ids = np.concatenate(all_ids, axis=1)
+        if len(all_scores) == 1:
+            return scores, ids
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+    def _search_torch(self, queries: np.ndarray, k: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        out_s, out_i = [], []
+        for lo in range(0, len(queries), chunk):
+            q = torch.from_numpy(queries[lo : lo + chunk]).to("cuda", dtype=torch.float16)
+            s, i = torch.topk((q @ self._torch_matrix.T).float(), k, dim=1)
+            out_s.append(s.cpu().numpy())
+            out_i.append(i.cpu().numpy().astype(np.int64))
+        return np.concatenate(out_s), np.concatenate(out_i)
+
+    def save(self, directory: str | Path) -> list[str]:
+        """Write one file per shard into `directory`; returns their names (for the manifest)."""
+        names = []
+        for n, shard in enumerate(self.shards):
+            name = f"shard{n:03d}.faiss"
+            faiss.write_index(shard, str(Path(directory) / name))
+            names.append(name)
+        return names
+
+    @classmethod
+    def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int) -> "VectorStore":
+        store = cls(dim, kind, shard_size)
+        store.shards = [faiss.read_index(str(Path(directory) / name)) for name in shard_names]
+        return store
