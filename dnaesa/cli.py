@@ -136,3 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dnaesa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `dnaesa align ... | head`: stop quietly, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

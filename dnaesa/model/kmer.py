@@ -6,6 +6,14 @@ stored); a sequence's embedding is the sum of its distinct k-mers' vectors, L2-n
 product of a read and a fragment then estimates the number of k-mers they share, normalised by their
 sizes, which is exactly what containment retrieval needs. Its weakness is divergence: one mismatch
 breaks k k-mers, so at 8% divergence a 12-mer survives with probability 0.92**12 = 0.37.
+
+Defaults chosen by measurement (recall of the true fragment among the top 16, both strands, exact
+search, 2,000 simulated reads with 1% errors; 2026-11-27): the noise of a random projection falls
+as 1/sqrt(dim), and a 100 bp read shares few k-mers with its 1,250 bp fragment, so width matters
+most: on E. coli, 100 bp reads went from recall@16 85.9% (dim 256, k 12) to 100% (dim 1024, k 10);
+250 bp reads at 10% divergence from 22.4% to 84.4% (k 9: 92.3%, at no loss on a human chrX slice).
+2**14 buckets keep the seeded table at 64 MB; hash collisions add about 18 chance matches per read
+against a fragment, small beside the projection noise.
 """
 from __future__ import annotations
 
@@ -59,7 +67,7 @@ class KmerSketchEncoder(Encoder):
 
     name = "kmer"
 
-    def __init__(self, k: int = 12, dim: int = 256, hash_bits: int = 16, seed: int = 0, device: str = "cpu"):
+    def __init__(self, k: int = 10, dim: int = 1024, hash_bits: int = 14, seed: int = 0, device: str = "cpu"):
         if not 4 <= k <= 31:
             raise ValueError(f"k must be in [4, 31], got {k}")
         if not 8 <= hash_bits <= 24:
