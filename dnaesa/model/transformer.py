@@ -163,7 +163,8 @@ class DnaSketchModel(PreTrainedModel):
     def table(self, device: torch.device) -> torch.Tensor:
         """The fixed +-1 table, rebuilt from `table_seed` on first use (not a parameter, not saved)."""
         if self._table is None or self._table.device != device:
-            self._table = sign_table(self.config.hash_bits, self.config.dim, self.config.table_seed).to(device)
+            with torch.inference_mode(False):  # built under `encode` too, and must serve training later
+                    self._table = sign_table(self.config.hash_bits, self.config.dim, self.config.table_seed).to(device)
         return self._table
 
     def log_weights(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,61 @@
+"""Training the encoder: `python -m dnaesa train --ref A.fa [B.fa ...] --config configs/train/NAME.yaml --out DIR`.
+
+`add_arguments(parser)` declares the subcommand's options; `run(args)` trains and returns an exit
+code. Modules: `data` (regions, mutation, pair sampling), `loss` (InfoNCE), `evaluate` (recall@K
+genome-wide on both strands), `loop` (options, optimizer, checkpoints, resume).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--ref", nargs="+", required=True, metavar="FASTA[:START-END]",
+                      help="training sequence: FASTA files, optionally sliced (same slice of every contig)")
+    data.add_argument("--eval-ref", nargs="*", default=[], metavar="FASTA[:START-END]",
+                      help="held-out sequence for the recall evaluator (keep it out of --ref)")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--config", required=True, help="training options, e.g. configs/train/default.yaml")
+    run_group.add_argument("--out", required=True, help="output directory (checkpoint/, best/, model/, metrics.jsonl)")
+    run_group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if present")
+    run_group.add_argument("--steps", type=int, default=None, help="override the config's total steps")
+    run_group.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run_group.add_argument("--threads", type=int, default=None, help="torch CPU threads (config default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dnaesa.model.base import resolve_device
+    from dnaesa.train.loop import Trainer, TrainOptions
+
+    try:
+        opts = TrainOptions.from_yaml(args.config, steps=args.steps, threads=args.threads)
+        torch.set_num_threads(opts.threads)
+        out = Path(args.out)
+        if (out / "checkpoint").exists() and not args.resume:
+            print(f"error: {out}/checkpoint exists; pass --resume to continue it or choose a new --out",
+                  file=sys.stderr)
+            return 2
+        trainer = Trainer(opts, args.ref, args.eval_ref, out, device=resolve_device(args.device))
+        if args.resume and trainer.resume():
+            print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
+        metrics = trainer.fit()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    print(f"trained {trainer.step} steps -> {out}/model (best: {out}/best) {summary}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dnaesa.train ...` until the CLI wires the subcommand."""
+    parser = argparse.ArgumentParser(prog="dnaesa train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,219 @@
+"""The training loop: options, AdamW + warm-up/cosine, clipping, checkpoints, `--resume`, evaluation.
+
+Output directory layout:
+    OUT/checkpoint/   latest state: model (save_pretrained), tokenizer, trainer_state.pt (optimizer,
+                      scheduler, loss temperature, step); written to a temp dir and renamed
+    OUT/best/         the model with the best mean recall at the largest K seen so far
+    OUT/model/        the model at the last step
+    OUT/metrics.jsonl one JSON line per evaluation (and per `log_every` steps of training loss)
+Data for step s is drawn from a generator seeded by (seed, s), so a resumed run sees exactly the
+batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from dnaesa.model.tokenizer import DnaTokenizer
+from dnaesa.model.transformer import DnaSketchConfig, DnaSketchModel, TransformerEncoder
+from dnaesa.train.data import MutationProfile, PairSampler, Region
+from dnaesa.train.evaluate import RecallEvaluator
+from dnaesa.train.loss import InfoNCELoss
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run needs besides its data paths; read from configs/train/*.yaml."""
+
+    model: dict = field(default_factory=dict)  # DnaSketchConfig keyword arguments
+    steps: int = 2000
+    batch_size: int = 64
+    extra_negatives: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    temperature: float = 0.05
+    learn_temperature: bool = True
+    seed: int = 0
+    fragment_len: int = 1250
+    fragment_stride: int = 1000
+    read_len_min: int = 100
+    read_len_max: int = 500
+    error_rate: float = 0.01
+    max_divergence: float = 0.15
+    divergent_share: float = 0.5
+    checkpoint_every: int = 100
+    eval_every: int = 200
+    log_every: int = 10
+    eval_reads: int = 500
+    eval_read_len: int = 250
+    eval_divergences: tuple = (0.01, 0.10)
+    eval_ks: tuple = (1, 8, 16)
+    threads: int = 1
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "TrainOptions":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}; known: {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("eval_divergences", "eval_ks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        opts = cls(**data)
+        if opts.batch_size < 2 or opts.steps < 1:
+            raise ValueError(f"{path}: batch_size must be >= 2 and steps >= 1")
+        return opts
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Owns model, loss, optimizer, scheduler, data and evaluators of one run in `out`."""
+
+    def __init__(self, opts: TrainOptions, train_specs: list[str], eval_specs: list[str], out: Path, device: str = "cpu"):
+        self.opts, self.out, self.device = opts, Path(out), device
+        torch.manual_seed(opts.seed)
+        self.sampler = PairSampler(
+            [Region.load(s) for s in train_specs], opts.fragment_len, opts.read_len_min, opts.read_len_max,
+            opts.error_rate, opts.max_divergence, opts.divergent_share,
+        )
+        self.evaluators = [
+            RecallEvaluator(Region.load(spec), MutationProfile.divergence(div), n_reads=opts.eval_reads,
+                            read_len=opts.eval_read_len, fragment_len=opts.fragment_len,
+                            stride=opts.fragment_stride, ks=opts.eval_ks,
+                            name=f"{Path(spec.split(':')[0]).name.split('.')[0]}/div{div:g}")
+            for spec in eval_specs for div in opts.eval_divergences
+        ]
+        self.model = DnaSketchModel(DnaSketchConfig(**opts.model)).to(device)
+        self.loss = InfoNCELoss(opts.temperature, learnable=opts.learn_temperature).to(device)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=opts.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, opts.warmup_steps, opts.steps)
+        )
+        self.tokenizer = DnaTokenizer()
+        self.step = 0
+        self.best = -1.0
+
+    def _param_groups(self) -> list[dict]:
+        no_decay = [self.model.scales, self.loss.log_temperature]
+        ids = {id(p) for p in no_decay}
+        decay = [p for p in self.model.parameters() if id(p) not in ids]
+        return [{"params": decay, "weight_decay": self.opts.weight_decay},
+                {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}]
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        TransformerEncoder(self.model, device=self.device).save_pretrained(tmp)
+        torch.save({"step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "loss": self.loss.state_dict(),
+                    "options": asdict(self.opts)}, tmp / "trainer_state.pt")
+        final = self.out / "checkpoint"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+    def resume(self) -> bool:
+        """Load OUT/checkpoint if there is one; False when starting fresh."""
+        ckpt = self.out / "checkpoint"
+        if not (ckpt / "trainer_state.pt").exists():
+            return False
+        self.model = DnaSketchModel.from_pretrained(str(ckpt)).to(self.device)
+        state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.opts.lr)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.opts.warmup_steps, self.opts.steps)
+        )
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best = state["step"], state["best"]
+        return True
+
+    # --- evaluation and logging --------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        encoder = TransformerEncoder(self.model, device=self.device)
+        metrics: dict[str, float] = {}
+        for ev in self.evaluators:
+            metrics.update(ev(encoder))
+        self.model.train()
+        kmax = max(self.opts.eval_ks)
+        primary = [v for k, v in metrics.items() if k.endswith(f"recall@{kmax}")]
+        if primary:
+            metrics["primary"] = float(np.mean(primary))
+            if metrics["primary"] > self.best:
+                self.best = metrics["primary"]
+                encoder.save_pretrained(self.out / "best")
+        self.log({"step": self.step, "eval": metrics, "scales": self.model.scales.tolist(),
+                  "temperature": self.loss.temperature})
+        return metrics
+
+    # --- the loop ----------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, float]:
+        o = self.opts
+        rng = np.random.Generator(np.random.PCG64([o.seed, self.step]))
+        frags, reads = self.sampler.batch(o.batch_size, rng)
+        frags += [self.sampler.sample_fragment(rng) for _ in range(o.extra_negatives)]
+        self.model.train()
+        tok = self.tokenizer
+        read_ids = torch.from_numpy(tok.encode_batch(reads)[0]).to(self.device)
+        frag_ids = torch.from_numpy(tok.encode_batch(frags)[0]).to(self.device)
+        read_emb, frag_emb = self.model(read_ids), self.model(frag_ids)
+        loss = self.loss(read_emb, frag_emb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.loss.parameters()), o.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item(), self.loss.accuracy(read_emb.detach(), frag_emb.detach())
+
+    def fit(self) -> dict[str, float]:
+        o = self.opts
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        metrics: dict[str, float] = {}
+        if self.step == 0 and self.evaluators:
+            metrics = self.evaluate()
+        bar = tqdm(total=o.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        started = time.time()
+        while self.step < o.steps:
+            loss, acc = self.train_step()
+            bar.update(1)
+            postfix = {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}", "t": f"{self.loss.temperature:.3f}"}
+            if self.step % o.log_every == 0:
+                self.log({"step": self.step, "loss": loss, "acc": acc, "lr": self.scheduler.get_last_lr()[0],
+                          "elapsed_s": round(time.time() - started, 1)})
+            if self.evaluators and (self.step % o.eval_every == 0 or self.step == o.steps):
+                metrics = self.evaluate()
+                postfix["recall"] = f"{metrics.get('primary', 0):.3f}"
+            bar.set_postfix(postfix)
+            if self.step % o.checkpoint_every == 0 or self.step == o.steps:
+                self.save_checkpoint()
+        bar.close()
+        TransformerEncoder(self.model, device=self.device).save_pretrained(self.out / "model")
+        return metrics
