@@ -87,24 +87,28 @@ class Aligner:
         if not seqs:
             return []
         o = self.options
-        rcs = [reverse_complement(s) for s in seqs]
-        vectors = self.encoder.encode(list(seqs) + rcs)
-        scores, ids = self.index.store.search(vectors, o.top_k)
         n = len(seqs)
+        symmetric = self.encoder.strand_symmetric
+        queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
+        scores, ids = self.index.store.search(self.encoder.encode(queries), o.top_k)
+        if symmetric:  # one search serves both strands: candidates carry no strand
+            strands = np.full(ids.shape, -1, dtype=np.int8)
+        else:
+            scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
+            strands = np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1)
         results = []
         for i, seq in enumerate(seqs):
-            cands = self._candidates(scores[i], ids[i], scores[n + i], ids[n + i], len(seq))
+            cands = self._candidates(scores[i], ids[i], strands[i], len(seq))
             alignments = [a for a in self.refiner.align(seq, cands) if a.score >= o.min_score]
             assign_mapq(alignments, o)
             results.append(alignments)
         return results
 
-    def _candidates(self, fwd_scores, fwd_ids, rev_scores, rev_ids, read_len: int) -> list[Candidate]:
-        """Windows around the best-scoring fragments of either strand, pruned against the best score."""
+    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_len: int) -> list[Candidate]:
+        """Windows around the best-scoring fragments, pruned against the best score.
+
+        `strands` holds 0 (forward), 1 (reverse) or -1 (either: align both orientations)."""
         o = self.options
-        scores = np.concatenate([fwd_scores, rev_scores])
-        ids = np.concatenate([fwd_ids, rev_ids])
-        reverse = np.arange(len(scores)) >= len(fwd_scores)
         ok = ids >= 0
         if not ok.any():
             return []
@@ -118,7 +122,8 @@ class Aligner:
         out = []
         for j in keep:
             ci, st, en = self.index.fragments[ids[j]]
-            out.append(Candidate(int(ci), max(int(st) - pad, 0), min(int(en) + pad, lengths[ci]), bool(reverse[j])))
+            orientation = None if strands[j] < 0 else bool(strands[j])
+            out.append(Candidate(int(ci), max(int(st) - pad, 0), min(int(en) + pad, lengths[ci]), orientation))
         return out
 
     def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,

@@ -29,12 +29,13 @@ NARROW_PAD = 8
 
 @dataclass
 class Candidate:
-    """A window to search: reference [start, end) of a contig, the read in the orientation given."""
+    """A window to search: reference [start, end) of a contig, and the read's orientation there
+    (True: reverse complement; None: unknown, try both)."""
 
     contig_index: int
     start: int
     end: int
-    reverse: bool
+    reverse: bool | None
 
 
 def score_matrix(opts: MapOptions):
@@ -61,18 +62,19 @@ class Refiner:
         hits = []  # (edits, contig, abs_start, abs_end, reverse, query)
         seen = set()
         for cand in candidates:
-            query = rc if cand.reverse else seq
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
-            found = edlib.align(query, window, mode="HW", task="locations", k=max_edits)
-            if found["editDistance"] < 0:
-                continue
-            loc_start, loc_end = found["locations"][0]
-            key = (cand.contig_index, cand.reverse, cand.start + loc_end)
-            if key in seen:
-                continue
-            seen.add(key)
-            hits.append((found["editDistance"], cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1,
-                         cand.reverse, query))
+            for reverse in (False, True) if cand.reverse is None else (cand.reverse,):
+                query = rc if reverse else seq
+                found = edlib.align(query, window, mode="HW", task="locations", k=max_edits)
+                if found["editDistance"] < 0:
+                    continue
+                loc_start, loc_end = found["locations"][0]
+                key = (cand.contig_index, reverse, cand.start + loc_end)
+                if key in seen:
+                    continue
+                seen.add(key)
+                hits.append((found["editDistance"], cand.contig_index, cand.start + loc_start,
+                             cand.start + loc_end + 1, reverse, query))
         if not hits:
             return []
         hits.sort(key=lambda h: h[0])
@@ -142,8 +144,12 @@ def _clip_left(runs: list[tuple[int, str]], ref_pos: int, o: MapOptions) -> tupl
 
 def build_alignment(reference: Reference, ci: int, ref_pos: int, reverse: bool, query: str,
                     runs: list[tuple[int, str]], o: MapOptions) -> Alignment:
-    """Score, SAM CIGAR (=/X merged into M), NM and MD of an alignment given as runs."""
+    """Score, SAM CIGAR (=/X merged into M), NM and MD of an alignment given as runs.
+
+    Works run by run; only mismatch runs, and match runs of a read with an N (where parasail calls
+    N against N a match, which SAM counts as a mismatch), go base by base."""
     ref = reference.seqs[ci]
+    has_n = "N" in query
     cigar: list[tuple[int, int]] = []
     md: list[str] = []
     matched = nm = score = 0
@@ -154,7 +160,11 @@ def build_alignment(reference: Reference, ci: int, ref_pos: int, reverse: bool, 
             cigar[-1] = (code, cigar[-1][1] + n)
         else:
             cigar.append((code, n))
-        if op == "=" or op == "X":
+        if op == "=" and not (has_n and "N" in query[q : q + n]):
+            matched += n
+            score += n * o.match
+            r, q = r + n, q + n
+        elif op in "=X":
             for j in range(n):
                 rb, qb = ref[r + j], query[q + j]
                 if rb == qb and rb != "N":

@@ -2,8 +2,8 @@
 
 An encoder maps DNA sequences (reads of 100-500 bp, reference fragments of ~1.2 kb) to rows of an
 L2-normalised float32 matrix, so that a read's vector has its largest inner product with the
-fragment that contains it. Reads are embedded as given; the pipeline embeds the reverse complement
-itself, so an encoder need not know about strands.
+fragment that contains it. Fragments are stored forward-strand only. For an encoder that is not
+`strand_symmetric` the pipeline embeds each read and its reverse complement and searches both.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class Encoder(abc.ABC):
     dim: int = 0
     #: torch device string the encoder runs on ("cpu" where it has none)
     device: str = "cpu"
+    #: True when a sequence and its reverse complement get the same vector: then the pipeline
+    #: searches once per read and aligns both orientations in each candidate window
+    strand_symmetric: bool = False
 
     @abc.abstractmethod
     def identity(self) -> str:
