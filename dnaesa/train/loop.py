@@ -141,10 +141,11 @@ class Trainer:
         state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
         self.loss.load_state_dict(state["loss"])
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.opts.lr)
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.opts.warmup_steps, self.opts.steps)
         )
+        # after the scheduler is built (which resets the lr to its step-0 value): restores the lr too
+        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best = state["step"], state["best"]
         return True

@@ -1,0 +1,119 @@
+"""Training: mutation, pair sampling, InfoNCE, schedule, and a short run that raises recall."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dnaesa.train.data import MutationProfile, PairSampler, Region, mutate, parse_region_spec, reverse_complement
+from dnaesa.train.loop import Trainer, TrainOptions, lr_factor
+from dnaesa.train.loss import InfoNCELoss
+
+LAMBDA = str(Path(__file__).parent / "data" / "lambda_phage.fa.gz")
+CONFIG = Path(__file__).parents[1] / "configs" / "train" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_region_spec_slices_every_contig():
+    whole = Region.load(LAMBDA)
+    part = Region.load(f"{LAMBDA}:1000-3000")
+    assert part.seqs[0] == whole.seqs[0][1000:3000] and part.total_len == 2000
+    assert Region.load(f"{LAMBDA}:48000-").total_len == whole.total_len - 48000
+    with pytest.raises(ValueError, match="no such FASTA"):
+        parse_region_spec("/nonexistent.fa:0-10")
+
+
+def test_mutation_rates_and_indel_lengths():
+    rng = np.random.default_rng(0)
+    seq = "".join(rng.choice(list("ACGT"), 100_000))
+    subs = mutate(seq, MutationProfile(0.05, 0.0), rng)
+    assert len(subs) == len(seq)
+    rate = np.mean(np.frombuffer(subs.encode(), np.uint8) != np.frombuffer(seq.encode(), np.uint8))
+    assert 0.045 < rate < 0.055
+    indel = mutate(seq, MutationProfile(0.0, 0.01), rng)
+    assert abs(len(indel) - len(seq)) < 0.01 * len(seq) * 5
+    assert mutate(seq[:50], MutationProfile(0.0, 0.0), rng) == seq[:50]
+
+
+def test_pairs_are_reads_inside_their_fragment_on_either_strand():
+    sampler = PairSampler([Region.load(LAMBDA)], fragment_len=1250, error_rate=0.0, divergent_share=0.0)
+    frags, reads = sampler.batch(40, np.random.default_rng(1))
+    region = Region.load(LAMBDA).seqs[0]
+    strands = set()
+    for frag, read in zip(frags, reads):
+        assert len(frag) == 1250 and 100 <= len(read) <= 500 and read in frag
+        strands.add(frag in region)
+        assert frag in region or reverse_complement(frag) in region
+    assert strands == {True, False}
+
+
+def test_infonce_prefers_matching_pairs_and_learns_temperature():
+    loss = InfoNCELoss(0.05)
+    x = torch.nn.functional.normalize(torch.randn(8, 32), dim=1)
+    assert loss(x, x) < loss(x, x.roll(1, 0))
+    assert loss.accuracy(x, x) == 1.0
+    loss(x, torch.cat([x, x.flip(0)])).backward()
+    assert loss.log_temperature.grad is not None
+    with pytest.raises(ValueError):
+        loss(x, x[:4])
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def tiny_options(tmp_path: Path, **changes) -> TrainOptions:
+    data = yaml.safe_load(CONFIG.read_text())
+    data.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return TrainOptions.from_yaml(path)
+
+
+def test_unknown_option_is_an_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stepz: 3\n")
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainOptions.from_yaml(path)
+
+
+def test_short_run_raises_recall_above_its_start(tmp_path):
+    """Start from a deliberately useless sketch (4-mers: every fragment holds nearly all 256) with the
+    8-mer seed switched off; a few hundred steps must learn to weight the seeds and beat the start."""
+    opts = tiny_options(tmp_path, steps=200, eval_every=200, checkpoint_every=200, lr=0.01, eval_reads=150,
+                        model={**yaml.safe_load(CONFIG.read_text())["model"],
+                               "seed_patterns": ["1111", "11111111"], "initial_scales": [1.0, 0.0]},
+                        eval_divergences=[0.05])
+    trainer = Trainer(opts, [f"{LAMBDA}:0-36000"], [f"{LAMBDA}:36000-"], tmp_path / "run")
+    trainer.fit()
+    evals = [r for r in map(__import__("json").loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if "eval" in r]
+    start, end = evals[0]["eval"], evals[-1]["eval"]
+    assert evals[-1]["step"] == 200
+    assert end["lambda_phage/div0.05/recall@1"] > start["lambda_phage/div0.05/recall@1"] + 0.2
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    opts = tiny_options(tmp_path, steps=12, checkpoint_every=6, eval_every=1000)
+    straight = Trainer(opts, [LAMBDA], [], tmp_path / "a")
+    straight.fit()
+    first = Trainer(opts, [LAMBDA], [], tmp_path / "b")
+    (tmp_path / "b").mkdir()
+    for _ in range(6):  # an interrupted run: 6 of 12 steps, then its checkpoint
+        first.train_step()
+    first.save_checkpoint()
+    resumed = Trainer(opts, [LAMBDA], [], tmp_path / "b")
+    assert resumed.resume() and resumed.step == 6
+    resumed.fit()
+    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
