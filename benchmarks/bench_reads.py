@@ -99,11 +99,11 @@ def _art(ref: Path, out: Path, n: int, length: int, seed: int, log: Path) -> Non
 
 def make_read_set(simulator: str, ref: Path, outdir: Path, n: int, length: int, seed: int,
                   log: Path, divergence: float | None = None) -> ReadSet:
-    """Simulate one read set into `outdir` (reused when its FASTQ is already there); a
+    """Simulate one read set into `outdir` (reused when the same one is already there); a
     `divergence` makes it a read set of the divergence sweep (dnaesa simulator only)."""
     sweep = divergence is not None
     div = divergence or 0.0
-    path = outdir / "reads" / f"{label_of(simulator, length, div, sweep)}.fq"
+    path = outdir / "reads" / f"{label_of(simulator, length, div, sweep)}_n{n}_s{seed}.fq"
     rs = ReadSet(simulator, length, div, path, n, sweep)
     if path.exists():
         return rs
@@ -127,13 +127,3 @@ def simulator_missing(simulator: str) -> str | None:
     if exe and shutil.which(exe) is None:
         return f"`{exe}` is not on PATH"
     return None
-
-
-def head_fastq(src: Path, dst: Path, n: int) -> Path:
-    """The first `n` records of a FASTQ into `dst` (warm-up reads)."""
-    with open(src) as fin, open(dst, "w") as fout:
-        for i, line in enumerate(fin):
-            if i >= 4 * n:
-                break
-            fout.write(line)
-    return dst

@@ -4,8 +4,8 @@ Every command runs under GNU time (`/usr/bin/time`; without it, as a child reape
 whose figures cover the command and the processes it waited for (bowtie2's wrapper and its aligner
 binary): wall time, user+system CPU time and peak resident set size, for index building and
 alignment separately.
-dnaesa builds its index on first use, so its "index" step is an alignment of a few warm-up reads
-(index build + model load + those reads); the timed alignment then reuses that index.
+dnaesa's index step is `dnaesa index` (into REF.dnaesa-index beside the tool's link to the
+reference), which the timed `dnaesa align` then reuses.
 """
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ class Usage:
 
 @dataclass(frozen=True)
 class Tool:
-    """An aligner: `index(ref, idx_dir, threads)` -> command or None (nothing to build);
-    `align(ref, idx_dir, reads, sam, threads)` -> (command, whether stdout is the SAM)."""
+    """An aligner: `index(ref, idx_dir, threads)` -> command; `align(ref, idx_dir, reads, sam,
+    threads)` -> (command, whether stdout is the SAM). `ref` is the link in `idx_dir`."""
 
     name: str
     requires: str
     index_key: str
-    index: Callable[[Path, Path, int], list[str] | None]
+    index: Callable[[Path, Path, int], list[str]]
     align: Callable[[Path, Path, Path, Path, int], tuple[list[str], bool]]
 
 
@@ -101,22 +101,24 @@ def _mm2_align(ref: Path, idx: Path, reads: Path, sam: Path, threads: int):
     return ["minimap2", "-ax", "sr", "-t", threads, "-o", sam, idx / "ref.mmi", reads], False
 
 
+def _dnaesa_index(extra: list[str]):
+    def index(ref: Path, idx: Path, threads: int) -> list[str]:
+        return [*DNAESA, "index", ref, "--threads", threads, *extra]
+    return index
+
+
 def _dnaesa_align(extra: list[str]):
     def align(ref: Path, idx: Path, reads: Path, sam: Path, threads: int):
-        return [*DNAESA, "align", reads, idx / ref.name, "-o", sam, "--threads", threads,
-                *extra], False
+        return [*DNAESA, "align", reads, ref, "-o", sam, "--threads", threads, *extra], False
     return align
 
 
 def make_tools(dnaesa_args: list[str]) -> dict[str, Tool]:
-    """All known tools; `dnaesa_args` are appended to every dnaesa command."""
-    def no_index(ref: Path, idx: Path, threads: int) -> None:
-        return None
-
+    """All known tools; `dnaesa_args` are appended to every dnaesa command (index and align)."""
     kmer = ["--encoder", "kmer", *dnaesa_args]
     return {t.name: t for t in (
-        Tool("dnaesa", "dnaesa", "dnaesa", no_index, _dnaesa_align(dnaesa_args)),
-        Tool("dnaesa-kmer", "dnaesa", "dnaesa-kmer", no_index, _dnaesa_align(kmer)),
+        Tool("dnaesa", "dnaesa", "dnaesa", _dnaesa_index(dnaesa_args), _dnaesa_align(dnaesa_args)),
+        Tool("dnaesa-kmer", "dnaesa", "dnaesa-kmer", _dnaesa_index(kmer), _dnaesa_align(kmer)),
         Tool("bwa", "bwa", "bwa", _bwa_index, _bwa_align),
         Tool("bowtie2", "bowtie2", "bowtie2", _bt2_index, _bt2_align(False)),
         Tool("bowtie2-local", "bowtie2", "bowtie2", _bt2_index, _bt2_align(True)),
@@ -144,8 +146,7 @@ def missing_reason(tool: Tool) -> str | None:
     return None
 
 
-def build_index(tool: Tool, ref: Path, idx: Path, threads: int, log: Path,
-                warmup_reads: Path) -> Usage:
+def build_index(tool: Tool, ref: Path, idx: Path, threads: int, log: Path) -> Usage:
     """Create `idx` holding a link to `ref` and build the tool's index there."""
     idx.mkdir(parents=True, exist_ok=True)
     link = idx / ref.name
@@ -154,14 +155,10 @@ def build_index(tool: Tool, ref: Path, idx: Path, threads: int, log: Path,
             os.link(ref, link)
         except OSError:
             shutil.copyfile(ref, link)
-    cmd = tool.index(ref, idx, threads)
-    if cmd is not None:
-        return measure(cmd, log)
-    warm_cmd, _ = tool.align(ref, idx, warmup_reads, idx / "warmup.sam", threads)
-    return measure(warm_cmd, log)
+    return measure(tool.index(link, idx, threads), log)
 
 
 def align(tool: Tool, ref: Path, idx: Path, reads: Path, sam: Path, threads: int,
           log: Path) -> Usage:
-    cmd, to_stdout = tool.align(ref, idx, reads, sam, threads)
+    cmd, to_stdout = tool.align(idx / ref.name, idx, reads, sam, threads)
     return measure(cmd, log, stdout=sam if to_stdout else None)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
                                                          os.environ.get("PYTHONPATH")]))
 
-from bench_reads import SIMULATORS, ReadSet, SkipReadSet, head_fastq, make_read_set, \
+from bench_reads import SIMULATORS, ReadSet, SkipReadSet, make_read_set, \
     simulator_missing  # noqa: E402
 from bench_report import IndexResult, RunResult, markdown, plot_all, write_tsvs  # noqa: E402
 from bench_tools import ALL_TOOLS, QUICK_TOOLS, Tool, align, build_index, make_tools, \
@@ -38,7 +38,6 @@ FULL = dict(reference=None, reads=10_000, lengths="100,150,250,500",
 QUICK = dict(reference=str(REPO / "tests" / "data" / "lambda_phage.fa.gz"), reads=2000,
              lengths="100,250", simulators=",".join(SIMULATORS), tools=",".join(QUICK_TOOLS),
              divergence="0,0.05,0.1", divergence_reads=1000, divergence_length=150)
-WARMUP_READS = 20
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tolerance", type=int, default=5)
     p.add_argument("--dnaesa-args", default="",
-                   help="extra arguments for every dnaesa command, e.g. '--max-read-len 500'")
+                   help="extra arguments for both `dnaesa index` and `dnaesa align`, "
+                        "e.g. '--max-read-len 500'")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -128,8 +128,7 @@ def available_tools(args, skipped: list[str]) -> list[Tool]:
     return tools
 
 
-def build_indexes(args, tools: list[Tool], ref: Path, warmup: Path,
-                  log: Path) -> tuple[list[IndexResult], dict[str, Path]]:
+def build_indexes(args, tools: list[Tool], ref: Path, log: Path) -> tuple[list[IndexResult], dict[str, Path]]:
     results, dirs = [], {}
     built: dict[str, str] = {}
     for tool in tools:
@@ -140,7 +139,7 @@ def build_indexes(args, tools: list[Tool], ref: Path, warmup: Path,
             continue
         built[tool.index_key] = tool.name
         print(f"[bench] index: {tool.name}", file=sys.stderr)
-        usage = build_index(tool, ref, idx, args.threads, log, warmup)
+        usage = build_index(tool, ref, idx, args.threads, log)
         status = "ok" if usage.rc == 0 else f"failed (exit {usage.rc}, see {log.name})"
         results.append(IndexResult(tool.name, usage, status))
         if usage.rc == 0:
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     read_sets = make_read_sets(args, ref, log, skipped)
     if not read_sets:
         raise SystemExit("no read set could be simulated")
-    warmup = head_fastq(read_sets[0].path, args.outdir / "reads" / "warmup.fq", WARMUP_READS)
-    indexes, idx_dirs = build_indexes(args, tools, ref, warmup, log)
+    indexes, idx_dirs = build_indexes(args, tools, ref, log)
     runs = [run_one(args, tool, ref, idx_dirs[tool.name], rs, log)
             for rs in read_sets for tool in tools if tool.name in idx_dirs]
     write_tsvs(args.outdir, name, indexes, runs)
