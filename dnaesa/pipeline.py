@@ -7,6 +7,7 @@ each batch is embedded in one call, searched in one call, then aligned read by r
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -15,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from dnaesa.align.mapq import assign_mapq
 from dnaesa.align.refine import Candidate, Refiner
 from dnaesa.align.types import Alignment
+from dnaesa.engine.local import LocalEngine
 from dnaesa.io.fastx import Read, read_batches
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder, resolve_device
@@ -76,6 +77,7 @@ class Aligner:
         if self.device == "cuda":
             self.index.store.to("cuda")
         self.refiner = Refiner(self.reference, self.options)
+        self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)
         self._lengths = self.reference.lengths
 
     def map(self, seq: str) -> list[Alignment]:
@@ -96,13 +98,8 @@ class Aligner:
         else:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
             strands = np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1)
-        results = []
-        for i, seq in enumerate(seqs):
-            cands = self._candidates(scores[i], ids[i], strands[i], len(seq))
-            alignments = [a for a in self.refiner.align(seq, cands) if a.score >= o.min_score]
-            assign_mapq(alignments, o)
-            results.append(alignments)
-        return results
+        candidates = [self._candidates(scores[i], ids[i], strands[i], len(seq)) for i, seq in enumerate(seqs)]
+        return self.engine.place(seqs, candidates)
 
     def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_len: int) -> list[Candidate]:
         """Windows around the best-scoring fragments, pruned against the best score.
@@ -137,6 +134,7 @@ class Aligner:
                 self._write_batch(batch, writer, summary)
                 if bar:
                     bar(len(batch))
+        self.engine.close()
         summary.seconds = time.perf_counter() - t0
         return summary
 

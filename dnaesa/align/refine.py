@@ -57,24 +57,17 @@ class Refiner:
         """All distinct placements found, best score first (ties keep candidate order)."""
         if not candidates:
             return []
-        rc = reverse_complement(seq)
-        max_edits = int(0.4 * len(seq)) + 5
+        queries = (seq, reverse_complement(seq))
         hits = []  # (edits, contig, abs_start, abs_end, reverse, query)
         seen = set()
         for cand in candidates:
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
-            for reverse in (False, True) if cand.reverse is None else (cand.reverse,):
-                query = rc if reverse else seq
-                found = edlib.align(query, window, mode="HW", task="locations", k=max_edits)
-                if found["editDistance"] < 0:
-                    continue
-                loc_start, loc_end = found["locations"][0]
+            for edits, loc_start, loc_end, reverse in self._locate(queries, window, cand.reverse):
                 key = (cand.contig_index, reverse, cand.start + loc_end)
-                if key in seen:
-                    continue
-                seen.add(key)
-                hits.append((found["editDistance"], cand.contig_index, cand.start + loc_start,
-                             cand.start + loc_end + 1, reverse, query))
+                if key not in seen:
+                    seen.add(key)
+                    hits.append((edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1,
+                                 reverse, queries[reverse]))
         if not hits:
             return []
         hits.sort(key=lambda h: h[0])
@@ -88,6 +81,23 @@ class Refiner:
                 out.append(aln)
         out.sort(key=lambda a: -a.score)
         return _distinct(out)
+
+    def _locate(self, queries: tuple[str, str], window: str, reverse: bool | None) -> list[tuple[int, int, int, bool]]:
+        """(edits, start, end inclusive, reverse) of the read's best infix match in `window`.
+
+        Tries a tight edit limit first (fast, and it rejects the wrong orientation at once), and a
+        loose one (40% of the read) only when no orientation fits the tight one."""
+        orientations = (False, True) if reverse is None else (reverse,)
+        length = len(queries[0])
+        found = []
+        for limit in (max(12, length // 10), int(0.4 * length) + 5):
+            for rev in orientations:
+                res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
+                if res["editDistance"] >= 0:
+                    found.append((res["editDistance"], *res["locations"][0], rev))
+            if found:
+                break
+        return found
 
     def _affine(self, query: str, ci: int, st: int, en: int, reverse: bool, edits: int) -> Alignment | None:
         pad = edits + NARROW_PAD

@@ -52,18 +52,25 @@ class VectorStore:
             done += room
         self._gpu_shards = self._torch_matrix = None
 
-    def to(self, device: str) -> "VectorStore":
-        """Search on `device` ("cpu" or "cuda") from now on."""
+    def to(self, device: str, backend: str = "auto") -> "VectorStore":
+        """Search on `device` ("cpu" or "cuda") from now on.
+
+        `backend` "faiss" keeps FAISS (faiss-gpu on cuda), "torch" searches by matrix product in
+        torch (float16 on cuda, float32 on cpu), "auto" takes faiss-gpu on cuda when installed,
+        torch on cuda otherwise, and FAISS on cpu."""
+        if backend == "auto":
+            has_faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+            backend = "faiss" if device == "cpu" or has_faiss_gpu else "torch"
         self.device = device
         self._gpu_shards = self._torch_matrix = None
-        if device == "cuda":
-            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-                self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self.shards]
-            else:
-                import torch
+        if backend == "torch":
+            import torch
 
-                full = np.concatenate([s.reconstruct_n(0, s.ntotal) for s in self.shards if s.ntotal])
-                self._torch_matrix = torch.from_numpy(full).to("cuda", dtype=torch.float16)
+            full = np.concatenate([s.reconstruct_n(0, s.ntotal) for s in self.shards if s.ntotal])
+            dtype = torch.float16 if device == "cuda" else torch.float32
+            self._torch_matrix = torch.from_numpy(full).to(device, dtype=dtype)
+        elif device == "cuda":
+            self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self.shards]
         return self
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,10 +106,11 @@ class VectorStore:
     def _search_torch(self, queries: np.ndarray, k: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        matrix = self._torch_matrix
         out_s, out_i = [], []
         for lo in range(0, len(queries), chunk):
-            q = torch.from_numpy(queries[lo : lo + chunk]).to("cuda", dtype=torch.float16)
-            s, i = torch.topk((q @ self._torch_matrix.T).float(), k, dim=1)
+            q = torch.from_numpy(queries[lo : lo + chunk]).to(matrix.device, dtype=matrix.dtype)
+            s, i = torch.topk((q @ matrix.T).float(), k, dim=1)
             out_s.append(s.cpu().numpy())
             out_i.append(i.cpu().numpy().astype(np.int64))
         return np.concatenate(out_s), np.concatenate(out_i)
