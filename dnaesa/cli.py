@@ -12,7 +12,7 @@ import sys
 
 from dnaesa import __version__
 from dnaesa.errors import DnaesaError
-from dnaesa.options import IndexOptions, MapOptions
+from dnaesa.options import PRESETS, IndexOptions, MapOptions
 
 log = logging.getLogger("dnaesa")
 _IDX, _MAP = IndexOptions(), MapOptions()
@@ -22,7 +22,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and hardware")
     g.add_argument("--encoder", default="default", metavar="NAME",
                    help="encoder: default (the bundled trained model, or the k-mer sketch if none ships), "
-                        "kmer (training-free baseline), transformer (the bundled trained model) [default]")
+                        "kmer (training-free baseline; kmer:k=8,dim=4096 sets its parameters), "
+                        "transformer (the bundled trained model) [default]")
     g.add_argument("--model", metavar="DIR", help="a trained model directory (overrides --encoder)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the encoder and the search run; auto = cuda when present [auto]")
@@ -57,6 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--secondary", type=int, default=_MAP.secondary, metavar="N",
                      help=f"also report up to N secondary alignments (flag 256) [{_MAP.secondary}]")
     m = align.add_argument_group("mapping")
+    m.add_argument("-x", "--preset", default="sr", choices=sorted(PRESETS),
+                   help="sr: BWA-MEM's scores, for reads close to the reference; divergent: cheaper "
+                        "mismatches and gaps, for reads 10-20%% divergent (related strains) [sr]")
     m.add_argument("-k", "--top-k", type=int, default=_MAP.top_k, metavar="K",
                    help=f"fragments searched per read and strand [{_MAP.top_k}]")
     m.add_argument("--max-candidates", type=int, default=_MAP.max_candidates, metavar="N",
@@ -67,6 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
     m.add_argument("--batch-size", type=int, default=_MAP.batch_size, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
+    m.add_argument("--search-backend", default=_MAP.search_backend, choices=["auto", "faiss", "torch", "torch-bf16"],
+                   help="exact search by FAISS or torch matrix products; auto = torch-bf16 on CPUs with "
+                        "native bfloat16, faiss-gpu or torch on CUDA, else faiss [auto]")
     _add_index_args(align)
     _add_model_args(align)
 
@@ -103,8 +110,9 @@ def _aligner(args: argparse.Namespace, **map_options):
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
-    aligner = _aligner(args, top_k=args.top_k, max_candidates=args.max_candidates, candidate_ratio=args.candidate_ratio,
-                       min_score=args.min_score, batch_size=args.batch_size, secondary=args.secondary)
+    aligner = _aligner(args, **PRESETS[args.preset], top_k=args.top_k, max_candidates=args.max_candidates, candidate_ratio=args.candidate_ratio,
+                       min_score=args.min_score, batch_size=args.batch_size, secondary=args.secondary,
+                       search_backend=args.search_backend)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet)
     log.info(summary.line())

@@ -35,6 +35,16 @@ class IndexOptions:
         return self.fragment_len - self.max_read_len
 
 
+#: named presets of `MapOptions`, applied before individual options (as minimap2's -x)
+PRESETS: dict[str, dict] = {
+    # BWA-MEM's scores: for reads within a few percent of the reference
+    "sr": {},
+    # reads 10-20% divergent from the reference (a related strain or species): a mismatch costs
+    # less, so that an alignment of 80% identity still scores well above the threshold
+    "divergent": {"mismatch": 2, "gap_open": 4, "gap_extend": 1},
+}
+
+
 @dataclass(frozen=True)
 class MapOptions:
     """How reads are searched, aligned and scored (scores as BWA-MEM: +1, -4, gap 6 + 1 per base)."""
@@ -56,6 +66,8 @@ class MapOptions:
     #: extra alignments reported as secondary (flag 256)
     secondary: int = 0
     batch_size: int = 2048
+    #: exact search by FAISS or by torch matrix products (see `VectorStore.to`)
+    search_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -68,5 +80,7 @@ class MapOptions:
             raise ValueError("scores must be positive: match >= 1, mismatch >= 1, gap_open >= 0, gap_extend >= 1")
         if self.secondary < 0:
             raise ValueError(f"secondary must be >= 0, got {self.secondary}")
+        if self.search_backend not in ("auto", "faiss", "torch", "torch-bf16"):
+            raise ValueError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -57,16 +57,23 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
     """Pick an encoder.
 
     `spec` is None or "default" for the bundled default model (the k-mer sketch until a trained
-    model ships), "kmer" for the training-free k-mer sketch baseline, "transformer" for the bundled
-    trained model by name, or a directory saved by `save_pretrained` of a trained model.
+    model ships), "kmer" for the training-free k-mer sketch baseline (parameters may follow:
+    "kmer:k=8,dim=4096"), "transformer" for the bundled trained model by name, or a directory saved
+    by `save_pretrained` of a trained model.
     """
     device = resolve_device(device)
     if spec in (None, "default"):
         spec = "transformer" if (DEFAULT_MODEL_DIR / "config.json").exists() else "kmer"
-    if spec == "kmer":
+    if spec == "kmer" or spec.startswith("kmer:"):
         from dnaesa.model.kmer import KmerSketchEncoder
 
-        return KmerSketchEncoder(device=device)
+        params = {}
+        for item in filter(None, spec[5:].split(",")):
+            key, _, value = item.partition("=")
+            if key not in ("k", "dim", "seed") or not value.isdigit():
+                raise ValueError(f"{spec}: kmer parameters are k=, dim= and seed=, e.g. kmer:k=8,dim=4096")
+            params[key] = int(value)
+        return KmerSketchEncoder(device=device, **params)
     path = DEFAULT_MODEL_DIR if spec == "transformer" else Path(spec)
     if not (path / "config.json").exists():
         raise ValueError(f"{spec}: not an encoder name (default, kmer, transformer) nor a model directory with config.json")

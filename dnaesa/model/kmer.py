@@ -69,7 +69,7 @@ class KmerSketchEncoder(Encoder):
     name = "kmer"
     strand_symmetric = True
 
-    def __init__(self, k: int = 10, dim: int = 1024, seed: int = 0, device: str = "cpu"):
+    def __init__(self, k: int = 8, dim: int = 4096, seed: int = 0, device: str = "cpu"):
         if not 4 <= k <= 28:
             raise ValueError(f"k must be in [4, 28], got {k}")
         if dim < 16 or dim & (dim - 1):
@@ -82,7 +82,7 @@ class KmerSketchEncoder(Encoder):
         params = f"kmer-countsketch:k={self.k}:dim={self.dim}:seed={self.seed}:canonical:v2"
         return params + ":" + hashlib.sha1(params.encode()).hexdigest()[:8]
 
-    def encode(self, seqs: Sequence[str], batch_size: int = 8192) -> np.ndarray:
+    def encode(self, seqs: Sequence[str], batch_size: int = 2048) -> np.ndarray:
         out = np.zeros((len(seqs), self.dim), dtype=np.float32)
         for lo in range(0, len(seqs), batch_size):
             chunk = list(seqs[lo : lo + batch_size])
