@@ -10,9 +10,10 @@ minutes retrieves ~20% of reads where an untrained hashed 12-mer sketch gets 97-
                           sequence ─► zero-initialised head: log-weight g[s, i] per k-mer position
     embedding = L2norm( sum_s scale_s * sum_i exp(g[s, i]) * R[bucket_s(i)] )
 
-`R` is the sketch's fixed seeded +-1 table (rebuilt from `seed`, never stored: 2**hash_bits x dim).
-With head = 0 and scale = (1, 0, ...) the output equals `KmerSketchEncoder(k, dim, hash_bits, seed)`
-exactly. Training learns which k-mers to trust (low-complexity and repeated ones down) and how much
+`R` is a fixed seeded +-1 table (rebuilt from `table_seed`, never stored: 2**hash_bits x dim).
+With head = 0 and scale = (1, 0, ...) the output is exactly a dense random-projection sketch of the
+distinct 12-mers (the project's first sketch baseline; `dnaesa.model.kmer` has since become a
+strand-symmetric count sketch of canonical 8-mers at dim 4096, which this model does not reproduce). Training learns which k-mers to trust (low-complexity and repeated ones down) and how much
 the shorter, divergence-tolerant seeds count. Pooling, weights and the sum are all inside
 `DnaSketchModel`, so `save_pretrained` / `from_pretrained` round-trips the embeddings bit for bit.
 """
@@ -32,11 +33,10 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
-from dnaesa.model.kmer import _GOLDEN
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
 
-#: uint64 golden-ratio multiplier of the sketch hash as a wrapping int64
-_GOLDEN_I64 = int(_GOLDEN) - (1 << 64)
+#: uint64 golden-ratio multiplier (Fibonacci hashing) as a wrapping int64; bucket = top hash_bits bits
+_GOLDEN_I64 = 0x9E3779B97F4A7C15 - (1 << 64)
 #: salt added to the k-mer code of seed pattern s > 0, so patterns hash independently into one table
 _PATTERN_SALT_SHIFT = 48
 #: log-weights are clamped to this range (weights exp(-8)..exp(4)) to keep training stable
@@ -84,7 +84,7 @@ class DnaSketchConfig(PretrainedConfig):
 
 
 def sign_table(hash_bits: int, dim: int, seed: int) -> torch.Tensor:
-    """The sketch's +-1 bucket table, drawn exactly as `KmerSketchEncoder` draws it."""
+    """The +-1 bucket table: row b is the random vector of hash bucket b."""
     rng = np.random.Generator(np.random.PCG64(seed))
     signs = rng.integers(0, 2, size=(1 << hash_bits, dim), dtype=np.int8) * 2 - 1
     return torch.from_numpy(signs.astype(np.float32))
@@ -92,7 +92,7 @@ def sign_table(hash_bits: int, dim: int, seed: int) -> torch.Tensor:
 
 def hashed_kmers(codes: torch.Tensor, pattern: str, hash_bits: int, salt: int) -> torch.Tensor:
     """(B, L) base codes 0-3 (-1 = N or padding) -> (B, L) bucket of the seed starting at each
-    position, -1 where the seed runs off the end or covers an N. Same hash as `kmer_buckets`."""
+    position, -1 where the seed runs off the end or covers an N (Fibonacci hash of the 2-bit code)."""
     span = len(pattern)
     b, length = codes.shape
     out = torch.full_like(codes, -1)

@@ -5,8 +5,9 @@
 
 Prints one JSON line per (encoder, region, divergence) with recall@1/8/16, and one per (encoder,
 threads) with reads/s (250 bp) and fragments/s (1250 bp) on random sequence. Encoders compared:
-the sketch baseline `kmer` (k=12, d=256, the untrained default), the sketch at the model's width,
-and the model (fp32, and bf16 autocast where the CPU has native bf16).
+the current sketch baseline (`KmerSketchEncoder()` defaults), the same sketch at the model's width,
+and the model (fp32, and bf16 autocast where the CPU has native bf16). Names carry the sketch's k
+and dim, since its defaults change.
 """
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = TransformerEncoder.from_pretrained(args.model)
+    default_sketch, narrow_sketch = KmerSketchEncoder(), KmerSketchEncoder(dim=model.dim)
     encoders: dict[str, Encoder] = {
-        "kmer-k12-d256": KmerSketchEncoder(),
-        f"kmer-k12-d{model.dim}": KmerSketchEncoder(dim=model.dim),
+        f"kmer-k{default_sketch.k}-d{default_sketch.dim}": default_sketch,
+        f"kmer-k{narrow_sketch.k}-d{narrow_sketch.dim}": narrow_sketch,
         f"model:{Path(args.model).name}": model,
     }
     if not args.skip_recall:
