@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 #: tools run when none is named; `--quick` drops the default-model dnaesa (slow on CPU)
-ALL_TOOLS = ("dnaesa", "dnaesa-kmer", "bwa", "bowtie2", "bowtie2-local", "minimap2")
+ALL_TOOLS = ("dnaesa", "dnaesa-kmer", "dnaesa-divergent", "bwa", "bowtie2", "bowtie2-local", "minimap2")
 QUICK_TOOLS = ("dnaesa-kmer", "bwa", "bowtie2", "minimap2")
 DNAESA = [sys.executable, "-m", "dnaesa"]
 #: GNU time reports the peak RSS of the tool itself; os.wait4 on a child of this Python process
@@ -119,6 +119,9 @@ def make_tools(dnaesa_args: list[str]) -> dict[str, Tool]:
     return {t.name: t for t in (
         Tool("dnaesa", "dnaesa", "dnaesa", _dnaesa_index(dnaesa_args), _dnaesa_align(dnaesa_args)),
         Tool("dnaesa-kmer", "dnaesa", "dnaesa-kmer", _dnaesa_index(kmer), _dnaesa_align(kmer)),
+        # the default model with the scores for divergent reads (`-x divergent`), on dnaesa's index
+        Tool("dnaesa-divergent", "dnaesa", "dnaesa", _dnaesa_index(dnaesa_args),
+             _dnaesa_align([*dnaesa_args, "-x", "divergent"])),
         Tool("bwa", "bwa", "bwa", _bwa_index, _bwa_align),
         Tool("bowtie2", "bowtie2", "bowtie2", _bt2_index, _bt2_align(False)),
         Tool("bowtie2-local", "bowtie2", "bowtie2", _bt2_index, _bt2_align(True)),

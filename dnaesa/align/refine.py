@@ -60,37 +60,36 @@ class Refiner:
         queries = (seq, reverse_complement(seq))
         hits = []  # (edits, contig, abs_start, abs_end, reverse, query)
         seen = set()
+        tight, loose = max(12, len(seq) // 10), int(0.4 * len(seq)) + 5
+        best = loose
         for cand in candidates:
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
-            for edits, loc_start, loc_end, reverse in self._locate(queries, window, cand.reverse):
+            # a hit more than edit_margin edits worse than the best so far would be dropped anyway
+            limit = min(loose, best + self.opts.edit_margin)
+            for edits, loc_start, loc_end, reverse in self._locate(queries, window, cand.reverse, min(tight, limit), limit):
+                best = min(best, edits)
                 key = (cand.contig_index, reverse, cand.start + loc_end)
                 if key not in seen:
                     seen.add(key)
                     hits.append((edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1,
                                  reverse, queries[reverse]))
-        if not hits:
-            return []
+        hits = [h for h in hits if h[0] <= best + self.opts.edit_margin]
         hits.sort(key=lambda h: h[0])
-        best_edits = hits[0][0]
-        out = []
-        for edits, ci, st, en, rev, query in hits:
-            if edits > best_edits + self.opts.edit_margin:
-                break
-            aln = self._affine(query, ci, st, en, rev, edits)
-            if aln is not None:
-                out.append(aln)
+        out = [a for a in (self._affine(q, ci, st, en, rev, ed) for ed, ci, st, en, rev, q in hits) if a is not None]
         out.sort(key=lambda a: -a.score)
         return _distinct(out)
 
-    def _locate(self, queries: tuple[str, str], window: str, reverse: bool | None) -> list[tuple[int, int, int, bool]]:
+    @staticmethod
+    def _locate(queries: tuple[str, str], window: str, reverse: bool | None, tight: int,
+                loose: int) -> list[tuple[int, int, int, bool]]:
         """(edits, start, end inclusive, reverse) of the read's best infix match in `window`.
 
-        Tries a tight edit limit first (fast, and it rejects the wrong orientation at once), and a
-        loose one (40% of the read) only when no orientation fits the tight one."""
+        Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
+        twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
+        grows with the limit."""
         orientations = (False, True) if reverse is None else (reverse,)
-        length = len(queries[0])
         found = []
-        for limit in (max(12, length // 10), int(0.4 * length) + 5):
+        for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
             for rev in orientations:
                 res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
                 if res["editDistance"] >= 0:
