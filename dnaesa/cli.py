@@ -88,9 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                ("evaluate", "dnaesa.evaluate", "accuracy of SAM/BAM of simulated reads by MAPQ")):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.set_defaults(module=module)
-        mod = _import(module)
-        if hasattr(mod, 'add_arguments'):  # TEMPCHECK
-            mod.add_arguments(p)
+        _import(module).add_arguments(p)
     return parser
 
 
