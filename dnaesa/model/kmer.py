@@ -36,15 +36,15 @@ for _i, _b in enumerate(b"ACGT"):
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def canonical_kmers(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct canonical k-mers of each sequence (k-mers covering an N are skipped).
+def canonical_kmer_occurrences(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every canonical k-mer occurrence (k-mers covering an N are skipped), in sequence order.
 
-    Returns (seq_index int64, kmer uint64), sorted by sequence then k-mer."""
+    Returns (seq_index int64, position int64 = start of the k-mer in its sequence, kmer uint64)."""
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     codes = BASE_CODE[np.frombuffer("N".join(seqs).encode("ascii", "replace"), dtype=np.uint8)]
     n = codes.size
     if n < k:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64)
     bad = np.concatenate([[0], np.cumsum(codes < 0)])
     pos = np.flatnonzero(bad[k:] == bad[:-k])  # window [i, i+k) has no N (the separators are N)
     fwd = np.zeros(pos.size, dtype=np.uint64)
@@ -56,11 +56,30 @@ def canonical_kmers(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray
         rev |= (np.uint64(3) - b) << np.uint64(2 * j)
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     seq_index = np.searchsorted(starts, pos, side="right") - 1
-    keys = (seq_index.astype(np.uint64) << np.uint64(2 * k)) | np.minimum(fwd, rev)
+    return seq_index, pos - starts[seq_index], np.minimum(fwd, rev)
+
+
+def canonical_kmers(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct canonical k-mers of each sequence (k-mers covering an N are skipped).
+
+    Returns (seq_index int64, kmer uint64), sorted by sequence then k-mer."""
+    seq_index, _, kmer = canonical_kmer_occurrences(seqs, k)
+    if kmer.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    keys = (seq_index.astype(np.uint64) << np.uint64(2 * k)) | kmer
     keys.sort()
     keys = keys[np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]])]
     mask = np.uint64((1 << (2 * k)) - 1)
     return (keys >> np.uint64(2 * k)).astype(np.int64), keys & mask
+
+
+def sketch_coordinates(kmers: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Count-sketch coordinate (int64 in [0, dim)) and sign (float32 +-1) of each uint64 k-mer code."""
+    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 1) % (1 << 64))
+    h = (kmers.astype(np.uint64) ^ salt) * _GOLDEN
+    coord = (h >> np.uint64(64 - dim.bit_length() + 1)).astype(np.int64)
+    sign = ((h >> np.uint64(20)) & np.uint64(1)).astype(np.float32) * 2 - 1
+    return coord, sign
 
 
 class KmerSketchEncoder(Encoder):
@@ -75,8 +94,6 @@ class KmerSketchEncoder(Encoder):
         if dim < 16 or dim & (dim - 1):
             raise ValueError(f"dim must be a power of two >= 16, got {dim}")
         self.k, self.dim, self.seed, self.device = k, dim, seed, device
-        self._dim_shift = np.uint64(64 - dim.bit_length() + 1)
-        self._salt = np.uint64((seed * 0x632BE59BD9B4E019 + 1) % (1 << 64))
 
     def identity(self) -> str:
         params = f"kmer-countsketch:k={self.k}:dim={self.dim}:seed={self.seed}:canonical:v2"
@@ -87,9 +104,7 @@ class KmerSketchEncoder(Encoder):
         for lo in range(0, len(seqs), batch_size):
             chunk = list(seqs[lo : lo + batch_size])
             seq_index, kmers = canonical_kmers(chunk, self.k)
-            h = (kmers ^ self._salt) * _GOLDEN
-            coord = (h >> self._dim_shift).astype(np.int64)
-            sign = ((h >> np.uint64(20)) & np.uint64(1)).astype(np.float32) * 2 - 1
+            coord, sign = sketch_coordinates(kmers, self.dim, self.seed)
             flat = np.bincount(seq_index * self.dim + coord, weights=sign, minlength=len(chunk) * self.dim)
             emb = flat.reshape(len(chunk), self.dim).astype(np.float32)
             norms = np.linalg.norm(emb, axis=1, keepdims=True)
