@@ -1,4 +1,5 @@
-"""The trained-encoder model: tokenizer, sketch equivalence at init, save/load, the shipped default."""
+"""The trained-encoder model: tokenizer, count-sketch equivalence at init, strand symmetry, save/load, the
+shipped default."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +8,12 @@ import torch
 
 from dnaesa.model.base import DEFAULT_MODEL_DIR, load_encoder
 from dnaesa.model.tokenizer import DnaTokenizer
-from dnaesa.model.transformer import DnaSketchConfig, DnaSketchModel, TransformerEncoder, sign_table
+from dnaesa.model.kmer import KmerSketchEncoder
+from dnaesa.model.transformer import DnaKmerWeightConfig, DnaKmerWeightModel, TransformerEncoder
+from dnaesa.train.data import reverse_complement
 
-TINY = dict(dim=64, hash_bits=12, seed_patterns=["111111111111", "11111111"], initial_scales=[1.0, 0.0],
-            d_model=16, n_layers=1, n_heads=2, ff_dim=32, stem_kernel=8, stride=4, attention_window=8)
+TINY = dict(k=6, dim=64, use_table=True, context_layers=1, d_model=16, n_heads=2, ff_dim=32, stem_kernel=8, stride=4,
+            attention_window=8)
 
 
 def random_seqs(n: int, length: int, seed: int = 0) -> list[str]:
@@ -40,34 +43,51 @@ def test_tokenizer_save_load(tmp_path):
     assert again.encode_with_library("ACGTN") == tok.encode_with_library("ACGTN")
 
 
-def dense_sketch(seq: str, k: int = 12, hash_bits: int = 12, dim: int = 64) -> np.ndarray:
-    """Reference: the sum of the seeded +-1 rows of each distinct hashed k-mer without N, normalised."""
-    table = sign_table(hash_bits, dim, 0).numpy()
-    code = {"A": 0, "C": 1, "G": 2, "T": 3}
-    buckets = set()
-    for i in range(len(seq) - k + 1):
-        if all(c in code for c in seq[i : i + k]):
-            value = 0
-            for c in seq[i : i + k]:
-                value = value * 4 + code[c]
-            buckets.add((value * 0x9E3779B97F4A7C15 % (1 << 64)) >> (64 - hash_bits))
-    vec = table[sorted(buckets)].sum(0) if buckets else np.zeros(dim, np.float32)
-    return vec / max(np.linalg.norm(vec), 1e-12)
+def test_untrained_model_is_exactly_the_count_sketch():
+    """Step 0 = KmerSketchEncoder, bit for bit, with and without the context network."""
+    seqs = random_seqs(5, 300) + random_seqs(2, 1250, seed=4) + ["ACGTNNNN" * 40, "AT" * 200, "ACG", ""]
+    for context_layers in (-1, 1):
+        enc = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(**{**TINY, "context_layers": context_layers})))
+        assert np.array_equal(enc.encode(seqs, batch_size=4), KmerSketchEncoder(k=6, dim=64).encode(seqs))
+    default = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig()))  # k=8, dim=4096
+    assert np.array_equal(default.encode(seqs), KmerSketchEncoder().encode(seqs))
 
 
-def test_untrained_model_is_exactly_the_dense_12mer_sketch():
-    seqs = random_seqs(3, 300) + ["ACGTNNNN" * 40, "AT" * 200, "ACG"]
-    model = TransformerEncoder(DnaSketchModel(DnaSketchConfig(**TINY)))
-    np.testing.assert_allclose(model.encode(seqs), np.stack([dense_sketch(s) for s in seqs]), atol=1e-5)
-
-
-def perturbed_encoder(seed: int = 0) -> TransformerEncoder:
+def perturbed_encoder(seed: int = 0, context_layers: int = 1) -> TransformerEncoder:
     torch.manual_seed(seed)
-    model = DnaSketchModel(DnaSketchConfig(**TINY))
+    model = DnaKmerWeightModel(DnaKmerWeightConfig(**{**TINY, "context_layers": context_layers}))
     with torch.no_grad():
-        model.head.weight.normal_(0, 0.3)
-        model.scales[1] = 0.5
+        model.log_weight.normal_(0, 0.5)
+        if context_layers >= 0:
+            model.head.weight.normal_(0, 0.5)
+            model.head.bias.normal_(0, 0.5)
     return TransformerEncoder(model)
+
+
+@pytest.mark.parametrize("context_layers", [-1, 0, 1])
+def test_trained_weights_keep_exact_strand_symmetry(context_layers):
+    enc = perturbed_encoder(context_layers=context_layers)
+    assert enc.strand_symmetric
+    seqs = random_seqs(4, 250) + random_seqs(2, 1250, seed=5) + ["ACGTTTTTTTTTTACGT" * 20, "ACGTNNACGTAAAACCC" * 9]
+    fwd = enc.encode(seqs)
+    assert np.array_equal(fwd, enc.encode([reverse_complement(s) for s in seqs]))
+    assert not np.array_equal(fwd, KmerSketchEncoder(k=6, dim=64).encode(seqs))  # the weights do change it
+
+
+def test_gradients_reach_the_table_and_the_context_network():
+    model = DnaKmerWeightModel(DnaKmerWeightConfig(**TINY))
+    a, b = model.embed(random_seqs(3, 200)), model.embed(random_seqs(3, 600, seed=1))
+    (a @ b.T).sum().backward()
+    assert model.log_weight.grad.abs().sum() > 0
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_forward_from_input_ids_matches_embed():
+    enc = perturbed_encoder()
+    seqs = random_seqs(3, 250)
+    ids, _ = DnaTokenizer().encode_batch(seqs)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.model(torch.from_numpy(ids)), enc.model.embed(seqs))
 
 
 def test_embeddings_are_unit_rows():
@@ -76,8 +96,9 @@ def test_embeddings_are_unit_rows():
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 
-def test_save_load_gives_identical_embeddings_and_identity(tmp_path):
-    enc = perturbed_encoder()
+@pytest.mark.parametrize("context_layers", [-1, 1])
+def test_save_load_gives_identical_embeddings_and_identity(tmp_path, context_layers):
+    enc = perturbed_encoder(context_layers=context_layers)
     seqs = random_seqs(6, 250) + random_seqs(2, 1250, seed=3)
     enc.save_pretrained(tmp_path)
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
@@ -85,28 +106,45 @@ def test_save_load_gives_identical_embeddings_and_identity(tmp_path):
     assert isinstance(loaded, TransformerEncoder)
     assert np.array_equal(loaded.encode(seqs), enc.encode(seqs))
     assert loaded.identity() == enc.identity()
-    assert perturbed_encoder(seed=1).identity() != enc.identity()
+    assert perturbed_encoder(seed=1, context_layers=context_layers).identity() != enc.identity()
 
 
 def test_batching_does_not_change_embeddings():
     enc = perturbed_encoder()
     seqs = random_seqs(5, 250) + random_seqs(3, 400, seed=2)
-    np.testing.assert_allclose(enc.encode(seqs, batch_size=3), enc.encode(seqs, batch_size=64), atol=1e-5)
+    np.testing.assert_allclose(enc.encode(seqs, batch_size=3), enc.encode(seqs, batch_size=64), atol=1e-6)
 
 
 def test_config_validates_itself():
-    with pytest.raises(ValueError, match="seed pattern"):
-        DnaSketchConfig(seed_patterns=["1021"], initial_scales=[1.0])
-    with pytest.raises(ValueError, match="differ in length"):
-        DnaSketchConfig(seed_patterns=["11111111"], initial_scales=[1.0, 0.0])
+    with pytest.raises(ValueError, match="k must be"):
+        DnaKmerWeightConfig(k=14)
+    with pytest.raises(ValueError, match="power of two"):
+        DnaKmerWeightConfig(dim=100)
+    with pytest.raises(ValueError, match="context_layers"):
+        DnaKmerWeightConfig(context_layers=-2)
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").exists(), reason="no default model shipped")
-def test_shipped_default_model_loads_offline_and_encodes():
+def test_shipped_default_model_loads_offline_and_places_lambda_reads(lambda_contigs, tmp_path):
+    from dnaesa.pipeline import Aligner
+    from dnaesa.simulate import simulate_reads
+
     enc = load_encoder("default", device="cpu")
-    assert isinstance(enc, TransformerEncoder)
+    assert isinstance(enc, TransformerEncoder) and enc.strand_symmetric
     vecs = enc.encode(random_seqs(4, 250))
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    ref = tmp_path / "lambda.fa"
+    ref.write_text("".join(f">{name}\n{seq}\n" for name, seq in lambda_contigs))  # index beside it, in tmp
+    aligner = Aligner(str(ref), model="default", index=tmp_path / "lambda.idx", device="cpu")
+    assert aligner.encoder.identity() == enc.identity()
+    reads = simulate_reads(lambda_contigs, 300, 250, seed=3, sub_rate=0.01, indel_rate=0.002)
+    placed = 0
+    for read, hits in zip(reads, aligner.map_batch([r.seq for r in reads])):
+        if hits:
+            aln, lead = hits[0], (hits[0].cigar[0][1] if hits[0].cigar[0][0] == 4 else 0)
+            placed += (aln.contig == read.contig and aln.reverse == read.reverse
+                       and abs(aln.ref_start - lead - read.start) <= 5)
+    assert placed >= 0.99 * len(reads), f"{placed}/{len(reads)}"
 
 
 @pytest.mark.gpu
@@ -115,5 +153,5 @@ def test_cuda_matches_cpu():
     enc = perturbed_encoder()
     seqs = random_seqs(6, 250)
     cpu = enc.encode(seqs)
-    gpu = TransformerEncoder(enc.model, device="cuda").encode(seqs)
+    gpu = TransformerEncoder(enc.model, device="cuda").encode(seqs)  # the model moves to the GPU
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)

@@ -1,6 +1,7 @@
 """Training: mutation, pair sampling, InfoNCE, schedule, and a short run that raises recall."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,20 +88,35 @@ def test_unknown_option_is_an_error(tmp_path):
 
 
 def test_short_run_raises_recall_above_its_start(tmp_path):
-    """Start from a deliberately useless sketch (4-mers: every fragment holds nearly all 256) with the
-    8-mer seed switched off; a few hundred steps must learn to weight the seeds and beat the start."""
-    opts = tiny_options(tmp_path, steps=200, eval_every=200, checkpoint_every=200, lr=0.01, eval_reads=150,
-                        model={**yaml.safe_load(CONFIG.read_text())["model"],
-                               "seed_patterns": ["1111", "11111111"], "initial_scales": [1.0, 0.0]},
-                        eval_divergences=[0.05])
+    """Start from a narrow, noisy count sketch (k=6, dim=64: exactly KmerSketchEncoder(k=6, dim=64) at
+    step 0); 150 steps on the first 36 kb of lambda must raise recall@1 on the held-out last 12 kb, at
+    1% errors and at 10% divergence (measured: 0.88 -> 0.96 and 0.51 -> 0.57), without losing recall@16."""
+    opts = tiny_options(tmp_path, steps=150, eval_every=150, checkpoint_every=150, eval_reads=300,
+                        eval_divergences=[0.01, 0.1])
     trainer = Trainer(opts, [f"{LAMBDA}:0-36000"], [f"{LAMBDA}:36000-"], tmp_path / "run")
     trainer.fit()
-    evals = [r for r in map(__import__("json").loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
-             if "eval" in r]
+    evals = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "eval" in r]
     start, end = evals[0]["eval"], evals[-1]["eval"]
-    assert evals[-1]["step"] == 200
-    assert end["lambda_phage/div0.05/recall@1"] > start["lambda_phage/div0.05/recall@1"] + 0.2
+    assert evals[-1]["step"] == 150
+    gain = [end[f"lambda_phage/div{d}/recall@1"] - start[f"lambda_phage/div{d}/recall@1"] for d in ("0.01", "0.1")]
+    assert min(gain) > 0.02 and sum(gain) > 0.08, gain
+    for d in ("0.01", "0.1"):
+        assert end[f"lambda_phage/div{d}/recall@16"] >= start[f"lambda_phage/div{d}/recall@16"] - 0.01
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+
+
+def test_neighbour_negatives_overlap_the_read_without_containing_it():
+    sampler = PairSampler([Region.load(LAMBDA)])
+    seq, rng = sampler._seqs[0], np.random.default_rng(0)
+    for _ in range(300):
+        start = int(rng.integers(0, len(seq) - 500))
+        end = start + int(rng.integers(100, 500))
+        nb = sampler.neighbour_fragment(0, start, end, rng)
+        at = seq.find(nb)
+        assert len(nb) == 1250 and at < end and at + 1250 > start and not (at <= start and at + 1250 >= end)
+    frags, reads, hard = sampler.batch(20, rng, neighbours=True)
+    assert len(frags) == len(reads) == 20 and 0 < len(hard) <= 20
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path):

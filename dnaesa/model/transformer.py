@@ -1,21 +1,31 @@
-"""The trained encoder: a hashed k-mer sketch whose per-k-mer weights a small Transformer learns.
+"""The trained encoder: the canonical k-mer count sketch with learned per-k-mer weights.
 
 Why this shape (measured, see MODEL.md): a transformer trained from scratch on 2 CPU cores for
-minutes retrieves ~20% of reads where an untrained hashed 12-mer sketch gets 97-100%. So the model
-*starts as the sketch* and learns corrections that cannot make it worse at step 0:
+minutes retrieves ~20% of reads where an untrained k-mer sketch gets 97-100%, and a learned model
+at a narrower width than the sketch never caught up with the sketch's width. So this model *is* the
+project's sketch (`dnaesa.model.kmer.KmerSketchEncoder`, same canonical k-mers, same coordinate and
+sign per k-mer, computed by kmer.py's own functions) with one change: each distinct canonical k-mer
+of a sequence is summed with a learned positive weight instead of 1:
 
-    ids (single bases) ─► for each seed pattern s (e.g. 12-mer, 8-mer): hashed bucket per position,
-                          duplicates within the sequence dropped, as in `dnaesa.model.kmer`
-                       ─► conv stem (stride `stride`) + Transformer layers over the short token
-                          sequence ─► zero-initialised head: log-weight g[s, i] per k-mer position
-    embedding = L2norm( sum_s scale_s * sum_i exp(g[s, i]) * R[bucket_s(i)] )
+    embedding = L2norm( sum over distinct canonical k-mers x of the sequence:
+                        exp( a[x] + g(x) ) * sign(x) * e_coord(x) )
 
-`R` is a fixed seeded +-1 table (rebuilt from `table_seed`, never stored: 2**hash_bits x dim).
-With head = 0 and scale = (1, 0, ...) the output is exactly a dense random-projection sketch of the
-distinct 12-mers (the project's first sketch baseline; `dnaesa.model.kmer` has since become a
-strand-symmetric count sketch of canonical 8-mers at dim 4096, which this model does not reproduce). Training learns which k-mers to trust (low-complexity and repeated ones down) and how much
-the shorter, divergence-tolerant seeds count. Pooling, weights and the sum are all inside
-`DnaSketchModel`, so `save_pretrained` / `from_pretrained` round-trips the embeddings bit for bit.
+* `a` is a table of one log-weight per k-mer code (4**k entries; only canonical codes are used, so
+  it is strand-symmetric by construction), initialised to 0. It can learn IDF-like down-weighting of
+  frequent, low-complexity and repeat k-mers.
+* `g` (optional, `context_layers >= 0`) is a small network over the sequence: one-hot bases -> conv
+  stem with stride -> `context_layers` pre-LN Transformer layers with attention inside windows ->
+  zero-initialised Linear giving a log-weight per base. It is made strand-symmetric by the
+  "post-hoc conjoined" trick: the log-weight of a k-mer occurrence is the mean of g at its start on
+  the sequence and g at its start on the reverse complement (position-mirrored); a k-mer that occurs
+  several times takes the largest of its occurrences' values (order-free, so exact). A read and its
+  reverse complement therefore get the same vector, and `strand_symmetric = True`.
+
+At initialisation (a = 0, zero head) every weight is exp(0) = 1 and the embedding is bit for bit
+`KmerSketchEncoder(k, dim, seed)` (tests check it). The weighted sum is a torch `index_add_`, so
+gradients reach both `a` and `g`. Everything that shapes the output lives in `DnaKmerWeightModel`, so
+`save_pretrained` / `from_pretrained` round-trips the embeddings bit for bit; the coordinate and
+sign tables are rebuilt from (k, dim, sketch_seed) by kmer.py, not stored.
 """
 from __future__ import annotations
 
@@ -33,91 +43,58 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
+from dnaesa.model.kmer import canonical_kmer_occurrences, canonical_kmers, sketch_coordinates
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
 
-#: uint64 golden-ratio multiplier (Fibonacci hashing) as a wrapping int64; bucket = top hash_bits bits
-_GOLDEN_I64 = 0x9E3779B97F4A7C15 - (1 << 64)
-#: salt added to the k-mer code of seed pattern s > 0, so patterns hash independently into one table
-_PATTERN_SALT_SHIFT = 48
 #: log-weights are clamped to this range (weights exp(-8)..exp(4)) to keep training stable
 _LOG_WEIGHT_RANGE = (-8.0, 4.0)
 #: config fields that change the embeddings (the identity hashes these and the weights)
-_IDENTITY_KEYS = ("model_type", "dim", "hash_bits", "table_seed", "seed_patterns", "initial_scales", "d_model",
-                  "n_layers", "n_heads", "ff_dim", "stem_kernel", "stride", "attention_window")
+_IDENTITY_KEYS = ("model_type", "k", "dim", "sketch_seed", "use_table", "context_layers", "d_model", "n_heads",
+                  "ff_dim", "stem_kernel", "stride", "attention_window")
+_COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
+_ID_TO_CHAR = np.frombuffer(b"-ACGTN", dtype=np.uint8)
 
 
-class DnaSketchConfig(PretrainedConfig):
-    """Hyper-parameters of `DnaSketchModel`; `seed_patterns` are strings of 1 (used) and 0 (skipped)."""
+def _reverse_complement(seq: str) -> str:
+    return seq.encode("ascii", "replace").translate(_COMPLEMENT)[::-1].decode("ascii")
 
-    model_type = "dnaesa-sketch-transformer"
+
+class DnaKmerWeightConfig(PretrainedConfig):
+    """Hyper-parameters of `DnaKmerWeightModel`.
+
+    `context_layers`: -1 = no context network (table only); 0 = conv stem + head; n > 0 = stem +
+    n windowed Transformer layers + head."""
+
+    model_type = "dnaesa-weighted-kmer-sketch"
 
     def __init__(
         self,
-        dim: int = 512,
-        hash_bits: int = 16,
-        table_seed: int = 0,
-        seed_patterns: Sequence[str] = ("111111111111", "11111111"),
-        initial_scales: Sequence[float] = (1.0, 0.0),
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        ff_dim: int = 128,
+        k: int = 8,
+        dim: int = 4096,
+        sketch_seed: int = 0,
+        use_table: bool = True,
+        context_layers: int = -1,
+        d_model: int = 32,
+        n_heads: int = 2,
+        ff_dim: int = 64,
         stem_kernel: int = 16,
         stride: int = 8,
         attention_window: int = 32,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if len(seed_patterns) != len(initial_scales):
-            raise ValueError(f"seed_patterns ({len(seed_patterns)}) and initial_scales ({len(initial_scales)}) differ in length")
-        for p in seed_patterns:
-            if set(p) - {"0", "1"} or not 4 <= p.count("1") <= 16 or p[0] != "1" or p[-1] != "1":
-                raise ValueError(f"seed pattern {p!r}: use 0/1, start and end with 1, 4-16 ones")
-        if not 8 <= hash_bits <= 24:
-            raise ValueError(f"hash_bits must be in [8, 24], got {hash_bits}")
+        if not 4 <= k <= 11:
+            raise ValueError(f"k must be in [4, 11] (the weight table has 4**k entries), got {k}")
+        if dim < 16 or dim & (dim - 1):
+            raise ValueError(f"dim must be a power of two >= 16, got {dim}")
+        if context_layers < -1:
+            raise ValueError(f"context_layers must be -1 (none), 0 (conv only) or more, got {context_layers}")
         if stem_kernel < stride or (stem_kernel - stride) % 2:
             raise ValueError(f"stem_kernel ({stem_kernel}) must be >= stride ({stride}) with an even difference")
-        self.dim, self.hash_bits, self.table_seed = dim, hash_bits, table_seed
-        self.seed_patterns, self.initial_scales = list(seed_patterns), [float(x) for x in initial_scales]
-        self.d_model, self.n_layers, self.n_heads, self.ff_dim = d_model, n_layers, n_heads, ff_dim
+        self.k, self.dim, self.sketch_seed = k, dim, sketch_seed
+        self.use_table, self.context_layers = bool(use_table), context_layers
+        self.d_model, self.n_heads, self.ff_dim = d_model, n_heads, ff_dim
         self.stem_kernel, self.stride, self.attention_window = stem_kernel, stride, attention_window
-
-
-def sign_table(hash_bits: int, dim: int, seed: int) -> torch.Tensor:
-    """The +-1 bucket table: row b is the random vector of hash bucket b."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    signs = rng.integers(0, 2, size=(1 << hash_bits, dim), dtype=np.int8) * 2 - 1
-    return torch.from_numpy(signs.astype(np.float32))
-
-
-def hashed_kmers(codes: torch.Tensor, pattern: str, hash_bits: int, salt: int) -> torch.Tensor:
-    """(B, L) base codes 0-3 (-1 = N or padding) -> (B, L) bucket of the seed starting at each
-    position, -1 where the seed runs off the end or covers an N (Fibonacci hash of the 2-bit code)."""
-    span = len(pattern)
-    b, length = codes.shape
-    out = torch.full_like(codes, -1)
-    if length < span:
-        return out
-    n = length - span + 1
-    clipped = codes.clamp(min=0)
-    kmer = torch.zeros(b, n, dtype=torch.int64, device=codes.device)
-    for off, used in enumerate(pattern):
-        if used == "1":
-            kmer = (kmer << 2) | clipped[:, off : off + n]
-    bad = F.pad((codes < 0).to(torch.int32).cumsum(1), (1, 0))
-    valid = (bad[:, span:] - bad[:, :-span]) == 0
-    bucket = ((kmer + salt) * _GOLDEN_I64 >> (64 - hash_bits)) & ((1 << hash_bits) - 1)
-    out[:, :n] = torch.where(valid, bucket, torch.full_like(bucket, -1))
-    return out
-
-
-def first_occurrence(buckets: torch.Tensor) -> torch.Tensor:
-    """(B, L) buckets (-1 = none) -> bool mask keeping the first position of each distinct bucket."""
-    sorted_b, order = torch.sort(buckets, dim=1, stable=True)
-    first = torch.ones_like(sorted_b, dtype=torch.bool)
-    first[:, 1:] = sorted_b[:, 1:] != sorted_b[:, :-1]
-    first &= sorted_b >= 0
-    return torch.zeros_like(first).scatter(1, order, first)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
@@ -129,63 +106,110 @@ def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch
     return pe
 
 
-class DnaSketchModel(PreTrainedModel):
-    """input_ids (B, L) of `DnaTokenizer` -> (B, dim) unit-norm embeddings (see module docstring)."""
+class DnaKmerWeightModel(PreTrainedModel):
+    """Sequences (or input_ids of `DnaTokenizer`) -> (B, dim) unit-norm embeddings; see the module docstring."""
 
-    config_class = DnaSketchConfig
-    base_model_prefix = "dna_sketch"
+    config_class = DnaKmerWeightConfig
+    base_model_prefix = "dna_kmer_weight"
     main_input_name = "input_ids"
 
-    def __init__(self, config: DnaSketchConfig):
+    def __init__(self, config: DnaKmerWeightConfig):
         super().__init__(config)
         c = config
-        n_seeds = len(c.seed_patterns)
-        self.stem = nn.Conv1d(4, c.d_model, c.stem_kernel, stride=c.stride, padding=(c.stem_kernel - c.stride) // 2)
-        layer = nn.TransformerEncoderLayer(
-            c.d_model, c.n_heads, c.ff_dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.layers = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(c.d_model)
-        self.head = nn.Linear(c.d_model, c.stride * n_seeds)
-        self.scales = nn.Parameter(torch.tensor(c.initial_scales, dtype=torch.float32))
-        self._table: torch.Tensor | None = None
+        self.log_weight = nn.Parameter(torch.zeros(4 ** c.k)) if c.use_table else None
+        if c.context_layers >= 0:
+            self.stem = nn.Conv1d(4, c.d_model, c.stem_kernel, stride=c.stride,
+                                  padding=(c.stem_kernel - c.stride) // 2)
+            layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, c.ff_dim, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.layers = (nn.TransformerEncoder(layer, c.context_layers, enable_nested_tensor=False)
+                           if c.context_layers > 0 else None)
+            self.norm = nn.LayerNorm(c.d_model)
+            self.head = nn.Linear(c.d_model, c.stride)
+        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
         self.post_init()
 
+    def sketch_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coord int64, sign float32) of every k-mer code, from kmer.py's `sketch_coordinates`;
+        rebuilt on first use (not parameters, not saved: `from_pretrained` builds on the meta device)."""
+        if self._tables is None or self._tables[0].device != torch.device(device):
+            c = self.config
+            coord, sign = sketch_coordinates(np.arange(4 ** c.k, dtype=np.uint64), c.dim, c.sketch_seed)
+            with torch.inference_mode(False):
+                self._tables = (torch.from_numpy(coord).to(device), torch.from_numpy(sign).to(device))
+        return self._tables
+
+    @property
+    def device_(self) -> torch.device:
+        return next(self.parameters()).device if any(True for _ in self.parameters()) else torch.device("cpu")
+
     def _init_weights(self, module: nn.Module) -> None:
-        """Zero head (all k-mer weights 1) and the configured seed scales: step 0 is the sketch."""
-        if module is self.head:
+        """Zero table and zero head: every k-mer weight is 1 and step 0 is the count sketch."""
+        if module is self and self.log_weight is not None:
+            with torch.no_grad():
+                self.log_weight.zero_()
+        if self.config.context_layers >= 0 and module is getattr(self, "head", None):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
-        elif module is self:
-            with torch.no_grad():
-                self.scales.copy_(torch.tensor(self.config.initial_scales, dtype=torch.float32))
 
-    def table(self, device: torch.device) -> torch.Tensor:
-        """The fixed +-1 table, rebuilt from `table_seed` on first use (not a parameter, not saved)."""
-        if self._table is None or self._table.device != device:
-            with torch.inference_mode(False):  # built under `encode` too, and must serve training later
-                    self._table = sign_table(self.config.hash_bits, self.config.dim, self.config.table_seed).to(device)
-        return self._table
+    @property
+    def has_context(self) -> bool:
+        return self.config.context_layers >= 0
 
-    def log_weights(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L) base codes, (B,) true lengths -> (B, L, n_seeds) log-weight of the seed at each position."""
+    # --- features ---------------------------------------------------------------------------
+    def features(self, seqs: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Strings -> the k-mer index tensors `forward` needs (computed by kmer.py in numpy).
+
+        seq, kmer: the distinct canonical k-mers of each sequence (the order of `canonical_kmers`);
+        with a context network also occ_seq, occ_pos (start of each occurrence on the forward
+        strand), occ_rc_pos (its start on the reverse complement) and occ_group (its distinct k-mer)."""
+        k = self.config.k
+        seqs = list(seqs)
+        if not self.has_context:
+            seq_index, kmer = canonical_kmers(seqs, k)
+            return {"n": torch.tensor(len(seqs)), "seq": torch.from_numpy(seq_index),
+                    "kmer": torch.from_numpy(kmer.astype(np.int64))}
+        occ_seq, occ_pos, occ_kmer = canonical_kmer_occurrences(seqs, k)
+        keys = (occ_seq.astype(np.int64) << (2 * k)) | occ_kmer.astype(np.int64)
+        uniq, group = np.unique(keys, return_inverse=True)
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        return {"n": torch.tensor(len(seqs)), "seq": torch.from_numpy(uniq >> (2 * k)),
+                "kmer": torch.from_numpy(uniq & ((1 << (2 * k)) - 1)),
+                "occ_seq": torch.from_numpy(occ_seq), "occ_pos": torch.from_numpy(occ_pos),
+                "occ_rc_pos": torch.from_numpy(lengths[occ_seq] - k - occ_pos),
+                "occ_group": torch.from_numpy(group.reshape(-1).astype(np.int64))}
+
+    def embed(self, seqs: Sequence[str], tokenizer: DnaTokenizer | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """Strings -> (B, dim) embeddings (the path the encoder and the trainer use)."""
+        seqs = list(seqs)
+        device = self.device_
+        feats = {k: v.to(device) for k, v in self.features(seqs).items()}
+        ids = None
+        if self.has_context:
+            tok = tokenizer or DnaTokenizer()
+            both = seqs + [_reverse_complement(s) for s in seqs]
+            ids = torch.from_numpy(tok.encode_batch(both)[0]).to(device)
+        return self(input_ids=ids, features=feats, out=out)
+
+    # --- the context network ----------------------------------------------------------------
+    def base_log_weights(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L) log-weight of the k-mer starting at each base."""
         c = self.config
+        codes = torch.where((input_ids >= VOCAB["A"]) & (input_ids <= VOCAB["T"]), input_ids - VOCAB["A"], -1)
         b, length = codes.shape
         onehot = F.one_hot(codes.clamp(min=0), 4).to(self.stem.weight.dtype) * (codes >= 0)[..., None]
-        onehot = F.pad(onehot.transpose(1, 2), (0, -length % c.stride))  # whole tokens cover every base
+        onehot = F.pad(onehot.transpose(1, 2), (0, -length % c.stride))
         x = F.gelu(self.stem(onehot)).transpose(1, 2)  # (B, T, d_model), T = ceil(L / stride)
         t = x.shape[1]
-        x = x + sinusoidal_positions(t, c.d_model, x.device).to(x.dtype)
-        token_start = torch.arange(t, device=codes.device) * c.stride
-        pad = token_start[None, :] >= lengths[:, None]
-        x = self.windowed_layers(x, pad)
-        g = self.head(self.norm(x)).view(b, t * c.stride, len(c.seed_patterns))[:, :length]
-        return g.clamp(*_LOG_WEIGHT_RANGE)
+        if self.layers is not None:
+            x = x + sinusoidal_positions(t, c.d_model, x.device).to(x.dtype)
+            pad = torch.arange(t, device=x.device)[None, :] * c.stride >= (input_ids != PAD_ID).sum(1)[:, None]
+            x = self.windowed_layers(x, pad)
+        return self.head(self.norm(x)).reshape(b, t * c.stride)[:, :length]
 
     def windowed_layers(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """Transformer layers with attention inside non-overlapping windows of `attention_window`
-        tokens: cost linear in length (full attention over a fragment's 157 tokens was 3/4 of the
-        encode time), and a k-mer's weight depends on its neighbourhood only."""
+        """Transformer layers with attention inside non-overlapping windows of `attention_window` tokens."""
         b, t, d = x.shape
         w = min(self.config.attention_window, t)
         extra = -t % w
@@ -194,29 +218,48 @@ class DnaSketchModel(PreTrainedModel):
         pad[:, 0] = False  # a window that is all padding would give NaN; its outputs are never used
         return self.layers(x, src_key_padding_mask=pad).reshape(b, t + extra, d)[:, :t]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.config
-        codes = torch.where((input_ids >= VOCAB["A"]) & (input_ids <= VOCAB["T"]), input_ids - VOCAB["A"], -1)
-        if attention_mask is None:
-            attention_mask = input_ids != PAD_ID
-        g = self.log_weights(codes, attention_mask.sum(1))
-        ids, weights = [], []
-        for s, pattern in enumerate(c.seed_patterns):
-            buckets = hashed_kmers(codes, pattern, c.hash_bits, s << _PATTERN_SALT_SHIFT)
-            keep = first_occurrence(buckets)
-            ids.append(buckets.clamp(min=0))
-            weights.append(torch.exp(g[:, :, s]) * keep * self.scales[s])
-        table = self.table(input_ids.device).to(g.dtype)
-        emb = F.embedding_bag(torch.cat(ids, 1), table, per_sample_weights=torch.cat(weights, 1), mode="sum")
-        return F.normalize(emb.float(), dim=1)
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                features: dict[str, torch.Tensor] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """`features` from `features(seqs)`; with a context network `input_ids` holds the B sequences
+        followed by their B reverse complements. Given only `input_ids` (B sequences), both are derived."""
+        if features is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or features")
+            seqs = [_ID_TO_CHAR[row[row != PAD_ID]].tobytes().decode("ascii") for row in input_ids.cpu().numpy()]
+            return self.embed(seqs)
+        n, seq, kmer = int(features["n"]), features["seq"], features["kmer"]
+        logw = torch.zeros(kmer.shape[0], device=kmer.device)
+        if self.log_weight is not None:
+            logw = logw + self.log_weight[kmer]
+        if self.has_context:
+            g = self.base_log_weights(input_ids)
+            occ_seq = features["occ_seq"]
+            conj = 0.5 * (g[occ_seq, features["occ_pos"]] + g[occ_seq + n, features["occ_rc_pos"]])
+            per_kmer = torch.full_like(logw, -torch.inf).scatter_reduce(
+                0, features["occ_group"], conj, reduce="amax", include_self=True)
+            logw = logw + per_kmer
+        coord, sign = self.sketch_tables(kmer.device)
+        weight = torch.exp(logw.clamp(*_LOG_WEIGHT_RANGE)) * sign[kmer]
+        index = seq * self.config.dim + coord[kmer]
+        if out is not None:  # inference: accumulate and normalise in place in the caller's buffer
+            flat = out.view(-1)
+            flat.index_add_(0, index, weight)
+            out /= torch.sqrt((out * out).sum(1, keepdim=True)).clamp_min_(1e-12)
+            return out
+        flat = torch.zeros(n * self.config.dim, device=weight.device, dtype=weight.dtype).index_add(0, index, weight)
+        emb = flat.view(n, self.config.dim)
+        norm = torch.sqrt((emb * emb).sum(1, keepdim=True))
+        return emb / norm.clamp_min(1e-12)
 
 
 class TransformerEncoder(Encoder):
-    """`Encoder` over a saved `DnaSketchModel` directory (config.json, model.safetensors, tokenizer.json)."""
+    """`Encoder` over a saved `DnaKmerWeightModel` directory (config.json, model.safetensors, tokenizer.json)."""
 
     name = "transformer"
+    strand_symmetric = True
 
-    def __init__(self, model: DnaSketchModel, tokenizer: DnaTokenizer | None = None, device: str = "cpu"):
+    def __init__(self, model: DnaKmerWeightModel, tokenizer: DnaTokenizer | None = None, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer or DnaTokenizer()
         self.device = device
@@ -228,7 +271,7 @@ class TransformerEncoder(Encoder):
         if not (Path(path) / "config.json").exists():
             raise ValueError(f"{path}: not a model directory (no config.json); train one with `python -m dnaesa train`")
         transformers_logging.disable_progress_bar()
-        model = DnaSketchModel.from_pretrained(str(path))
+        model = DnaKmerWeightModel.from_pretrained(str(path))
         return cls(model, DnaTokenizer.from_pretrained(path), device=device)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -243,15 +286,22 @@ class TransformerEncoder(Encoder):
             for key, tensor in sorted(self.model.state_dict().items()):
                 h.update(key.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._identity = f"transformer:dim={self.dim}:{h.hexdigest()[:16]}"
+            self._identity = f"transformer:k={self.model.config.k}:dim={self.dim}:{h.hexdigest()[:16]}"
         return self._identity
 
     @torch.inference_mode()
     def encode(self, seqs: Sequence[str], batch_size: int = 256) -> np.ndarray:
         out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        if not self.model.has_context:  # no padding involved: batches in input order, written in place
+            for lo in range(0, len(seqs), batch_size):
+                hi = min(lo + batch_size, len(seqs))
+                if self.device == "cpu":
+                    self.model.embed(seqs[lo:hi], self.tokenizer, out=torch.from_numpy(out[lo:hi]))
+                else:
+                    out[lo:hi] = self.model.embed(seqs[lo:hi], self.tokenizer).cpu().numpy()
+            return out
         order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths share a batch
         for lo in range(0, len(seqs), batch_size):
             idx = order[lo : lo + batch_size]
-            ids, _ = self.tokenizer.encode_batch([seqs[i] for i in idx])
-            out[idx] = self.model(torch.from_numpy(ids).to(self.device)).cpu().numpy()
+            out[idx] = self.model.embed([seqs[i] for i in idx], self.tokenizer).cpu().numpy()
         return out

@@ -150,30 +150,60 @@ class PairSampler:
         self._weights = lengths / lengths.sum()
 
     def sample_fragment(self, rng: np.random.Generator) -> str:
+        return self.sample_located_fragment(rng)[0]
+
+    def sample_located_fragment(self, rng: np.random.Generator) -> tuple[str, int, int]:
+        """(fragment, contig index, start)."""
         for _ in range(100):
-            seq = self._seqs[rng.choice(len(self._seqs), p=self._weights)]
+            ci = int(rng.choice(len(self._seqs), p=self._weights))
+            seq = self._seqs[ci]
             start = int(rng.integers(0, len(seq) - self.fragment_len + 1))
             frag = seq[start : start + self.fragment_len]
             if frag.count("N") <= self.max_n_fraction * self.fragment_len:
-                return frag
+                return frag, ci, start
         raise ValueError("could not find a fragment without Ns in 100 tries; the training regions are mostly N")
 
+    def neighbour_fragment(self, ci: int, read_start: int, read_end: int, rng: np.random.Generator) -> str | None:
+        """A hard negative: a fragment of the same contig that overlaps the read's span but does not
+        wholly contain it (the store's overlapping neighbour windows), or None where none fits."""
+        seq, f = self._seqs[ci], self.fragment_len
+        lo_left, hi_left = max(0, read_start - f + 1), read_end - f - 1  # ends inside the read
+        lo_right, hi_right = read_start + 1, min(read_end - 1, len(seq) - f)  # starts inside the read
+        choices = [(lo, hi) for lo, hi in ((lo_left, hi_left), (lo_right, hi_right)) if lo <= hi]
+        if not choices:
+            return None
+        lo, hi = choices[int(rng.integers(0, len(choices)))]
+        start = int(rng.integers(lo, hi + 1))
+        return seq[start : start + f]
+
     def sample_read(self, fragment: str, rng: np.random.Generator) -> str:
+        return self.sample_located_read(fragment, rng)[0]
+
+    def sample_located_read(self, fragment: str, rng: np.random.Generator) -> tuple[str, int, int]:
+        """(mutated read, start, end of its span in the fragment)."""
         length = int(rng.integers(self.read_len_min, min(self.read_len_max, len(fragment)) + 1))
         start = int(rng.integers(0, len(fragment) - length + 1))
         read = fragment[start : start + length]
         if rng.random() < self.divergent_share:
             read = mutate(read, MutationProfile.divergence(rng.uniform(0, self.max_divergence)), rng)
-        return mutate(read, MutationProfile.divergence(rng.uniform(0, self.error_rate)), rng)
+        return mutate(read, MutationProfile.divergence(rng.uniform(0, self.error_rate)), rng), start, start + length
 
-    def batch(self, size: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
-        """`size` pairs -> (fragments, reads); pair i is forward or both reverse-complemented."""
-        frags, reads = [], []
+    def batch(self, size: int, rng: np.random.Generator, neighbours: bool = False):
+        """`size` pairs -> (fragments, reads); pair i is forward or both reverse-complemented.
+
+        With `neighbours`, also a list of hard negatives: for each pair (where one fits) a fragment
+        overlapping the read's span without containing it, on the pair's strand."""
+        frags, reads, hard = [], [], []
         for _ in range(size):
-            frag = self.sample_fragment(rng)
-            read = self.sample_read(frag, rng)
-            if rng.random() < 0.5:
+            frag, ci, fstart = self.sample_located_fragment(rng)
+            read, rs, re_ = self.sample_located_read(frag, rng)
+            flip = rng.random() < 0.5
+            if neighbours:
+                nb = self.neighbour_fragment(ci, fstart + rs, fstart + re_, rng)
+                if nb is not None and nb.count("N") <= self.max_n_fraction * self.fragment_len:
+                    hard.append(reverse_complement(nb) if flip else nb)
+            if flip:
                 frag, read = reverse_complement(frag), reverse_complement(read)
             frags.append(frag)
             reads.append(read)
-        return frags, reads
+        return (frags, reads, hard) if neighbours else (frags, reads)

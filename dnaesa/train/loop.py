@@ -3,7 +3,8 @@
 Output directory layout:
     OUT/checkpoint/   latest state: model (save_pretrained), tokenizer, trainer_state.pt (optimizer,
                       scheduler, loss temperature, step); written to a temp dir and renamed
-    OUT/best/         the model with the best mean recall at the largest K seen so far
+    OUT/best/         the model with the best primary metric seen so far (mean of every recall@K of
+                      every held-out evaluation, so recall@1 counts as much as recall@16)
     OUT/model/        the model at the last step
     OUT/metrics.jsonl one JSON line per evaluation (and per `log_every` steps of training loss)
 Data for step s is drawn from a generator seeded by (seed, s), so a resumed run sees exactly the
@@ -24,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from dnaesa.model.tokenizer import DnaTokenizer
-from dnaesa.model.transformer import DnaSketchConfig, DnaSketchModel, TransformerEncoder
+from dnaesa.model.transformer import DnaKmerWeightConfig, DnaKmerWeightModel, TransformerEncoder
 from dnaesa.train.data import MutationProfile, PairSampler, Region
 from dnaesa.train.evaluate import RecallEvaluator
 from dnaesa.train.loss import InfoNCELoss
@@ -34,11 +35,13 @@ from dnaesa.train.loss import InfoNCELoss
 class TrainOptions:
     """Everything a training run needs besides its data paths; read from configs/train/*.yaml."""
 
-    model: dict = field(default_factory=dict)  # DnaSketchConfig keyword arguments
+    model: dict = field(default_factory=dict)  # DnaKmerWeightConfig keyword arguments
     steps: int = 2000
     batch_size: int = 64
     extra_negatives: int = 64
-    lr: float = 1e-3
+    neighbour_negatives: bool = True  # add a fragment overlapping each read without containing it
+    lr: float = 1e-3  # context network
+    table_lr: float = 0.01  # per-k-mer log-weight table (no weight decay)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -103,7 +106,7 @@ class Trainer:
                             name=f"{Path(spec.split(':')[0]).name.split('.')[0]}/div{div:g}")
             for spec in eval_specs for div in opts.eval_divergences
         ]
-        self.model = DnaSketchModel(DnaSketchConfig(**opts.model)).to(device)
+        self.model = DnaKmerWeightModel(DnaKmerWeightConfig(**opts.model)).to(device)
         self.loss = InfoNCELoss(opts.temperature, learnable=opts.learn_temperature).to(device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=opts.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -114,11 +117,14 @@ class Trainer:
         self.best = -1.0
 
     def _param_groups(self) -> list[dict]:
-        no_decay = [self.model.scales, self.loss.log_temperature]
-        ids = {id(p) for p in no_decay}
-        decay = [p for p in self.model.parameters() if id(p) not in ids]
-        return [{"params": decay, "weight_decay": self.opts.weight_decay},
-                {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0}]
+        table = [self.model.log_weight] if self.model.log_weight is not None else []
+        ids = {id(p) for p in table}
+        context = [p for p in self.model.parameters() if id(p) not in ids]
+        groups = [{"params": context, "weight_decay": self.opts.weight_decay, "lr": self.opts.lr},
+                  {"params": table, "weight_decay": 0.0, "lr": self.opts.table_lr},
+                  {"params": [p for p in [self.loss.log_temperature] if p.requires_grad], "weight_decay": 0.0,
+                   "lr": self.opts.lr}]
+        return [g for g in groups if g["params"]]
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -137,7 +143,7 @@ class Trainer:
         ckpt = self.out / "checkpoint"
         if not (ckpt / "trainer_state.pt").exists():
             return False
-        self.model = DnaSketchModel.from_pretrained(str(ckpt)).to(self.device)
+        self.model = DnaKmerWeightModel.from_pretrained(str(ckpt)).to(self.device)
         state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
         self.loss.load_state_dict(state["loss"])
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.opts.lr)
@@ -162,28 +168,32 @@ class Trainer:
         for ev in self.evaluators:
             metrics.update(ev(encoder))
         self.model.train()
-        kmax = max(self.opts.eval_ks)
-        primary = [v for k, v in metrics.items() if k.endswith(f"recall@{kmax}")]
+        primary = [v for k, v in metrics.items() if "/recall@" in k or k.startswith("recall@")]
         if primary:
             metrics["primary"] = float(np.mean(primary))
             if metrics["primary"] > self.best:
                 self.best = metrics["primary"]
                 encoder.save_pretrained(self.out / "best")
-        self.log({"step": self.step, "eval": metrics, "scales": self.model.scales.tolist(),
-                  "temperature": self.loss.temperature})
+        record = {"step": self.step, "eval": metrics, "temperature": self.loss.temperature}
+        if self.model.log_weight is not None:
+            w = self.model.log_weight.detach()
+            record["log_weight"] = {"min": float(w.min()), "max": float(w.max()), "std": float(w.std())}
+        self.log(record)
         return metrics
 
     # --- the loop ----------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float]:
         o = self.opts
         rng = np.random.Generator(np.random.PCG64([o.seed, self.step]))
-        frags, reads = self.sampler.batch(o.batch_size, rng)
+        if o.neighbour_negatives:
+            frags, reads, hard = self.sampler.batch(o.batch_size, rng, neighbours=True)
+            frags += hard
+        else:
+            frags, reads = self.sampler.batch(o.batch_size, rng)
         frags += [self.sampler.sample_fragment(rng) for _ in range(o.extra_negatives)]
         self.model.train()
-        tok = self.tokenizer
-        read_ids = torch.from_numpy(tok.encode_batch(reads)[0]).to(self.device)
-        frag_ids = torch.from_numpy(tok.encode_batch(frags)[0]).to(self.device)
-        read_emb, frag_emb = self.model(read_ids), self.model(frag_ids)
+        read_emb = self.model.embed(reads, self.tokenizer)
+        frag_emb = self.model.embed(frags, self.tokenizer)
         loss = self.loss(read_emb, frag_emb)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
