@@ -13,7 +13,7 @@ from dnaesa.model.transformer import DnaKmerWeightConfig, DnaKmerWeightModel, Tr
 from dnaesa.train.data import reverse_complement
 
 TINY = dict(k=6, dim=64, use_table=True, context_layers=1, d_model=16, n_heads=2, ff_dim=32, stem_kernel=8, stride=4,
-            attention_window=8)
+            attention_window=8, spaced_seeds=["11011011"])
 
 
 def random_seqs(n: int, length: int, seed: int = 0) -> list[str]:
@@ -49,7 +49,7 @@ def test_untrained_model_is_exactly_the_count_sketch():
     for context_layers in (-1, 1):
         enc = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(**{**TINY, "context_layers": context_layers})))
         assert np.array_equal(enc.encode(seqs, batch_size=4), KmerSketchEncoder(k=6, dim=64).encode(seqs))
-    default = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig()))  # k=8, dim=4096
+    default = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(spaced_seeds=["11011011011"])))  # k=8, dim=4096
     assert np.array_equal(default.encode(seqs), KmerSketchEncoder().encode(seqs))
 
 
@@ -58,6 +58,7 @@ def perturbed_encoder(seed: int = 0, context_layers: int = 1) -> TransformerEnco
     model = DnaKmerWeightModel(DnaKmerWeightConfig(**{**TINY, "context_layers": context_layers}))
     with torch.no_grad():
         model.log_weight.normal_(0, 0.5)
+        model.spaced_scale.fill_(0.7)
         if context_layers >= 0:
             model.head.weight.normal_(0, 0.5)
             model.head.bias.normal_(0, 0.5)
@@ -80,6 +81,7 @@ def test_gradients_reach_the_table_and_the_context_network():
     (a @ b.T).sum().backward()
     assert model.log_weight.grad.abs().sum() > 0
     assert model.head.weight.grad.abs().sum() > 0
+    assert model.spaced_scale.grad.abs().sum() > 0
 
 
 def test_forward_from_input_ids_matches_embed():
@@ -122,6 +124,20 @@ def test_config_validates_itself():
         DnaKmerWeightConfig(dim=100)
     with pytest.raises(ValueError, match="context_layers"):
         DnaKmerWeightConfig(context_layers=-2)
+    with pytest.raises(ValueError, match="palindrome"):
+        DnaKmerWeightConfig(spaced_seeds=["1101111"])
+    with pytest.raises(ValueError, match="differ in length"):
+        DnaKmerWeightConfig(spaced_seeds=["11011011"], spaced_scales=[1.0, 2.0])
+
+
+def test_spaced_seeds_are_canonical_and_skip_ns():
+    from dnaesa.model.transformer import canonical_spaced_kmers
+
+    seqs = ["ACGTTGCAACGTAGGA", reverse_complement("ACGTTGCAACGTAGGA"), "ACGNACGTACG", "ACG"]
+    idx, codes = canonical_spaced_kmers(seqs, "11011")
+    assert set(codes[idx == 0].tolist()) == set(codes[idx == 1].tolist())
+    assert len(set(codes[idx == 0].tolist())) == (idx == 0).sum()
+    assert (idx == 2).sum() == 2 and not (idx == 3).any()  # ACGTACG has 2 N-free 5-spans; ACG none
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").exists(), reason="no default model shipped")

@@ -43,14 +43,14 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
-from dnaesa.model.kmer import canonical_kmer_occurrences, canonical_kmers, sketch_coordinates
+from dnaesa.model.kmer import BASE_CODE, canonical_kmer_occurrences, canonical_kmers, sketch_coordinates
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
 
 #: log-weights are clamped to this range (weights exp(-8)..exp(4)) to keep training stable
 _LOG_WEIGHT_RANGE = (-8.0, 4.0)
 #: config fields that change the embeddings (the identity hashes these and the weights)
 _IDENTITY_KEYS = ("model_type", "k", "dim", "sketch_seed", "use_table", "context_layers", "d_model", "n_heads",
-                  "ff_dim", "stem_kernel", "stride", "attention_window")
+                  "ff_dim", "stem_kernel", "stride", "attention_window", "spaced_seeds")
 _COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
 _ID_TO_CHAR = np.frombuffer(b"-ACGTN", dtype=np.uint8)
 
@@ -80,9 +80,19 @@ class DnaKmerWeightConfig(PretrainedConfig):
         stem_kernel: int = 16,
         stride: int = 8,
         attention_window: int = 32,
+        spaced_seeds: Sequence[str] = (),
+        spaced_scales: Sequence[float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        spaced_seeds = list(spaced_seeds)
+        spaced_scales = [0.0] * len(spaced_seeds) if spaced_scales is None else [float(x) for x in spaced_scales]
+        if len(spaced_scales) != len(spaced_seeds):
+            raise ValueError(f"spaced_seeds ({len(spaced_seeds)}) and spaced_scales ({len(spaced_scales)}) differ in length")
+        for p in spaced_seeds:
+            if set(p) - {"0", "1"} or p[0] != "1" or p != p[::-1] or not 4 <= p.count("1") <= 10:
+                raise ValueError(f"spaced seed {p!r}: use 0/1, start and end with 1, 4-10 ones, and be a palindrome "
+                                 "(so that the canonical seed is strand-symmetric)")
         if not 4 <= k <= 11:
             raise ValueError(f"k must be in [4, 11] (the weight table has 4**k entries), got {k}")
         if dim < 16 or dim & (dim - 1):
@@ -95,6 +105,34 @@ class DnaKmerWeightConfig(PretrainedConfig):
         self.use_table, self.context_layers = bool(use_table), context_layers
         self.d_model, self.n_heads, self.ff_dim = d_model, n_heads, ff_dim
         self.stem_kernel, self.stride, self.attention_window = stem_kernel, stride, attention_window
+        self.spaced_seeds, self.spaced_scales = spaced_seeds, spaced_scales
+
+
+def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct canonical spaced seeds of each sequence: the bases at the 1s of `pattern` in every
+    window of its span, 2-bit coded, min with the reverse complement's (a palindromic pattern makes
+    this strand-free); windows covering an N are skipped. -> (seq_index int64, code uint64), sorted."""
+    care = [i for i, c in enumerate(pattern) if c == "1"]
+    span, k = len(pattern), len(care)
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    codes = BASE_CODE[np.frombuffer("N".join(seqs).encode("ascii", "replace"), dtype=np.uint8)]
+    if codes.size < span:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    bad = np.concatenate([[0], np.cumsum(codes < 0)])
+    pos = np.flatnonzero(bad[span:] == bad[:-span])
+    base = np.maximum(codes, 0).astype(np.uint64)
+    fwd = np.zeros(pos.size, dtype=np.uint64)
+    rev = np.zeros(pos.size, dtype=np.uint64)
+    for j, off in enumerate(care):
+        b = base[pos + off]
+        fwd = (fwd << np.uint64(2)) | b
+        rev |= (np.uint64(3) - b) << np.uint64(2 * j)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    seq_index = np.searchsorted(starts, pos, side="right") - 1
+    keys = (seq_index.astype(np.uint64) << np.uint64(2 * k)) | np.minimum(fwd, rev)
+    keys.sort()  # sort + neighbour mask: np.unique's hash path is 4x slower here
+    keys = keys[np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]])]
+    return (keys >> np.uint64(2 * k)).astype(np.int64), keys & np.uint64((1 << (2 * k)) - 1)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
@@ -117,6 +155,8 @@ class DnaKmerWeightModel(PreTrainedModel):
         super().__init__(config)
         c = config
         self.log_weight = nn.Parameter(torch.zeros(4 ** c.k)) if c.use_table else None
+        self.spaced_scale = (nn.Parameter(torch.tensor(c.spaced_scales, dtype=torch.float32))
+                             if c.spaced_seeds else None)
         if c.context_layers >= 0:
             self.stem = nn.Conv1d(4, c.d_model, c.stem_kernel, stride=c.stride,
                                   padding=(c.stem_kernel - c.stride) // 2)
@@ -126,17 +166,22 @@ class DnaKmerWeightModel(PreTrainedModel):
                            if c.context_layers > 0 else None)
             self.norm = nn.LayerNorm(c.d_model)
             self.head = nn.Linear(c.d_model, c.stride)
-        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._tables: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.post_init()
 
-    def sketch_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coord int64, sign float32) of every k-mer code, from kmer.py's `sketch_coordinates`;
-        rebuilt on first use (not parameters, not saved: `from_pretrained` builds on the meta device)."""
-        if self._tables is None or self._tables[0].device != torch.device(device):
+    def sketch_tables(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(coord int64, sign float32) of every code] for the k-mers, then each spaced seed (hashed
+        with sketch_seed + 1 + j), from kmer.py's `sketch_coordinates`; rebuilt on first use (not
+        parameters, not saved: `from_pretrained` builds the model on the meta device)."""
+        if self._tables is None or self._tables[0][0].device != torch.device(device):
             c = self.config
-            coord, sign = sketch_coordinates(np.arange(4 ** c.k, dtype=np.uint64), c.dim, c.sketch_seed)
+            sizes = [c.k] + [p.count("1") for p in c.spaced_seeds]
+            tables = []
             with torch.inference_mode(False):
-                self._tables = (torch.from_numpy(coord).to(device), torch.from_numpy(sign).to(device))
+                for j, k in enumerate(sizes):
+                    coord, sign = sketch_coordinates(np.arange(4 ** k, dtype=np.uint64), c.dim, c.sketch_seed + j)
+                    tables.append((torch.from_numpy(coord).to(device), torch.from_numpy(sign).to(device)))
+            self._tables = tables
         return self._tables
 
     @property
@@ -148,6 +193,9 @@ class DnaKmerWeightModel(PreTrainedModel):
         if module is self and self.log_weight is not None:
             with torch.no_grad():
                 self.log_weight.zero_()
+        if module is self and self.spaced_scale is not None:
+            with torch.no_grad():
+                self.spaced_scale.copy_(torch.tensor(self.config.spaced_scales, dtype=torch.float32))
         if self.config.context_layers >= 0 and module is getattr(self, "head", None):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
@@ -165,19 +213,29 @@ class DnaKmerWeightModel(PreTrainedModel):
         strand), occ_rc_pos (its start on the reverse complement) and occ_group (its distinct k-mer)."""
         k = self.config.k
         seqs = list(seqs)
+        spaced = {}
+        for j, pattern in enumerate(self.config.spaced_seeds):
+            seq_index, code = canonical_spaced_kmers(seqs, pattern)
+            spaced[f"spaced{j}_seq"] = torch.from_numpy(seq_index)
+            spaced[f"spaced{j}_kmer"] = torch.from_numpy(code.astype(np.int64))
         if not self.has_context:
             seq_index, kmer = canonical_kmers(seqs, k)
             return {"n": torch.tensor(len(seqs)), "seq": torch.from_numpy(seq_index),
-                    "kmer": torch.from_numpy(kmer.astype(np.int64))}
+                    "kmer": torch.from_numpy(kmer.astype(np.int64)), **spaced}
         occ_seq, occ_pos, occ_kmer = canonical_kmer_occurrences(seqs, k)
         keys = (occ_seq.astype(np.int64) << (2 * k)) | occ_kmer.astype(np.int64)
-        uniq, group = np.unique(keys, return_inverse=True)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        first = np.concatenate([sorted_keys[:1] == sorted_keys[:1], sorted_keys[1:] != sorted_keys[:-1]])
+        uniq = sorted_keys[first]
+        group = np.empty_like(order)
+        group[order] = np.cumsum(first) - 1
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         return {"n": torch.tensor(len(seqs)), "seq": torch.from_numpy(uniq >> (2 * k)),
                 "kmer": torch.from_numpy(uniq & ((1 << (2 * k)) - 1)),
                 "occ_seq": torch.from_numpy(occ_seq), "occ_pos": torch.from_numpy(occ_pos),
                 "occ_rc_pos": torch.from_numpy(lengths[occ_seq] - k - occ_pos),
-                "occ_group": torch.from_numpy(group.reshape(-1).astype(np.int64))}
+                "occ_group": torch.from_numpy(group.reshape(-1).astype(np.int64)), **spaced}
 
     def embed(self, seqs: Sequence[str], tokenizer: DnaTokenizer | None = None,
               out: torch.Tensor | None = None) -> torch.Tensor:
@@ -239,9 +297,18 @@ class DnaKmerWeightModel(PreTrainedModel):
             per_kmer = torch.full_like(logw, -torch.inf).scatter_reduce(
                 0, features["occ_group"], conj, reduce="amax", include_self=True)
             logw = logw + per_kmer
-        coord, sign = self.sketch_tables(kmer.device)
+        tables = self.sketch_tables(kmer.device)
+        coord, sign = tables[0]
         weight = torch.exp(logw.clamp(*_LOG_WEIGHT_RANGE)) * sign[kmer]
         index = seq * self.config.dim + coord[kmer]
+        if self.spaced_scale is not None:  # spaced-seed channels, each summed with a learned scale
+            weights, indexes = [weight], [index]
+            for j in range(len(self.config.spaced_seeds)):
+                s_seq, s_kmer = features[f"spaced{j}_seq"], features[f"spaced{j}_kmer"]
+                s_coord, s_sign = tables[j + 1]
+                weights.append(self.spaced_scale[j] * s_sign[s_kmer])
+                indexes.append(s_seq * self.config.dim + s_coord[s_kmer])
+            weight, index = torch.cat(weights), torch.cat(indexes)
         if out is not None:  # inference: accumulate and normalise in place in the caller's buffer
             flat = out.view(-1)
             flat.index_add_(0, index, weight)

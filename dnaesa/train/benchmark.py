@@ -1,13 +1,12 @@
 """Encoder benchmark: recall@K on held-out regions and encode throughput, model vs k-mer sketch.
 
-    python -m dnaesa.train.benchmark --model DIR --eval-ref S_AUREUS.fa HUMAN.fa:60000000-62000000 \
-        [--divergences 0.01 0.10] [--reads 1000] [--threads 1 2]
+    python -m dnaesa.train.benchmark --model DIR [DIR ...] --eval-ref S_AUREUS.fa HUMAN.fa:60000000-62000000 \
+        [--divergences 0.01 0.10 0.15] [--read-lens 250 100] [--reads 1000] [--threads 1]
 
-Prints one JSON line per (encoder, region, divergence) with recall@1/8/16, and one per (encoder,
-threads) with reads/s (250 bp) and fragments/s (1250 bp) on random sequence. Encoders compared:
-the current sketch baseline (`KmerSketchEncoder()` defaults), the same sketch at the model's width,
-and the model (fp32, and bf16 autocast where the CPU has native bf16). Names carry the sketch's k
-and dim, since its defaults change.
+Prints one JSON line per (encoder, region, read length, divergence) with recall@1/8/16, and one per
+(encoder, threads) with reads/s (250 bp) and fragments/s (1250 bp) on random sequence. Encoders
+compared: the sketch baseline (`KmerSketchEncoder()` defaults; its name carries k and dim) and each
+model (fp32; `--bf16` adds CPU bf16 autocast of a model's context network).
 """
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ class Bf16Encoder(Encoder):
     """A `TransformerEncoder` run under CPU bf16 autocast (the k-mer sum stays fp32)."""
 
     name = "transformer-bf16"
+    strand_symmetric = True
 
     def __init__(self, inner: TransformerEncoder):
         self.inner, self.dim = inner, inner.dim
@@ -53,36 +53,38 @@ def throughput(encoder: Encoder, length: int, n: int, batch_size: int = 256) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a saved model directory")
+    parser.add_argument("--model", nargs="+", required=True, help="saved model directories")
     parser.add_argument("--eval-ref", nargs="+", required=True, metavar="FASTA[:START-END]")
-    parser.add_argument("--divergences", nargs="+", type=float, default=[0.01, 0.10])
+    parser.add_argument("--divergences", nargs="+", type=float, default=[0.01, 0.10, 0.15])
     parser.add_argument("--reads", type=int, default=1000)
-    parser.add_argument("--read-len", type=int, default=250)
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--read-lens", nargs="+", type=int, default=[250, 100])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1])
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast of each model")
     parser.add_argument("--skip-recall", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = TransformerEncoder.from_pretrained(args.model)
-    default_sketch, narrow_sketch = KmerSketchEncoder(), KmerSketchEncoder(dim=model.dim)
-    encoders: dict[str, Encoder] = {
-        f"kmer-k{default_sketch.k}-d{default_sketch.dim}": default_sketch,
-        f"kmer-k{narrow_sketch.k}-d{narrow_sketch.dim}": narrow_sketch,
-        f"model:{Path(args.model).name}": model,
-    }
+    sketch = KmerSketchEncoder()
+    encoders: dict[str, Encoder] = {f"kmer-k{sketch.k}-d{sketch.dim}": sketch}
+    for path in args.model:
+        encoders[f"model:{Path(path).parent.name}/{Path(path).name}"] = TransformerEncoder.from_pretrained(path)
     if not args.skip_recall:
         for spec in args.eval_ref:
             region = Region.load(spec)
-            for div in args.divergences:
-                ev = RecallEvaluator(region, MutationProfile.divergence(div), n_reads=args.reads, read_len=args.read_len)
-                for name, enc in encoders.items():
-                    print(json.dumps({"encoder": name, "region": spec.split("/")[-1], "divergence": div,
-                                      **{k: round(v, 4) for k, v in ev(enc).items()}}), flush=True)
-    encoders["model-bf16"] = Bf16Encoder(model)
+            for read_len in args.read_lens:
+                for div in args.divergences:
+                    ev = RecallEvaluator(region, MutationProfile.divergence(div), n_reads=args.reads, read_len=read_len)
+                    for name, enc in encoders.items():
+                        print(json.dumps({"encoder": name, "region": spec.split("/")[-1], "read_len": read_len,
+                                          "divergence": div, **{k: round(v, 4) for k, v in ev(enc).items()}}),
+                              flush=True)
+    if args.bf16:
+        for name in [n for n in encoders if n.startswith("model:")]:
+            encoders[name + ":bf16"] = Bf16Encoder(encoders[name])
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name, enc in encoders.items():
             print(json.dumps({"encoder": name, "threads": threads,
-                              "reads_per_s": round(throughput(enc, args.read_len, 4096)),
+                              "reads_per_s": round(throughput(enc, 250, 4096)),
                               "fragments_per_s": round(throughput(enc, 1250, 1024))}), flush=True)
     return 0
 

@@ -42,6 +42,7 @@ class TrainOptions:
     neighbour_negatives: bool = True  # add a fragment overlapping each read without containing it
     lr: float = 1e-3  # context network
     table_lr: float = 0.01  # per-k-mer log-weight table (no weight decay)
+    scale_lr: float = 0.01  # spaced-seed channel scales (no weight decay)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -118,10 +119,12 @@ class Trainer:
 
     def _param_groups(self) -> list[dict]:
         table = [self.model.log_weight] if self.model.log_weight is not None else []
-        ids = {id(p) for p in table}
+        scales = [self.model.spaced_scale] if self.model.spaced_scale is not None else []
+        ids = {id(p) for p in table + scales}
         context = [p for p in self.model.parameters() if id(p) not in ids]
         groups = [{"params": context, "weight_decay": self.opts.weight_decay, "lr": self.opts.lr},
                   {"params": table, "weight_decay": 0.0, "lr": self.opts.table_lr},
+                  {"params": scales, "weight_decay": 0.0, "lr": self.opts.scale_lr},
                   {"params": [p for p in [self.loss.log_temperature] if p.requires_grad], "weight_decay": 0.0,
                    "lr": self.opts.lr}]
         return [g for g in groups if g["params"]]
@@ -178,6 +181,8 @@ class Trainer:
         if self.model.log_weight is not None:
             w = self.model.log_weight.detach()
             record["log_weight"] = {"min": float(w.min()), "max": float(w.max()), "std": float(w.std())}
+        if self.model.spaced_scale is not None:
+            record["spaced_scale"] = self.model.spaced_scale.tolist()
         self.log(record)
         return metrics
 
@@ -217,8 +222,11 @@ class Trainer:
             bar.update(1)
             postfix = {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}", "t": f"{self.loss.temperature:.3f}"}
             if self.step % o.log_every == 0:
-                self.log({"step": self.step, "loss": loss, "acc": acc, "lr": self.scheduler.get_last_lr()[0],
-                          "elapsed_s": round(time.time() - started, 1)})
+                record = {"step": self.step, "loss": loss, "acc": acc, "lr": self.scheduler.get_last_lr()[0],
+                          "elapsed_s": round(time.time() - started, 1)}
+                if self.model.spaced_scale is not None:
+                    record["spaced_scale"] = [round(x, 4) for x in self.model.spaced_scale.tolist()]
+                self.log(record)
             if self.evaluators and (self.step % o.eval_every == 0 or self.step == o.steps):
                 metrics = self.evaluate()
                 postfix["recall"] = f"{metrics.get('primary', 0):.3f}"
