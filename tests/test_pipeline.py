@@ -144,3 +144,17 @@ def test_index_reused_and_rebuilt_when_reference_changes(tmp_path, lambda_contig
 
 def _revcomp(seq: str) -> str:
     return seq.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
+
+
+def test_tandem_copy_in_the_same_window_counts_against_mapq(tmp_path):
+    """Two copies 300 bp apart fall in one candidate window; the second must still be found."""
+    rng = random.Random(21)
+    unit = "".join(rng.choice("ACGT") for _ in range(200))
+    spacer = "".join(rng.choice("ACGT") for _ in range(300))
+    flank = ["".join(rng.choice("ACGT") for _ in range(4000)) for _ in range(2)]
+    ref = tmp_path / "tandem.fa"
+    ref.write_text(">t\n" + flank[0] + unit + spacer + unit + flank[1] + "\n")
+    aligner = Aligner(ref, "kmer", index=tmp_path / "idx", device="cpu", secondary=1)
+    hits = aligner.map(unit[20:180])
+    assert len(hits) == 2 and hits[0].score == hits[1].score and hits[0].mapq == 0
+    assert sorted(h.ref_start for h in hits) == [4020, 4520]

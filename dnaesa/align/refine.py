@@ -58,42 +58,57 @@ class Refiner:
         if not candidates:
             return []
         queries = (seq, reverse_complement(seq))
-        hits = []  # (edits, contig, abs_start, abs_end, reverse, query)
-        seen = set()
+        margin = self.opts.edit_margin
+        hits: dict[tuple, tuple] = {}  # (contig, end, reverse) -> (edits, contig, start, end, reverse)
         tight, loose = max(12, len(seq) // 10), int(0.4 * len(seq)) + 5
-        best = loose
+        best, best_window = loose, None
         for cand in candidates:
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
             # a hit more than edit_margin edits worse than the best so far would be dropped anyway
-            limit = min(loose, best + self.opts.edit_margin)
+            limit = min(loose, best + margin)
             for edits, loc_start, loc_end, reverse in self._locate(queries, window, cand.reverse, min(tight, limit), limit):
-                best = min(best, edits)
-                key = (cand.contig_index, reverse, cand.start + loc_end)
-                if key not in seen:
-                    seen.add(key)
-                    hits.append((edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1,
-                                 reverse, queries[reverse]))
-        hits = [h for h in hits if h[0] <= best + self.opts.edit_margin]
-        hits.sort(key=lambda h: h[0])
-        out = [a for a in (self._affine(q, ci, st, en, rev, ed) for ed, ci, st, en, rev, q in hits) if a is not None]
+                if edits < best:
+                    best, best_window = edits, (cand, window, loc_start, loc_end)
+                hit = (edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1, reverse)
+                hits.setdefault((hit[1], hit[3], reverse), hit)
+        if best_window is not None:
+            for hit in self._next_best(queries, best_window, min(loose, best + margin)):
+                hits.setdefault((hit[1], hit[3], hit[4]), hit)
+        ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
+        out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked) if a is not None]
         out.sort(key=lambda a: -a.score)
         return _distinct(out)
 
     @staticmethod
+    def _next_best(queries: tuple[str, str], best_window: tuple, limit: int) -> list[tuple]:
+        """Hits in the best hit's own window once the best hit is masked: a tandem copy a few hundred
+        bases away shares the window, so without this it would never count against MAPQ."""
+        cand, window, loc_start, loc_end = best_window
+        masked = window[:loc_start] + "N" * (loc_end + 1 - loc_start) + window[loc_end + 1 :]
+        return [(edits, cand.contig_index, cand.start + st, cand.start + en + 1, rev)
+                for edits, st, en, rev in Refiner._locate(queries, masked, cand.reverse, limit, limit)]
+
+    @staticmethod
     def _locate(queries: tuple[str, str], window: str, reverse: bool | None, tight: int,
                 loose: int) -> list[tuple[int, int, int, bool]]:
-        """(edits, start, end inclusive, reverse) of the read's best infix match in `window`.
+        """(edits, start, end inclusive, reverse) of the read's best infix matches in `window`.
 
         Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
         twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
-        grows with the limit."""
+        grows with the limit. Equally good matches at distinct places (tandem repeats) all count."""
         orientations = (False, True) if reverse is None else (reverse,)
+        length = len(queries[0])
         found = []
         for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
             for rev in orientations:
                 res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
-                if res["editDistance"] >= 0:
-                    found.append((res["editDistance"], *res["locations"][0], rev))
+                if res["editDistance"] < 0:
+                    continue
+                last_end = None
+                for loc_start, loc_end in res["locations"]:  # sorted by end
+                    if last_end is None or loc_end - last_end > length // 2:
+                        found.append((res["editDistance"], loc_start, loc_end, rev))
+                        last_end = loc_end
             if found:
                 break
         return found
