@@ -66,6 +66,42 @@ def test_infonce_prefers_matching_pairs_and_learns_temperature():
         loss(x, x[:4])
 
 
+def test_infonce_mask_removes_second_positives():
+    loss = InfoNCELoss(0.05, symmetric=False)
+    x = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    frags = torch.cat([x, x[:1]])  # fragment 4 duplicates read 0's fragment
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[0, 4] = True
+    assert loss(x, frags, mask) < loss(x, frags)
+    assert loss.accuracy(x, frags, mask) == 1.0
+
+
+def test_located_batch_masks_fragments_that_contain_the_read():
+    sampler = PairSampler([Region.load(LAMBDA)], error_rate=0.0, divergent_share=0.0)
+    frags, reads, mask = sampler.located_batch(16, 64, np.random.default_rng(0), neighbours=True)
+    region = Region.load(LAMBDA).seqs[0]
+    assert mask.shape == (16, len(frags)) and len(frags) > 16 + 64
+    assert mask[:, 16:].any()  # 64 random fragments of a 48 kb genome do contain some reads
+    for i, read in enumerate(reads):
+        fwd = read if read in region else reverse_complement(read)
+        for j in range(16, len(frags)):
+            contains = fwd in frags[j] or reverse_complement(fwd) in frags[j]
+            assert mask[i, j] == contains or (contains and len(fwd) < 200)  # short reads may recur by chance
+
+
+def test_scale_search_keeps_the_best_scale(tmp_path):
+    opts = tiny_options(tmp_path, steps=2, eval_every=1000, checkpoint_every=1000, scale_search=[0.0, 1.0],
+                        select_reads=60, eval_divergences=[0.1])
+    trainer = Trainer(opts, [LAMBDA], [], tmp_path / "run", select_specs=[f"{LAMBDA}:0-20000"])
+    best = trainer.search_scale()
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scores = records[-1]["scores"]
+    assert best in (0.0, 1.0) and scores[str(best)] == max(scores.values())
+    assert float(trainer.model.spaced_scale[0]) == best
+    with pytest.raises(ValueError, match="select-ref"):
+        Trainer(opts, [LAMBDA], [], tmp_path / "run2")
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training sequence: FASTA files, optionally sliced (same slice of every contig)")
     data.add_argument("--eval-ref", nargs="*", default=[], metavar="FASTA[:START-END]",
                       help="held-out sequence for the recall evaluator (keep it out of --ref)")
+    data.add_argument("--select-ref", nargs="*", default=[], metavar="FASTA[:START-END]",
+                      help="training sequence on which the config's scale_search is scored (part of --ref)")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--config", required=True, help="training options, e.g. configs/train/default.yaml")
     run_group.add_argument("--out", required=True, help="output directory (checkpoint/, best/, model/, metrics.jsonl)")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {out}/checkpoint exists; pass --resume to continue it or choose a new --out",
                   file=sys.stderr)
             return 2
-        trainer = Trainer(opts, args.ref, args.eval_ref, out, device=resolve_device(args.device))
+        trainer = Trainer(opts, args.ref, args.eval_ref, out, device=resolve_device(args.device),
+                          select_specs=args.select_ref)
         if args.resume and trainer.resume():
             print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
         metrics = trainer.fit()

@@ -163,18 +163,20 @@ class PairSampler:
                 return frag, ci, start
         raise ValueError("could not find a fragment without Ns in 100 tries; the training regions are mostly N")
 
-    def neighbour_fragment(self, ci: int, read_start: int, read_end: int, rng: np.random.Generator) -> str | None:
+    def neighbour_fragment(self, ci: int, read_start: int, read_end: int, rng: np.random.Generator,
+                           located: bool = False):
         """A hard negative: a fragment of the same contig that overlaps the read's span but does not
-        wholly contain it (the store's overlapping neighbour windows), or None where none fits."""
+        wholly contain it (the store's overlapping neighbour windows), or None where none fits;
+        with `located`, (fragment, start)."""
         seq, f = self._seqs[ci], self.fragment_len
         lo_left, hi_left = max(0, read_start - f + 1), read_end - f - 1  # ends inside the read
         lo_right, hi_right = read_start + 1, min(read_end - 1, len(seq) - f)  # starts inside the read
         choices = [(lo, hi) for lo, hi in ((lo_left, hi_left), (lo_right, hi_right)) if lo <= hi]
         if not choices:
-            return None
+            return (None, -1) if located else None
         lo, hi = choices[int(rng.integers(0, len(choices)))]
         start = int(rng.integers(lo, hi + 1))
-        return seq[start : start + f]
+        return (seq[start : start + f], start) if located else seq[start : start + f]
 
     def sample_read(self, fragment: str, rng: np.random.Generator) -> str:
         return self.sample_located_read(fragment, rng)[0]
@@ -187,6 +189,39 @@ class PairSampler:
         if rng.random() < self.divergent_share:
             read = mutate(read, MutationProfile.divergence(rng.uniform(0, self.max_divergence)), rng)
         return mutate(read, MutationProfile.divergence(rng.uniform(0, self.error_rate)), rng), start, start + length
+
+    def located_batch(self, size: int, extra: int, rng: np.random.Generator, neighbours: bool = False):
+        """`size` pairs, then hard negatives (with `neighbours`), then `extra` random fragments.
+
+        -> (fragments, reads, mask): mask (size, n_fragments) bool is True where fragment j != i
+        wholly contains read i's span (a second true fragment, not a negative; on a 5 Mb genome a
+        thousand random fragments contain a given read about a quarter of the time)."""
+        frags, reads, spans, hard, hard_spans = [], [], [], [], []
+        for _ in range(size):
+            frag, ci, fstart = self.sample_located_fragment(rng)
+            read, rs, re_ = self.sample_located_read(frag, rng)
+            flip = rng.random() < 0.5
+            spans.append((ci, fstart + rs, fstart + re_))
+            if neighbours:
+                nb, nb_start = self.neighbour_fragment(ci, fstart + rs, fstart + re_, rng, located=True)
+                if nb is not None and nb.count("N") <= self.max_n_fraction * self.fragment_len:
+                    hard.append(reverse_complement(nb) if flip else nb)
+                    hard_spans.append((ci, nb_start))
+            if flip:
+                frag, read = reverse_complement(frag), reverse_complement(read)
+            frags.append(frag)
+            reads.append(read)
+        frag_locs = [None] * size + hard_spans
+        frags += hard
+        for _ in range(extra):
+            frag, ci, fstart = self.sample_located_fragment(rng)
+            frags.append(frag)
+            frag_locs.append((ci, fstart))
+        mask = np.zeros((size, len(frags)), dtype=bool)
+        loc = np.array([(-1, 0) if x is None else x for x in frag_locs], dtype=np.int64).reshape(-1, 2)
+        for i, (ci, rs, re_) in enumerate(spans):
+            mask[i] = (loc[:, 0] == ci) & (loc[:, 1] <= rs) & (loc[:, 1] + self.fragment_len >= re_)
+        return frags, reads, mask
 
     def batch(self, size: int, rng: np.random.Generator, neighbours: bool = False):
         """`size` pairs -> (fragments, reads); pair i is forward or both reverse-complemented.

@@ -63,6 +63,12 @@ class TrainOptions:
     eval_read_len: int = 250
     eval_divergences: tuple = (0.01, 0.10)
     eval_ks: tuple = (1, 8, 16)
+    #: candidate spaced-seed scales tried at step 0 on the --select-ref regions (training sequence),
+    #: scored by genome-wide recall like the evaluator; the best is kept before InfoNCE starts.
+    #: InfoNCE alone cannot find it: at scale 0 the gradient is noise (s and -s give the same
+    #: similarities) and the loss prefers 0 where recall prefers ~1-1.5 (MODEL.md).
+    scale_search: tuple = ()
+    select_reads: int = 400
     threads: int = 1
 
     @classmethod
@@ -73,7 +79,7 @@ class TrainOptions:
         if unknown:
             raise ValueError(f"{path}: unknown training options {sorted(unknown)}; known: {sorted(known)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("eval_divergences", "eval_ks"):
+        for key in ("eval_divergences", "eval_ks", "scale_search"):
             if key in data:
                 data[key] = tuple(data[key])
         opts = cls(**data)
@@ -93,8 +99,11 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 class Trainer:
     """Owns model, loss, optimizer, scheduler, data and evaluators of one run in `out`."""
 
-    def __init__(self, opts: TrainOptions, train_specs: list[str], eval_specs: list[str], out: Path, device: str = "cpu"):
+    def __init__(self, opts: TrainOptions, train_specs: list[str], eval_specs: list[str], out: Path, device: str = "cpu",
+                 select_specs: list[str] | None = None):
         self.opts, self.out, self.device = opts, Path(out), device
+        if opts.scale_search and not select_specs:
+            raise ValueError("scale_search needs --select-ref regions (training sequence) to score the scales on")
         torch.manual_seed(opts.seed)
         self.sampler = PairSampler(
             [Region.load(s) for s in train_specs], opts.fragment_len, opts.read_len_min, opts.read_len_max,
@@ -107,7 +116,16 @@ class Trainer:
                             name=f"{Path(spec.split(':')[0]).name.split('.')[0]}/div{div:g}")
             for spec in eval_specs for div in opts.eval_divergences
         ]
+        self.selectors = [
+            RecallEvaluator(Region.load(spec), MutationProfile.divergence(div), n_reads=opts.select_reads,
+                            read_len=opts.eval_read_len, fragment_len=opts.fragment_len,
+                            stride=opts.fragment_stride, ks=opts.eval_ks, seed=2,
+                            name=f"{Path(spec.split(':')[0]).name.split('.')[0]}/div{div:g}")
+            for spec in (select_specs or []) for div in opts.eval_divergences
+        ]
         self.model = DnaKmerWeightModel(DnaKmerWeightConfig(**opts.model)).to(device)
+        if opts.scale_search and self.model.spaced_scale is None:
+            raise ValueError("scale_search needs model.spaced_seeds")
         self.loss = InfoNCELoss(opts.temperature, learnable=opts.learn_temperature).to(device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=opts.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -186,27 +204,44 @@ class Trainer:
         self.log(record)
         return metrics
 
+    @torch.no_grad()
+    def search_scale(self) -> float:
+        """Try each `scale_search` value for every spaced-seed channel on the selection regions;
+        keep the best mean recall (ties: the smaller scale). Logged as {"scale_search": ...}."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model.eval()
+        scores = {}
+        for scale in self.opts.scale_search:
+            self.model.spaced_scale.fill_(float(scale))
+            encoder = TransformerEncoder(self.model, device=self.device)
+            metrics = {}
+            for ev in self.selectors:
+                metrics.update(ev(encoder))
+            scores[float(scale)] = float(np.mean(list(metrics.values())))
+            self.log({"step": 0, "scale_search": float(scale), "select": metrics, "mean": scores[float(scale)]})
+        best = max(scores, key=lambda s: (scores[s], -abs(s)))
+        self.model.spaced_scale.fill_(best)
+        self.model.train()
+        self.log({"step": 0, "scale_search_best": best, "scores": scores})
+        return best
+
     # --- the loop ----------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float]:
         o = self.opts
         rng = np.random.Generator(np.random.PCG64([o.seed, self.step]))
-        if o.neighbour_negatives:
-            frags, reads, hard = self.sampler.batch(o.batch_size, rng, neighbours=True)
-            frags += hard
-        else:
-            frags, reads = self.sampler.batch(o.batch_size, rng)
-        frags += [self.sampler.sample_fragment(rng) for _ in range(o.extra_negatives)]
+        frags, reads, mask = self.sampler.located_batch(o.batch_size, o.extra_negatives, rng, o.neighbour_negatives)
         self.model.train()
         read_emb = self.model.embed(reads, self.tokenizer)
         frag_emb = self.model.embed(frags, self.tokenizer)
-        loss = self.loss(read_emb, frag_emb)
+        mask = torch.from_numpy(mask).to(self.device)
+        loss = self.loss(read_emb, frag_emb, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.loss.parameters()), o.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.item(), self.loss.accuracy(read_emb.detach(), frag_emb.detach())
+        return loss.item(), self.loss.accuracy(read_emb.detach(), frag_emb.detach(), mask)
 
     def fit(self) -> dict[str, float]:
         o = self.opts
@@ -214,7 +249,12 @@ class Trainer:
         self.model.train()
         metrics: dict[str, float] = {}
         if self.step == 0 and self.evaluators:
-            metrics = self.evaluate()
+            metrics = self.evaluate()  # the count sketch itself (step 0, scales as configured)
+        if self.step == 0 and self.opts.scale_search:
+            self.search_scale()
+            if self.evaluators:
+                self.best = -1.0  # the searched start competes for best/ from here on
+                metrics = self.evaluate()
         bar = tqdm(total=o.steps, initial=self.step, desc="train", dynamic_ncols=True)
         started = time.time()
         while self.step < o.steps:
