@@ -25,6 +25,9 @@ _CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
+#: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
+#: (3 more mismatches already give MAPQ 60)
+NEXT_BEST_EDITS = 3
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Refiner:
                 hit = (edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1, reverse)
                 hits.setdefault((hit[1], hit[3], reverse), hit)
         if best_window is not None:
-            for hit in self._next_best(queries, best_window, min(loose, best + margin)):
+            for hit in self._next_best(queries, best_window, best + NEXT_BEST_EDITS):
                 hits.setdefault((hit[1], hit[3], hit[4]), hit)
         ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
         out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked) if a is not None]
