@@ -99,6 +99,8 @@ class Refiner:
         Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
         twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
         grows with the limit. Equally good matches at distinct places (tandem repeats) all count."""
+        if reverse is None:
+            reverse = _orientation(queries, window)
         orientations = (False, True) if reverse is None else (reverse,)
         length = len(queries[0])
         found = []
@@ -132,6 +134,18 @@ class Refiner:
         if not runs:
             return None
         return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+
+
+def _orientation(queries: tuple[str, str], window: str, probe: int = 16) -> bool | None:
+    """The read's orientation in `window` when exact probes (16-mers at its start, middle and end)
+    find only one of them; None when neither or both: saves edlib a wrong-strand pass."""
+    length = len(queries[0])
+    if length < 3 * probe:
+        return None
+    offsets = (0, length // 2 - probe // 2, length - probe)
+    fwd = any(queries[0][o : o + probe] in window for o in offsets)
+    rev = any(queries[1][o : o + probe] in window for o in offsets)
+    return None if fwd == rev else rev
 
 
 def _run_score(n: int, op: str, o: MapOptions) -> int:
