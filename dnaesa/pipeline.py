@@ -2,7 +2,8 @@
 
 `Aligner` is the public face, in the spirit of minimap2's mappy: `Aligner(ref).map(seq)` gives
 alignment objects, `align_file(reads, out)` writes SAM/BAM in input order. Reads stream in batches;
-each batch is embedded in one call, searched in one call, then aligned read by read.
+each batch is embedded in one call, searched in one call, then aligned read by read in worker
+processes while the next batch is embedded and searched; batches are written in input order.
 """
 from __future__ import annotations
 
@@ -85,6 +86,10 @@ class Aligner:
 
     def map_batch(self, seqs: Sequence[str]) -> list[list[Alignment]]:
         """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
+        return self.engine.place(seqs, self._batch_candidates(seqs)).get()
+
+    def _batch_candidates(self, seqs: Sequence[str]) -> list[list[Candidate]]:
+        """Embed and search a batch: the candidate windows of each read."""
         if not seqs:
             return []
         o = self.options
@@ -97,8 +102,7 @@ class Aligner:
         else:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
             strands = np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1)
-        candidates = [self._candidates(scores[i], ids[i], strands[i], len(seq)) for i, seq in enumerate(seqs)]
-        return self.engine.place(seqs, candidates)
+        return [self._candidates(scores[i], ids[i], strands[i], len(seq)) for i, seq in enumerate(seqs)]
 
     def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_len: int) -> list[Candidate]:
         """Windows around the best-scoring fragments, pruned against the best score.
@@ -128,22 +132,28 @@ class Aligner:
         summary, t0 = Summary(), time.perf_counter()
         command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         bar = _progress_bar("align", None, progress)
+        pending = None  # the batch whose alignment runs in the workers while the next one is searched
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group) as writer:
             for batch in read_batches(reads, self.options.batch_size):
-                self._write_batch(batch, writer, summary)
-                if bar:
-                    bar(len(batch))
+                seqs = [r.seq for r in batch]
+                job = self.engine.place(seqs, self._batch_candidates(seqs))
+                if pending:
+                    self._write_batch(*pending, writer, summary, bar)
+                pending = (batch, job)
+            if pending:
+                self._write_batch(*pending, writer, summary, bar)
         self.engine.close()
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    def _write_batch(self, batch: list[Read], writer: SamWriter, summary: Summary) -> None:
-        placements = self.map_batch([r.seq for r in batch])
-        for read, alignments in zip(batch, placements):
+    def _write_batch(self, batch: list[Read], job, writer: SamWriter, summary: Summary, bar) -> None:
+        for read, alignments in zip(batch, job.get()):
             primary = alignments[0] if alignments else None
             writer.write(read, primary, alignments[1 : 1 + self.options.secondary])
             summary.reads += 1
             summary.mapped += primary is not None
+        if bar:
+            bar(len(batch))
 
 
 def set_threads(threads: int) -> None:

@@ -25,6 +25,9 @@ _CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
+#: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
+#: (3 more mismatches already give MAPQ 60)
+NEXT_BEST_EDITS = 3
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Refiner:
                 hit = (edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1, reverse)
                 hits.setdefault((hit[1], hit[3], reverse), hit)
         if best_window is not None:
-            for hit in self._next_best(queries, best_window, min(loose, best + margin)):
+            for hit in self._next_best(queries, best_window, best + NEXT_BEST_EDITS):
                 hits.setdefault((hit[1], hit[3], hit[4]), hit)
         ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
         out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked) if a is not None]
@@ -96,6 +99,8 @@ class Refiner:
         Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
         twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
         grows with the limit. Equally good matches at distinct places (tandem repeats) all count."""
+        if reverse is None:
+            reverse = _orientation(queries, window)
         orientations = (False, True) if reverse is None else (reverse,)
         length = len(queries[0])
         found = []
@@ -129,6 +134,18 @@ class Refiner:
         if not runs:
             return None
         return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+
+
+def _orientation(queries: tuple[str, str], window: str, probe: int = 16) -> bool | None:
+    """The read's orientation in `window` when exact probes (16-mers at its start, middle and end)
+    find only one of them; None when neither or both: saves edlib a wrong-strand pass."""
+    length = len(queries[0])
+    if length < 3 * probe:
+        return None
+    offsets = (0, length // 2 - probe // 2, length - probe)
+    fwd = any(queries[0][o : o + probe] in window for o in offsets)
+    rev = any(queries[1][o : o + probe] in window for o in offsets)
+    return None if fwd == rev else rev
 
 
 def _run_score(n: int, op: str, o: MapOptions) -> int:

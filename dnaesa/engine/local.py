@@ -30,6 +30,26 @@ def _place_chunk(jobs: list[tuple[str, list[Candidate]]]) -> list[list[Alignment
     return [place_read(_WORKER_REFINER, seq, cands) for seq, cands in jobs]
 
 
+class Done:
+    """A result already computed, with the `get()` of an asynchronous one."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+class Pending:
+    """Chunks placed by the worker pool; `get()` waits and joins them in order."""
+
+    def __init__(self, async_result):
+        self.async_result = async_result
+
+    def get(self) -> list[list[Alignment]]:
+        return [placed for chunk in self.async_result.get() for placed in chunk]
+
+
 class LocalEngine:
     """Places reads with `workers` processes (1: in this process)."""
 
@@ -37,13 +57,14 @@ class LocalEngine:
         self.refiner, self.workers = refiner, max(1, workers)
         self._pool = None
 
-    def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]]) -> list[list[Alignment]]:
+    def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]]) -> Done | Pending:
+        """Start placing a batch; the returned object's `get()` gives the placements in order."""
         if self.workers == 1 or len(seqs) < MIN_PARALLEL_READS or "fork" not in multiprocessing.get_all_start_methods():
-            return [place_read(self.refiner, s, c) for s, c in zip(seqs, candidates)]
+            return Done([place_read(self.refiner, s, c) for s, c in zip(seqs, candidates)])
         jobs = list(zip(seqs, candidates))
         size = -(-len(jobs) // (self.workers * 4))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        return [placed for chunk in self._get_pool().map(_place_chunk, chunks) for placed in chunk]
+        return Pending(self._get_pool().map_async(_place_chunk, chunks))
 
     def _get_pool(self):
         global _WORKER_REFINER

@@ -45,18 +45,24 @@ def canonical_kmer_occurrences(seqs: Sequence[str], k: int) -> tuple[np.ndarray,
     n = codes.size
     if n < k:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    bad = np.concatenate([[0], np.cumsum(codes < 0)])
+    bad = np.concatenate([[0], np.cumsum(codes < 0, dtype=np.int64)])
     pos = np.flatnonzero(bad[k:] == bad[:-k])  # window [i, i+k) has no N (the separators are N)
-    fwd = np.zeros(pos.size, dtype=np.uint64)
-    rev = np.zeros(pos.size, dtype=np.uint64)
-    base = np.maximum(codes, 0).astype(np.uint64)
+    # k-mer codes at every position from contiguous slices (no gathers), in 32 bits when they fit
+    dtype = np.uint32 if 2 * k <= 32 else np.uint64
+    m = n - k + 1
+    base = np.maximum(codes, 0).astype(dtype)
+    fwd, rev, tmp = np.zeros(m, dtype), np.zeros(m, dtype), np.empty(m, dtype)
     for j in range(k):
-        b = base[pos + j]
-        fwd = (fwd << np.uint64(2)) | b
-        rev |= (np.uint64(3) - b) << np.uint64(2 * j)
+        b = base[j : j + m]
+        np.left_shift(fwd, dtype(2), out=fwd)
+        np.bitwise_or(fwd, b, out=fwd)
+        np.subtract(dtype(3), b, out=tmp)
+        np.left_shift(tmp, dtype(2 * j), out=tmp)
+        np.bitwise_or(rev, tmp, out=rev)
+    kmer = np.minimum(fwd, rev)[pos].astype(np.uint64)
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     seq_index = np.searchsorted(starts, pos, side="right") - 1
-    return seq_index, pos - starts[seq_index], np.minimum(fwd, rev)
+    return seq_index, pos - starts[seq_index], kmer
 
 
 def canonical_kmers(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +111,9 @@ class KmerSketchEncoder(Encoder):
             chunk = list(seqs[lo : lo + batch_size])
             seq_index, kmers = canonical_kmers(chunk, self.k)
             coord, sign = sketch_coordinates(kmers, self.dim, self.seed)
-            flat = np.bincount(seq_index * self.dim + coord, weights=sign, minlength=len(chunk) * self.dim)
-            emb = flat.reshape(len(chunk), self.dim).astype(np.float32)
+            emb = np.zeros(len(chunk) * self.dim, dtype=np.float32)
+            np.add.at(emb, seq_index * self.dim + coord, sign)  # fast path of ufunc.at in numpy >= 1.25
+            emb = emb.reshape(len(chunk), self.dim)
             norms = np.linalg.norm(emb, axis=1, keepdims=True)
             out[lo : lo + len(chunk)] = emb / np.maximum(norms, 1e-12)
         return out

@@ -130,8 +130,8 @@ class VectorStore:
         out_s, out_i = [], []
         for lo in range(0, len(queries), chunk):
             q = torch.from_numpy(queries[lo : lo + chunk]).to(matrix.device, dtype=matrix.dtype)
-            s, i = torch.topk((q @ matrix.T).float(), k, dim=1)
-            out_s.append(s.cpu().numpy())
+            s, i = torch.topk(q @ matrix.T, k, dim=1)
+            out_s.append(s.float().cpu().numpy())
             out_i.append(i.cpu().numpy().astype(np.int64))
         return np.concatenate(out_s), np.concatenate(out_i)
 
