@@ -42,7 +42,8 @@ class TrainOptions:
     neighbour_negatives: bool = True  # add a fragment overlapping each read without containing it
     lr: float = 1e-3  # context network
     table_lr: float = 0.01  # per-k-mer log-weight table (no weight decay)
-    scale_lr: float = 0.01  # spaced-seed channel scales (no weight decay)
+    scale_lr: float = 0.0  # spaced-seed channel scales (no weight decay; 0 = frozen after scale_search:
+    # InfoNCE pulls them back to 0, against genome-wide recall, see MODEL.md)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -69,6 +70,7 @@ class TrainOptions:
     #: similarities) and the loss prefers 0 where recall prefers ~1-1.5 (MODEL.md).
     scale_search: tuple = ()
     select_reads: int = 400
+    select_read_lens: tuple = (250,)
     threads: int = 1
 
     @classmethod
@@ -79,7 +81,7 @@ class TrainOptions:
         if unknown:
             raise ValueError(f"{path}: unknown training options {sorted(unknown)}; known: {sorted(known)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("eval_divergences", "eval_ks", "scale_search"):
+        for key in ("eval_divergences", "eval_ks", "scale_search", "select_read_lens"):
             if key in data:
                 data[key] = tuple(data[key])
         opts = cls(**data)
@@ -117,11 +119,12 @@ class Trainer:
             for spec in eval_specs for div in opts.eval_divergences
         ]
         self.selectors = [
-            RecallEvaluator(Region.load(spec), MutationProfile.divergence(div), n_reads=opts.select_reads,
-                            read_len=opts.eval_read_len, fragment_len=opts.fragment_len,
+            RecallEvaluator(region, MutationProfile.divergence(div), n_reads=opts.select_reads,
+                            read_len=read_len, fragment_len=opts.fragment_len,
                             stride=opts.fragment_stride, ks=opts.eval_ks, seed=2,
-                            name=f"{Path(spec.split(':')[0]).name.split('.')[0]}/div{div:g}")
-            for spec in (select_specs or []) for div in opts.eval_divergences
+                            name=f"{Path(region.spec.split(':')[0]).name.split('.')[0]}/len{read_len}/div{div:g}")
+            for region in [Region.load(spec) for spec in (select_specs or [])]
+            for read_len in opts.select_read_lens for div in opts.eval_divergences
         ]
         self.model = DnaKmerWeightModel(DnaKmerWeightConfig(**opts.model)).to(device)
         if opts.scale_search and self.model.spaced_scale is None:
@@ -138,11 +141,13 @@ class Trainer:
     def _param_groups(self) -> list[dict]:
         table = [self.model.log_weight] if self.model.log_weight is not None else []
         scales = [self.model.spaced_scale] if self.model.spaced_scale is not None else []
+        for p in scales:
+            p.requires_grad_(self.opts.scale_lr > 0)
         ids = {id(p) for p in table + scales}
         context = [p for p in self.model.parameters() if id(p) not in ids]
         groups = [{"params": context, "weight_decay": self.opts.weight_decay, "lr": self.opts.lr},
                   {"params": table, "weight_decay": 0.0, "lr": self.opts.table_lr},
-                  {"params": scales, "weight_decay": 0.0, "lr": self.opts.scale_lr},
+                  {"params": scales if self.opts.scale_lr > 0 else [], "weight_decay": 0.0, "lr": self.opts.scale_lr},
                   {"params": [p for p in [self.loss.log_temperature] if p.requires_grad], "weight_decay": 0.0,
                    "lr": self.opts.lr}]
         return [g for g in groups if g["params"]]
