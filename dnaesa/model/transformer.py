@@ -8,7 +8,9 @@ sign per k-mer, computed by kmer.py's own functions) with one change: each disti
 of a sequence is summed with a learned positive weight instead of 1:
 
     embedding = L2norm( sum over distinct canonical k-mers x of the sequence:
-                        exp( a[x] + g(x) ) * sign(x) * e_coord(x) )
+                        exp( a[x] + g(x) ) * sign(x) * e_coord(x)
+                      + sum over spaced-seed channels j, distinct canonical seeds y:
+                        scale_j * sign_j(y) * e_coord_j(y) )
 
 * `a` is a table of one log-weight per k-mer code (4**k entries; only canonical codes are used, so
   it is strand-symmetric by construction), initialised to 0. It can learn IDF-like down-weighting of
@@ -21,8 +23,13 @@ of a sequence is summed with a learned positive weight instead of 1:
   several times takes the largest of its occurrences' values (order-free, so exact). A read and its
   reverse complement therefore get the same vector, and `strand_symmetric = True`.
 
-At initialisation (a = 0, zero head) every weight is exp(0) = 1 and the embedding is bit for bit
-`KmerSketchEncoder(k, dim, seed)` (tests check it). The weighted sum is a torch `index_add_`, so
+* Spaced-seed channels (optional, `spaced_seeds`, e.g. "11011011011": 8 bases read across 11, so one
+  mismatch breaks fewer seeds than 8-mers at the same selectivity) are count-sketched into the same
+  coordinates with their own hash (kmer.py's `sketch_coordinates` with seed sketch_seed + 1 + j) and a
+  learned scale. Patterns must be palindromes so the canonical seed is strand-free.
+
+At initialisation (a = 0, zero head, spaced scales 0) every k-mer weight is exp(0) = 1 and the
+embedding is bit for bit `KmerSketchEncoder(k, dim, seed)` (tests check it). The weighted sum is a torch `index_add_`, so
 gradients reach both `a` and `g`. Everything that shapes the output lives in `DnaKmerWeightModel`, so
 `save_pretrained` / `from_pretrained` round-trips the embeddings bit for bit; the coordinate and
 sign tables are rebuilt from (k, dim, sketch_seed) by kmer.py, not stored.
