@@ -127,19 +127,40 @@ def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarra
         return np.zeros(0, np.int64), np.zeros(0, np.uint64)
     bad = np.concatenate([[0], np.cumsum(codes < 0)])
     pos = np.flatnonzero(bad[span:] == bad[:-span])
-    base = np.maximum(codes, 0).astype(np.uint64)
-    fwd = np.zeros(pos.size, dtype=np.uint64)
-    rev = np.zeros(pos.size, dtype=np.uint64)
-    for j, off in enumerate(care):
-        b = base[pos + off]
-        fwd = (fwd << np.uint64(2)) | b
-        rev |= (np.uint64(3) - b) << np.uint64(2 * j)
+    # 32-bit codes (k <= 10: 20 bits) are faster to build and sort than kmer.py's 64-bit ones
+    wide = len(seqs) >= 1 << (32 - 2 * k)
+    dtype = np.uint64 if wide else np.uint32
+    base = np.maximum(codes, 0).astype(dtype)
+    comp = dtype(3) - base
+    # codes of every window (valid or not) from contiguous slices, one run of adjacent 1s at a time;
+    # then the N-free windows are gathered once (slices are views: no per-base gather)
+    n, m = codes.size, codes.size - span + 1
+    runs, j = [], 0
+    while j < k:
+        start, length = care[j], 1
+        while j + length < k and care[j + length] == start + length:
+            length += 1
+        runs.append((start, length, j))
+        j += length
+    fwd_all = np.zeros(m, dtype=dtype)
+    rev_all = np.zeros(m, dtype=dtype)
+    for start, length, first in runs:
+        f = base[start : start + m].copy()
+        r = comp[start : start + m].copy()
+        for t in range(1, length):
+            f <<= dtype(2)
+            f |= base[start + t : start + t + m]
+            r |= comp[start + t : start + t + m] << dtype(2 * t)
+        fwd_all <<= dtype(2 * length)
+        fwd_all |= f
+        rev_all |= r << dtype(2 * first)
+    fwd, rev = fwd_all[pos], rev_all[pos]
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     seq_index = np.searchsorted(starts, pos, side="right") - 1
-    keys = (seq_index.astype(np.uint64) << np.uint64(2 * k)) | np.minimum(fwd, rev)
+    keys = (seq_index.astype(dtype) << dtype(2 * k)) | np.minimum(fwd, rev)
     keys.sort()  # sort + neighbour mask: np.unique's hash path is 4x slower here
     keys = keys[np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]])]
-    return (keys >> np.uint64(2 * k)).astype(np.int64), keys & np.uint64((1 << (2 * k)) - 1)
+    return (keys >> dtype(2 * k)).astype(np.int64), (keys & dtype((1 << (2 * k)) - 1)).astype(np.uint64)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
@@ -283,6 +304,22 @@ class DnaKmerWeightModel(PreTrainedModel):
         pad[:, 0] = False  # a window that is all padding would give NaN; its outputs are never used
         return self.layers(x, src_key_padding_mask=pad).reshape(b, t + extra, d)[:, :t]
 
+    def kmer_log_weights(self, features: dict[str, torch.Tensor], input_ids: torch.Tensor | None) -> torch.Tensor:
+        """Log-weight of each distinct k-mer: a[x] (table) + the largest conjoined g over its occurrences."""
+        kmer = features["kmer"]
+        logw = torch.zeros(kmer.shape[0], device=kmer.device)
+        if self.log_weight is not None:
+            logw = logw + self.log_weight[kmer]
+        if self.has_context:
+            n = int(features["n"])
+            g = self.base_log_weights(input_ids)
+            occ_seq = features["occ_seq"]
+            conj = 0.5 * (g[occ_seq, features["occ_pos"]] + g[occ_seq + n, features["occ_rc_pos"]])
+            per_kmer = torch.full_like(logw, -torch.inf).scatter_reduce(
+                0, features["occ_group"], conj, reduce="amax", include_self=True)
+            logw = logw + per_kmer
+        return logw
+
     # --- forward ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 features: dict[str, torch.Tensor] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -294,19 +331,12 @@ class DnaKmerWeightModel(PreTrainedModel):
             seqs = [_ID_TO_CHAR[row[row != PAD_ID]].tobytes().decode("ascii") for row in input_ids.cpu().numpy()]
             return self.embed(seqs)
         n, seq, kmer = int(features["n"]), features["seq"], features["kmer"]
-        logw = torch.zeros(kmer.shape[0], device=kmer.device)
-        if self.log_weight is not None:
-            logw = logw + self.log_weight[kmer]
-        if self.has_context:
-            g = self.base_log_weights(input_ids)
-            occ_seq = features["occ_seq"]
-            conj = 0.5 * (g[occ_seq, features["occ_pos"]] + g[occ_seq + n, features["occ_rc_pos"]])
-            per_kmer = torch.full_like(logw, -torch.inf).scatter_reduce(
-                0, features["occ_group"], conj, reduce="amax", include_self=True)
-            logw = logw + per_kmer
         tables = self.sketch_tables(kmer.device)
         coord, sign = tables[0]
-        weight = torch.exp(logw.clamp(*_LOG_WEIGHT_RANGE)) * sign[kmer]
+        if self.log_weight is None and not self.has_context:
+            weight = sign[kmer]  # every k-mer weight is exp(0) = 1
+        else:
+            weight = torch.exp(self.kmer_log_weights(features, input_ids).clamp(*_LOG_WEIGHT_RANGE)) * sign[kmer]
         index = seq * self.config.dim + coord[kmer]
         if self.spaced_scale is not None:  # spaced-seed channels, each summed with a learned scale
             weights, indexes = [weight], [index]
