@@ -1,13 +1,18 @@
 """Mapping quality: how sure we are that the primary placement is the true one.
 
-    MAPQ = 0                                   when a second placement scores as well (XS >= AS)
-    MAPQ = min(60, round(20 * (AS - max(XS, T)) / (a + b)) - 10 log10(1 + n_near))   otherwise
+BWA-MEM's single-end estimate (`mem_approx_mapq_se`, whose calibration users know), on our scores:
 
-AS and XS are the best and second-best alignment scores, a + b the score a mismatch costs against
-a match (5 with BWA-MEM's scores), T the reporting threshold (`min_score`, so an unseen second place
-counts as a barely reportable one) and n_near the number of other placements within one mismatch of
-the best. One mismatch of difference is worth phred 20: the chance that a sequencing error, not the
-genome, made the difference. Never 255.
+    MAPQ = 0                                    when a second placement scores as well (XS >= AS)
+    MAPQ = 6.02 * (AS - S) / a * f^2 - 4.343 ln(1 + n_near),  clamped to [0, 60], otherwise
+    f    = (3 / ln l if l >= 50 else 1) * identity^2
+    identity = 1 - (l * a - AS) / (a + b) / l
+
+AS and XS are the best and second-best alignment scores, S = max(XS, T) with T the reporting
+threshold (`min_score`, so an unseen second place counts as a barely reportable one), a the match
+score and a + b what a mismatch costs against a match, l the aligned length of the read (clips
+excluded) and n_near the number of other placements within one mismatch of the best. The identity
+term lowers the MAPQ of poor alignments, which is where a placement found by embedding search is
+most likely to have missed the true, better one. Never 255.
 """
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ from dnaesa.align.types import Alignment
 from dnaesa.options import MapOptions
 
 MAPQ_MAX = 60
-PHRED_PER_MISMATCH = 20.0
 
 
 def assign_mapq(alignments: list[Alignment], opts: MapOptions) -> None:
@@ -29,15 +33,19 @@ def assign_mapq(alignments: list[Alignment], opts: MapOptions) -> None:
     best.sub_score = max(others) if others else None
     best.n_equal = sum(1 for s in others if s >= best.score)
     near = sum(1 for s in others if s > best.score - (opts.match + opts.mismatch))
-    best.mapq = mapq(best.score, best.sub_score, near, opts.min_score, opts.match + opts.mismatch)
+    aligned = sum(n for op, n in best.cigar if op in (0, 1))
+    best.mapq = mapq(best.score, best.sub_score, near, aligned, opts)
     for a in alignments[1:]:
         a.mapq = 0
         a.sub_score = best.score
 
 
-def mapq(score: int, sub_score: int | None, n_near: int, min_score: int, mismatch_cost: int = 5) -> int:
-    if sub_score is not None and sub_score >= score:
+def mapq(score: int, sub_score: int | None, n_near: int, aligned: int, opts: MapOptions) -> int:
+    if score <= 0 or (sub_score is not None and sub_score >= score):
         return 0
-    floor = max(sub_score if sub_score is not None else min_score, min_score)
-    q = PHRED_PER_MISMATCH * (score - floor) / mismatch_cost - 10.0 * math.log10(1 + n_near)
-    return int(max(0, min(MAPQ_MAX, round(q))))
+    floor = max(sub_score if sub_score is not None else opts.min_score, opts.min_score)
+    a, b = opts.match, opts.mismatch
+    identity = 1.0 - (aligned * a - score) / (a + b) / max(aligned, 1)
+    f = (3.0 / math.log(aligned) if aligned >= 50 else 1.0) * identity * identity
+    q = 6.02 * (score - floor) / a * f * f - 4.343 * math.log(1 + n_near)
+    return int(max(0, min(MAPQ_MAX, q + 0.499)))
