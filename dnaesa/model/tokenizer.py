@@ -1,9 +1,11 @@
 """Single-nucleotide tokenizer, a `tokenizers` WordLevel model saved as `tokenizer.json` beside the weights.
 
 Vocabulary: [PAD]=0, A=1, C=2, G=3, T=4, N=5. Input is upper-cased and every character other than
-ACGT becomes N. The model builds its k-mer features from these single-base ids itself (see
-`transformer.py`), so tokens are never subwords: character tokens keep nucleotide resolution and
-transfer across genomes (a BPE vocabulary learnt on one genome's repeats does not).
+ACGT becomes N. The model's k-mer and spaced-seed features come from the sequences through
+`dnaesa.model.kmer` (the count sketch's own code); these ids feed the optional context network, and
+`DnaKmerWeightModel.forward(input_ids)` decodes them back when given ids alone. Tokens are never
+subwords: character tokens keep nucleotide resolution and transfer across genomes (a BPE vocabulary
+learnt on one genome's repeats does not).
 
 `encode_batch` is the fast path used at run time: a 256-entry byte lookup table derived from the
 saved vocabulary, equal to what the `tokenizers` pipeline gives (a test checks it) but without a

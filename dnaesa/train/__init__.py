@@ -1,8 +1,10 @@
 """Training the encoder: `python -m dnaesa train --ref A.fa [B.fa ...] --config configs/train/NAME.yaml --out DIR`.
 
 `add_arguments(parser)` declares the subcommand's options; `run(args)` trains and returns an exit
-code. Modules: `data` (regions, mutation, pair sampling), `loss` (InfoNCE), `evaluate` (recall@K
-genome-wide on both strands), `loop` (options, optimizer, checkpoints, resume).
+code. Modules: `data` (regions, mutation, pair sampling with neighbour hard negatives and the
+false-negative mask), `loss` (InfoNCE), `evaluate` (recall@K genome-wide on both strands), `loop`
+(options, scale search, optimizer, checkpoints, resume), `export` (drop an all-zero weight table
+before shipping), `benchmark` (recall and throughput against the count sketch).
 """
 from __future__ import annotations
 
