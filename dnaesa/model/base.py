@@ -13,7 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+#: bundled models, one directory each; `weights/default`, when present, is what `align` uses
+BUNDLED_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL_DIR = BUNDLED_DIR / "default"
 
 
 class Encoder(abc.ABC):
@@ -56,14 +58,14 @@ def resolve_device(device: str = "auto") -> str:
 def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
     """Pick an encoder.
 
-    `spec` is None or "default" for the bundled default model (the k-mer sketch until a trained
-    model ships), "kmer" for the training-free k-mer sketch baseline (parameters may follow:
-    "kmer:k=8,dim=4096"), "transformer" for the bundled trained model by name, or a directory saved
-    by `save_pretrained` of a trained model.
+    `spec` is None or "default" for the default (the bundled `weights/default` model when one
+    ships, else the k-mer sketch), "kmer" for the training-free k-mer sketch (parameters may
+    follow: "kmer:k=8,dim=4096"), the name of a bundled model (a directory under `weights/`, e.g.
+    "spaced"), or a directory saved by `save_pretrained` of a trained model.
     """
     device = resolve_device(device)
     if spec in (None, "default"):
-        spec = "transformer" if (DEFAULT_MODEL_DIR / "config.json").exists() else "kmer"
+        spec = str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "config.json").exists() else "kmer"
     if spec == "kmer" or spec.startswith("kmer:"):
         from dnaesa.model.kmer import KmerSketchEncoder
 
@@ -74,9 +76,10 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
                 raise ValueError(f"{spec}: kmer parameters are k=, dim= and seed=, e.g. kmer:k=8,dim=4096")
             params[key] = int(value)
         return KmerSketchEncoder(device=device, **params)
-    path = DEFAULT_MODEL_DIR if spec == "transformer" else Path(spec)
+    path = BUNDLED_DIR / spec if (BUNDLED_DIR / spec / "config.json").exists() else Path(spec)
     if not (path / "config.json").exists():
-        raise ValueError(f"{spec}: not an encoder name (default, kmer, transformer) nor a model directory with config.json")
+        bundled = sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "config.json").exists()) if BUNDLED_DIR.exists() else []
+        raise ValueError(f"{spec}: not an encoder name (default, kmer, {', '.join(bundled)}) nor a model directory with config.json")
     from dnaesa.model.transformer import TransformerEncoder
 
     return TransformerEncoder.from_pretrained(path, device=device)
