@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prepare, on this machine, what a lent GPU machine needs for scripts/device_check.sh: Python 3.12
+# wheels of the packages it lacks (faiss-cpu, pysam, parasail, edlib, pyyaml, tqdm) in .whl/ and the
+# training/benchmark genomes in .data/ (both git-ignored through .git/info/exclude; ~60 MiB, under
+# the device tool's 64 MiB limit). Then, with the device tool:
+#   run(command="bash scripts/device_check.sh 400", carry=[".whl", ".data", "runs/gpu"], timeout_s=580)
+#
+#   scripts/device_prepare.sh GENOME_DIR     # the folder of ../shared/genomes/README.md
+set -euo pipefail
+G=${1:?usage: scripts/device_prepare.sh GENOME_DIR}
+cd "$(dirname "$0")/.."
+for p in /.whl/ /.data/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+mkdir -p .whl .data runs/gpu
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  faiss-cpu==1.15.1 pysam==0.24.1 parasail==1.3.4 edlib==1.3.9.post1 pyyaml==6.0.4 tqdm==4.70.1
+cp "$G"/lambda_phage.fa.gz "$G"/ecoli_k12_mg1655.fa.gz "$G"/saureus_col.fa.gz "$G"/human_grch37_chrX_0-70Mb.fa.gz .data/
+du -sh .whl .data
