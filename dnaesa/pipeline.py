@@ -75,7 +75,7 @@ class Aligner:
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
                                        progress=_progress_bar("index", len(self.reference.fragments(
                                            self.index_options.fragment_len, self.index_options.stride)), progress))
-        self.index.store.to(self.device, self.options.search_backend)
+        self.index.store.to(self.device, self.options.search_backend, keep_faiss=False)
         self.refiner = Refiner(self.reference, self.options)
         self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)
         self._lengths = self.reference.lengths

@@ -71,3 +71,16 @@ def test_cuda_search_matches_cpu(vectors):
     store.to("cuda")
     s2, i2 = store.search(queries, 8)
     assert (i1[:, 0] == i2[:, 0]).mean() > 0.99 and np.allclose(s1, s2, atol=2e-3)
+
+
+def test_search_only_store_releases_faiss(vectors):
+    base, queries = vectors
+    store = VectorStore(64, shard_size=2000)
+    store.add(base)
+    s1, i1 = store.search(queries, 8)
+    store.to("cpu", backend="torch", keep_faiss=False)
+    assert store.shards == [] and store.ntotal == 5000
+    s2, i2 = store.search(queries, 8)
+    assert np.array_equal(i1, i2)
+    with pytest.raises(ValueError, match="released"):
+        store.to("cpu", backend="faiss")
