@@ -137,15 +137,19 @@ class Refiner:
 
 
 def _orientation(queries: tuple[str, str], window: str, probe: int = 16) -> bool | None:
-    """The read's orientation in `window` when exact probes (16-mers at its start, middle and end)
-    find only one of them; None when neither or both: saves edlib a wrong-strand pass."""
-    length = len(queries[0])
+    """The read's orientation in `window` when exact probes (16-mers at its middle, then its start
+    and end) find only one of them; None when neither or both: saves edlib a wrong-strand pass."""
+    fwd, rev = queries
+    length = len(fwd)
     if length < 3 * probe:
         return None
-    offsets = (0, length // 2 - probe // 2, length - probe)
-    fwd = any(queries[0][o : o + probe] in window for o in offsets)
-    rev = any(queries[1][o : o + probe] in window for o in offsets)
-    return None if fwd == rev else rev
+    mid = length // 2 - probe // 2
+    f, r = fwd[mid : mid + probe] in window, rev[mid : mid + probe] in window
+    if f != r:
+        return r
+    for o in (0, length - probe):
+        f, r = f or fwd[o : o + probe] in window, r or rev[o : o + probe] in window
+    return None if f == r else r
 
 
 def _run_score(n: int, op: str, o: MapOptions) -> int:
