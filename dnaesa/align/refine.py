@@ -119,6 +119,8 @@ class Refiner:
         return found
 
     def _affine(self, query: str, ci: int, st: int, en: int, reverse: bool, edits: int) -> Alignment | None:
+        if edits == 0 and en - st == len(query) and "N" not in query:  # an exact match needs no DP
+            return build_alignment(self.reference, ci, st, reverse, query, [(len(query), "=")], self.opts)
         pad = edits + NARROW_PAD
         lo = max(st - pad, 0)
         ref = self.reference.fetch(ci, lo, en + pad)
