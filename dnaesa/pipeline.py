@@ -1,8 +1,9 @@
-"""The align path: read -> embed (read and reverse complement) -> search -> refine -> MAPQ -> write.
+"""The align path: read -> embed -> search -> refine -> MAPQ -> write.
 
 `Aligner` is the public face, in the spirit of minimap2's mappy: `Aligner(ref).map(seq)` gives
 alignment objects, `align_file(reads, out)` writes SAM/BAM in input order. Reads stream in batches;
-each batch is embedded in one call, searched in one call, then aligned read by read in worker
+each batch is embedded in one call (the reads, and their reverse complements unless the encoder is
+strand-symmetric), searched in one call, then aligned read by read in worker
 processes while the next batch is embedded and searched; batches are written in input order.
 """
 from __future__ import annotations
