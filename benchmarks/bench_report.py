@@ -169,6 +169,14 @@ def plot_all(outdir: Path, genome: str, runs: list[RunResult]) -> list[Path]:
     return paths
 
 
+def _save(fig, ax, path: Path) -> Path:
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _plot_roc(path: Path, genome: str, label: str, group: list[RunResult]) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     floor = 0.5 / group[0].report.total
@@ -180,11 +188,7 @@ def _plot_roc(path: Path, genome: str, label: str, group: list[RunResult]) -> Pa
     ax.set_xlabel("fraction of reads mapped with MAPQ ≥ t (t = 60, 40, 30, 20, 10, 1, 0)")
     ax.set_ylabel(f"error rate (0 drawn at {floor:.0e})")
     ax.set_title(f"{genome}, {label}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _plot_divergence(path: Path, genome: str, sweep: list[RunResult]) -> Path:
@@ -196,11 +200,7 @@ def _plot_divergence(path: Path, genome: str, sweep: list[RunResult]) -> Path:
     ax.set_xlabel("divergence from the reference (%)")
     ax.set_ylabel("% of reads mapped correctly")
     ax.set_title(f"{genome}, {sweep[0].read_set.length} bp reads")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _plot_speed(path: Path, genome: str, plain: list[RunResult]) -> Path:
@@ -216,8 +216,4 @@ def _plot_speed(path: Path, genome: str, plain: list[RunResult]) -> Path:
     ax.set_xlabel("read length (bp)")
     ax.set_ylabel("reads/s (alignment wall time, mean over simulators)")
     ax.set_title(genome)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)

@@ -74,8 +74,7 @@ class Aligner:
         self.encoder = encoder or load_encoder(model, self.device)
         self.reference = ref if isinstance(ref, Reference) else Reference.load(ref)
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
-                                       progress=_progress_bar("index", len(self.reference.fragments(
-                                           self.index_options.fragment_len, self.index_options.stride)), progress))
+                                       progress=lambda total: _progress_bar("index", total, progress))
         self.index.store.to(self.device, self.options.search_backend, keep_faiss=False)
         self.refiner = Refiner(self.reference, self.options)
         self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)

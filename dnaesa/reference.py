@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -20,6 +21,17 @@ _COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 
 def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
+
+
+def fragment_windows(lengths: Sequence[int], fragment_len: int, stride: int) -> np.ndarray:
+    """(n, 3) int64 (contig index, start, end) windows; the last window of a contig ends at its end."""
+    rows = []
+    for ci, length in enumerate(lengths):
+        starts = list(range(0, max(length - fragment_len, 0) + 1, stride))
+        if starts[-1] + fragment_len < length:
+            starts.append(length - fragment_len)
+        rows.extend((ci, st, min(st + fragment_len, length)) for st in starts)
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
 @dataclass
@@ -57,14 +69,7 @@ class Reference:
 
     def fragments(self, fragment_len: int, stride: int) -> np.ndarray:
         """(n, 3) int64 array of (contig index, start, end) windows covering every contig."""
-        rows = []
-        for ci, length in enumerate(self.lengths):
-            starts = list(range(0, max(length - fragment_len, 0) + 1, stride))
-            if starts[-1] + fragment_len < length:
-                starts.append(length - fragment_len)
-            for st in starts:
-                rows.append((ci, st, min(st + fragment_len, length)))
-        return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+        return fragment_windows(self.lengths, fragment_len, stride)
 
     def fetch(self, contig_index: int, start: int, end: int) -> str:
         seq = self.seqs[contig_index]

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 import numpy as np
-import pysam
+
+from dnaesa.io.fastx import read_reference
+from dnaesa.reference import reverse_complement
 
 BASES = "ACGT"
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _OURS = re.compile(r"^(\S+)_(\d+)_(\d+)_(\d+):(\d+):(\d+)_([FR])_([0-9a-f]+)(?:/[12])?$")
 _WGSIM = re.compile(r"^(\S+)_(\d+)_(\d+)_")
 #: share of divergence events that are indels (the rest are substitutions)
@@ -72,10 +73,6 @@ class _Round(NamedTuple):
     seq: str
     origin: np.ndarray
     events: list[tuple[str, int]]
-
-
-def revcomp(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 def _random_bases(rng: np.random.Generator, n: int) -> str:
@@ -151,9 +148,8 @@ def _load_contigs(contigs: list[tuple[str, str]] | dict[str, str]) -> list[tuple
 
 
 def read_fasta(path: str | Path) -> list[tuple[str, str]]:
-    """(name, sequence) of each record of a FASTA file, plain or gzipped."""
-    with pysam.FastxFile(str(path)) as fh:
-        return [(rec.name, rec.sequence) for rec in fh]
+    """(name, sequence) of each record of a FASTA file, plain or gzipped, validated."""
+    return list(read_reference(str(path)))
 
 
 class _Sampler:
@@ -202,7 +198,7 @@ def _one_read(sampler: _Sampler, index: int, length: int, rates: tuple[float, fl
     n_sub, n_indel = _count_events(div.events, int(kept_div.min()), int(kept_div.max()))
     left, right = start + int(ref.min()), start + int(ref.max()) + 1
     reverse = bool(rng.random() < 0.5)
-    seq = revcomp(err.seq[:length]) if reverse else err.seq[:length]
+    seq = reverse_complement(err.seq[:length]) if reverse else err.seq[:length]
     read_name = (f"{name}_{left + 1}_{right}_{n_err}:{n_sub}:{n_indel}_"
                  f"{'R' if reverse else 'F'}_{index:x}")
     return SimRead(read_name, seq, "I" * length, name, left, right, reverse)

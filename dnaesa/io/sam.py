@@ -20,8 +20,8 @@ import pysam
 
 from dnaesa.align.types import Alignment
 from dnaesa.io.fastx import Read
+from dnaesa.reference import reverse_complement
 
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
 FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
 MAX_MAPQ = 254  # 255 means "unavailable" in SAM
@@ -127,7 +127,7 @@ class SamWriter:
                              f"{alignment.query_length} bases, the read has {len(read.seq)}")
         seq = read.seq
         if alignment.reverse:
-            seq, qual = seq.translate(_COMPLEMENT)[::-1], qual[::-1]
+            seq, qual = reverse_complement(seq), qual[::-1]
         mapq = min(max(alignment.mapq, 0), MAX_MAPQ)
         self._emit(self._mapped(read.name, 0, alignment, mapq, seq, qual))
         for other in secondary:

@@ -52,18 +52,14 @@ from transformers.utils import logging as transformers_logging
 from dnaesa.model.base import Encoder
 from dnaesa.model.kmer import BASE_CODE, canonical_kmer_occurrences, canonical_kmers, sketch_coordinates
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
+from dnaesa.reference import reverse_complement
 
 #: log-weights are clamped to this range (weights exp(-8)..exp(4)) to keep training stable
 _LOG_WEIGHT_RANGE = (-8.0, 4.0)
 #: config fields that change the embeddings (the identity hashes these and the weights)
 _IDENTITY_KEYS = ("model_type", "k", "dim", "sketch_seed", "use_table", "context_layers", "d_model", "n_heads",
                   "ff_dim", "stem_kernel", "stride", "attention_window", "spaced_seeds")
-_COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
 _ID_TO_CHAR = np.frombuffer(b"-ACGTN", dtype=np.uint8)
-
-
-def _reverse_complement(seq: str) -> str:
-    return seq.encode("ascii", "replace").translate(_COMPLEMENT)[::-1].decode("ascii")
 
 
 class DnaKmerWeightConfig(PretrainedConfig):
@@ -274,7 +270,7 @@ class DnaKmerWeightModel(PreTrainedModel):
         ids = None
         if self.has_context:
             tok = tokenizer or DnaTokenizer()
-            both = seqs + [_reverse_complement(s) for s in seqs]
+            both = seqs + [reverse_complement(s) for s in seqs]
             ids = torch.from_numpy(tok.encode_batch(both)[0]).to(device)
         return self(input_ids=ids, features=feats, out=out)
 

@@ -66,7 +66,10 @@ def _mismatch(found: dict, expected: dict) -> str | None:
 
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None) -> Index:
-    """Load the index in `directory` when its manifest matches, else build it there."""
+    """Load the index in `directory` when its manifest matches, else build it there.
+
+    `progress(total)`, when given, is called only if a build happens and returns an `update(n)`
+    callable (or None) that is told how many fragments each step embedded."""
     directory = Path(directory) if directory else default_index_dir(reference.path)
     expected = expected_manifest(reference, encoder, options)
     manifest_path = directory / MANIFEST
@@ -103,11 +106,12 @@ def build_index(reference: Reference, encoder: Encoder, options: IndexOptions, d
     """Embed every fragment, store the vectors and write the directory atomically."""
     fragments = reference.fragments(options.fragment_len, options.stride)
     store = VectorStore(encoder.dim, options.index_kind, options.shard_size)
+    update = progress(len(fragments)) if progress else None
     for lo in range(0, len(fragments), chunk):
         rows = fragments[lo : lo + chunk]
         store.add(encoder.encode([reference.fetch(c, s, e) for c, s, e in rows]))
-        if progress:
-            progress(len(rows))
+        if update:
+            update(len(rows))
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))

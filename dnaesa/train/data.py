@@ -14,37 +14,15 @@ both orientations of every query then meet a forward fragment in the same geomet
 """
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-_COMPLEMENT = bytes.maketrans(b"ACGTNacgtn", b"TGCANtgcan")
-_UPPER_ACGTN = bytes(c if c in b"ACGT" else ord("N") for c in bytes(range(256)).upper())
+from dnaesa.io.fastx import read_reference
+from dnaesa.reference import reverse_complement
+
 _BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.encode("ascii").translate(_COMPLEMENT)[::-1].decode("ascii")
-
-
-def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
-    """(name, uppercase sequence with non-ACGT as N) for each record of a plain or gzipped FASTA."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    name, chunks = None, []
-    with opener(path, "rb") as fh:
-        for line in fh:
-            if line.startswith(b">"):
-                if name is not None:
-                    yield name, b"".join(chunks).translate(_UPPER_ACGTN).decode("ascii")
-                words = line[1:].split()
-                name, chunks = (words[0].decode() if words else ""), []
-            else:
-                chunks.append(line.strip())
-    if name is not None:
-        yield name, b"".join(chunks).translate(_UPPER_ACGTN).decode("ascii")
 
 
 @dataclass
@@ -59,7 +37,7 @@ class Region:
     def load(cls, spec: str) -> "Region":
         path, start, end = parse_region_spec(spec)
         names, seqs = [], []
-        for name, seq in read_fasta(path):
+        for name, seq in read_reference(str(path)):
             piece = seq[start:end]
             if len(piece) > 0:
                 names.append(f"{name}:{start}-{start + len(piece)}" if (start or end) else name)

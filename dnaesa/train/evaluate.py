@@ -16,18 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from dnaesa.model.base import Encoder
-from dnaesa.train.data import MutationProfile, Region, mutate, reverse_complement
-
-
-def fragment_windows(lengths: Sequence[int], fragment_len: int, stride: int) -> np.ndarray:
-    """(n, 3) int64 (contig, start, end) windows; the last window of a contig ends at its end."""
-    rows = []
-    for ci, length in enumerate(lengths):
-        starts = list(range(0, max(length - fragment_len, 0) + 1, stride))
-        if starts[-1] + fragment_len < length:
-            starts.append(length - fragment_len)
-        rows.extend((ci, s, min(s + fragment_len, length)) for s in starts)
-    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+from dnaesa.reference import fragment_windows, reverse_complement
+from dnaesa.train.data import MutationProfile, Region, mutate
 
 
 @dataclass
