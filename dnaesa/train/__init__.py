@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--out", required=True, help="output directory (checkpoint/, best/, model/, metrics.jsonl)")
     run_group.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if present")
     run_group.add_argument("--steps", type=int, default=None, help="override the config's total steps")
+    run_group.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                           help="stop training after this long (evaluate, checkpoint; resume later with --resume)")
     run_group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run_group.add_argument("--threads", type=int, default=None, help="torch CPU threads (config default 1)")
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                           select_specs=args.select_ref)
         if args.resume and trainer.resume():
             print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
-        metrics = trainer.fit()
+        metrics = trainer.fit(time_limit=args.time_limit)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -103,6 +103,14 @@ def mutate(seq: str, profile: MutationProfile, rng: np.random.Generator) -> str:
     return np.concatenate(pieces).tobytes().decode("ascii")
 
 
+def containment_mask(spans: np.ndarray, locs: np.ndarray, fragment_len: int) -> np.ndarray:
+    """(R, F) bool: True where fragment j (`locs[j]` = contig, start; contig -1 = unlocated) wholly
+    contains read i's span (`spans[i]` = contig, start, end)."""
+    spans, locs = np.asarray(spans).reshape(-1, 3), np.asarray(locs).reshape(-1, 2)
+    return ((locs[None, :, 0] == spans[:, None, 0]) & (locs[None, :, 1] <= spans[:, None, 1])
+            & (locs[None, :, 1] + fragment_len >= spans[:, None, 2]))
+
+
 @dataclass
 class PairSampler:
     """Random (fragment, read) pairs from the training regions, weighted by sequence length.
@@ -168,12 +176,19 @@ class PairSampler:
             read = mutate(read, MutationProfile.divergence(rng.uniform(0, self.max_divergence)), rng)
         return mutate(read, MutationProfile.divergence(rng.uniform(0, self.error_rate)), rng), start, start + length
 
-    def located_batch(self, size: int, extra: int, rng: np.random.Generator, neighbours: bool = False):
+    @property
+    def contigs(self) -> list[str]:
+        """The training contigs (at least `fragment_len` long); span contig indices refer to this list."""
+        return self._seqs
+
+    def located_batch(self, size: int, extra: int, rng: np.random.Generator, neighbours: bool = False,
+                      with_spans: bool = False):
         """`size` pairs, then hard negatives (with `neighbours`), then `extra` random fragments.
 
         -> (fragments, reads, mask): mask (size, n_fragments) bool is True where fragment j != i
         wholly contains read i's span (a second true fragment, not a negative; on a 5 Mb genome a
-        thousand random fragments contain a given read about a quarter of the time)."""
+        thousand random fragments contain a given read about a quarter of the time). With
+        `with_spans`, also the (size, 3) int64 array of each read's (contig, start, end)."""
         frags, reads, spans, hard, hard_spans = [], [], [], [], []
         for _ in range(size):
             frag, ci, fstart = self.sample_located_fragment(rng)
@@ -195,11 +210,10 @@ class PairSampler:
             frag, ci, fstart = self.sample_located_fragment(rng)
             frags.append(frag)
             frag_locs.append((ci, fstart))
-        mask = np.zeros((size, len(frags)), dtype=bool)
         loc = np.array([(-1, 0) if x is None else x for x in frag_locs], dtype=np.int64).reshape(-1, 2)
-        for i, (ci, rs, re_) in enumerate(spans):
-            mask[i] = (loc[:, 0] == ci) & (loc[:, 1] <= rs) & (loc[:, 1] + self.fragment_len >= re_)
-        return frags, reads, mask
+        spans_arr = np.asarray(spans, dtype=np.int64).reshape(-1, 3)
+        mask = containment_mask(spans_arr, loc, self.fragment_len)
+        return (frags, reads, mask, spans_arr) if with_spans else (frags, reads, mask)
 
     def batch(self, size: int, rng: np.random.Generator, neighbours: bool = False):
         """`size` pairs -> (fragments, reads); pair i is forward or both reverse-complemented.

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from dnaesa.model.tokenizer import DnaTokenizer
 from dnaesa.model.transformer import DnaKmerWeightConfig, DnaKmerWeightModel, TransformerEncoder
-from dnaesa.train.data import MutationProfile, PairSampler, Region
+from dnaesa.reference import fragment_windows
+from dnaesa.train.data import MutationProfile, PairSampler, Region, containment_mask
 from dnaesa.train.evaluate import RecallEvaluator
 from dnaesa.train.loss import InfoNCELoss
 
@@ -71,6 +72,14 @@ class TrainOptions:
     scale_search: tuple = ()
     select_reads: int = 400
     select_read_lens: tuple = (250,)
+    #: mined hard negatives (ANCE-style): every `mine_every` steps all training windows (fragment_len
+    #: at fragment_stride, as the store cuts them) are encoded with the current model into a bank;
+    #: each read then gets `mined_negatives` of the `mine_pool` bank windows nearest to it that do not
+    #: contain it, re-encoded with gradients. These are the fragments genome-wide search confuses
+    #: the read with, which in-batch random negatives almost never are. 0 = off.
+    mined_negatives: int = 0
+    mine_pool: int = 16
+    mine_every: int = 200
     threads: int = 1
 
     @classmethod
@@ -137,6 +146,17 @@ class Trainer:
         self.tokenizer = DnaTokenizer()
         self.step = 0
         self.best = -1.0
+        self.bank: torch.Tensor | None = None
+        self.bank_step = -1
+        if opts.mined_negatives:
+            seqs = self.sampler.contigs
+            windows = fragment_windows([len(s) for s in seqs], opts.fragment_len, opts.fragment_stride)
+            frags = [seqs[c][s:e] for c, s, e in windows]
+            keep = np.array([f.count("N") <= self.sampler.max_n_fraction * len(f) for f in frags], dtype=bool)
+            self.bank_windows = windows[keep]
+            self.bank_fragments = [f for f, k in zip(frags, keep) if k]
+            if len(self.bank_fragments) <= opts.mine_pool:
+                raise ValueError(f"mined_negatives needs more than mine_pool={opts.mine_pool} training windows")
 
     def _param_groups(self) -> list[dict]:
         table = [self.model.log_weight] if self.model.log_weight is not None else []
@@ -230,13 +250,48 @@ class Trainer:
         self.log({"step": 0, "scale_search_best": best, "scores": scores})
         return best
 
+    # --- mined hard negatives ----------------------------------------------------------------
+    @torch.no_grad()
+    def refresh_bank(self) -> None:
+        """Encode every training window with the current model (float16 on CUDA)."""
+        started = time.time()
+        encoder = TransformerEncoder(self.model, device=self.device)
+        vecs = torch.from_numpy(encoder.encode(self.bank_fragments, batch_size=1024))
+        self.model.train()
+        dtype = torch.float16 if str(self.device).startswith("cuda") else torch.float32
+        self.bank = vecs.to(self.device, dtype=dtype)
+        self.bank_step = self.step
+        self.log({"step": self.step, "bank_windows": len(self.bank_fragments), "bank_s": round(time.time() - started, 2)})
+
+    @torch.no_grad()
+    def mine(self, read_emb: torch.Tensor, spans: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each read, `mined_negatives` bank indices drawn from its `mine_pool` nearest windows
+        that do not contain it (flattened, read by read)."""
+        o = self.opts
+        if self.bank is None or self.step - self.bank_step >= o.mine_every:
+            self.refresh_bank()
+        depth = min(o.mine_pool + 4, self.bank.shape[0])  # a read lies wholly inside 1-2 windows
+        top = (read_emb.to(self.bank.dtype) @ self.bank.T).topk(depth, dim=1).indices.cpu().numpy()
+        contains = containment_mask(spans, self.bank_windows[top.reshape(-1), :2], o.fragment_len)
+        contains = contains.reshape(len(spans), len(spans), depth)[np.arange(len(spans)), np.arange(len(spans))]
+        picked = []
+        for row, bad in zip(top, contains):
+            pool = row[~bad][: o.mine_pool]
+            picked.append(rng.choice(pool, size=min(o.mined_negatives, len(pool)), replace=False))
+        return np.concatenate(picked)
+
     # --- the loop ----------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float]:
         o = self.opts
         rng = np.random.Generator(np.random.PCG64([o.seed, self.step]))
-        frags, reads, mask = self.sampler.located_batch(o.batch_size, o.extra_negatives, rng, o.neighbour_negatives)
+        frags, reads, mask, spans = self.sampler.located_batch(o.batch_size, o.extra_negatives, rng,
+                                                               o.neighbour_negatives, with_spans=True)
         self.model.train()
         read_emb = self.model.embed(reads, self.tokenizer)
+        if o.mined_negatives:
+            mined = self.mine(read_emb.detach(), spans, rng)
+            frags = frags + [self.bank_fragments[j] for j in mined]
+            mask = np.concatenate([mask, containment_mask(spans, self.bank_windows[mined, :2], o.fragment_len)], 1)
         frag_emb = self.model.embed(frags, self.tokenizer)
         mask = torch.from_numpy(mask).to(self.device)
         loss = self.loss(read_emb, frag_emb, mask)
@@ -248,8 +303,12 @@ class Trainer:
         self.step += 1
         return loss.item(), self.loss.accuracy(read_emb.detach(), frag_emb.detach(), mask)
 
-    def fit(self) -> dict[str, float]:
+    def fit(self, time_limit: float = 0.0) -> dict[str, float]:
+        """Train to `opts.steps`, or until `time_limit` seconds of training have passed (0 = no
+        limit; the run then stops at a step boundary with an evaluation and a checkpoint, and
+        `--resume` continues it)."""
         o = self.opts
+        t0 = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
         metrics: dict[str, float] = {}
@@ -263,6 +322,13 @@ class Trainer:
         bar = tqdm(total=o.steps, initial=self.step, desc="train", dynamic_ncols=True)
         started = time.time()
         while self.step < o.steps:
+            if time_limit and time.time() - t0 > time_limit:
+                self.log({"step": self.step, "stopped": "time_limit", "elapsed_s": round(time.time() - started, 1)})
+                if self.evaluators and self.step % o.eval_every:
+                    metrics = self.evaluate()
+                if self.step % o.checkpoint_every:
+                    self.save_checkpoint()
+                break
             loss, acc = self.train_step()
             bar.update(1)
             postfix = {"loss": f"{loss:.3f}", "acc": f"{acc:.2f}", "t": f"{self.loss.temperature:.3f}"}
