@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Alignment throughput at scale on a lent GPU machine, dnaesa --device cuda against --device cpu and
+# bwa mem on the same machine, all with 16 threads (bwa is this machine's Debian binary, copied to
+# .bin/bwa). Prepare with scripts/device_prepare.sh, then:
+#   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=330)
+# Each step appends to $OUT/scale.txt as it finishes. N_ECOLI 250 bp reads on E. coli, then N_HUMAN
+# 150 bp reads on the 70 Mb human chrX piece. DEVICE=cpu dry-runs it here.
+set -u
+N_ECOLI=${N_ECOLI:-200000}
+N_HUMAN=${N_HUMAN:-100000}
+DEVICE=${DEVICE:-cuda}
+THREADS=${THREADS:-16}
+OUT=${OUT:-/tmp/device_out}
+mkdir -p "$OUT"
+if [ -d .whl ] && [ "$DEVICE" = cuda ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+BWA=${BWA:-$PWD/.bin/bwa}
+S="$OUT/scale.txt"
+(date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>&1; echo "cores $(nproc)") >> "$S"
+W=/tmp/scale; mkdir -p $W
+t() {  # LABEL CMD...: run CMD, append "LABEL: wall s (exit rc)"
+  local label=$1; shift; local t0=$EPOCHREALTIME; "$@"; local rc=$?
+  awk -v a="$t0" -v b="$EPOCHREALTIME" -v l="$label" -v rc=$rc 'BEGIN { printf "%s: %.2f s (exit %d)\n", l, b - a, rc }' >> "$S"
+}
+one_genome() {  # NAME FASTA N LEN
+  local name=$1 fa=$2 n=$3 len=$4
+  python3 -m dnaesa simulate "$fa" -n "$n" -l "$len" -o $W/$name.fq 2>/dev/null
+  zcat "$fa" > $W/$name.fa
+  t "$name dnaesa index" python3 -m dnaesa index $W/$name.fa --index $W/$name.idx --device "$DEVICE" -t $THREADS 2>> $W/log
+  for dev in "$DEVICE" cpu; do
+    t "$name dnaesa align $n x $len bp --device $dev" python3 -m dnaesa align $W/$name.fq $W/$name.fa --index $W/$name.idx \
+      --device $dev -t $THREADS -o $W/$name.$dev.sam 2>> $W/log
+    python3 -m dnaesa evaluate $W/$name.$dev.sam 2>&1 | head -1 >> "$S"
+  done
+  t "$name bwa index" $BWA index $W/$name.fa 2>/dev/null
+  t "$name bwa mem -t $THREADS $n x $len bp" sh -c "$BWA mem -t $THREADS $W/$name.fa $W/$name.fq > $W/$name.bwa.sam 2>/dev/null"
+  python3 -m dnaesa evaluate $W/$name.bwa.sam 2>&1 | head -1 >> "$S"
+}
+one_genome ecoli .data/ecoli_k12_mg1655.fa.gz "$N_ECOLI" 250
+one_genome human70 "${HUMAN_FA:-.data/human_grch37_chrX_0-70Mb.fa.gz}" "$N_HUMAN" 150
+tail -n 3 $W/log >> "$S"
+cat "$S"
