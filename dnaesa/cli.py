@@ -21,9 +21,9 @@ _IDX, _MAP = IndexOptions(), MapOptions()
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and hardware")
     g.add_argument("--encoder", default="default", metavar="NAME",
-                   help="encoder: default (the k-mer sketch, unless a default model ships), kmer "
-                        "(training-free count sketch; kmer:k=8,dim=4096 sets its parameters), spaced "
-                        "(the bundled sketch + spaced-seed model, see MODEL.md) [default]")
+                   help="encoder: default (the bundled model: 8-mer sketch + spaced-seed channel, see "
+                        "MODEL.md), kmer (the training-free count sketch; kmer:k=8,dim=4096 sets its "
+                        "parameters) [default]")
     g.add_argument("--model", metavar="DIR", help="a trained model directory (overrides --encoder)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the encoder and the search run; auto = cuda when present [auto]")

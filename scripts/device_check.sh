@@ -37,7 +37,7 @@ wait
 for v in $VARIANTS; do echo "== $v"; tail -c 400 runs/train_$v.log; echo; done | tee "$OUT/train_tail.txt"
 tar czf "$OUT/runs_gpu.tgz" runs/gpu_* runs/train_*.log
 python3 -m pytest -q -m gpu tests/ > "$OUT/gpu_tests.log" 2>&1; echo "gpu tests exit $?" >> "$OUT/gpu_tests.log"
-for m in default dnaesa/model/weights/spaced; do
+for m in default kmer; do
   python3 benchmarks/throughput.py $D/ecoli_k12_mg1655.fa.gz --model $m --device "$DEVICE" >> "$OUT/throughput.txt" 2>&1
 done
 python3 -m dnaesa simulate $D/ecoli_k12_mg1655.fa.gz -n "$NREADS" -l 250 -o /tmp/dev_reads.fq

@@ -131,7 +131,7 @@ def test_config_validates_itself():
 
 
 def test_spaced_seeds_are_canonical_and_skip_ns():
-    from dnaesa.model.transformer import canonical_spaced_kmers
+    from dnaesa.model.kmer import canonical_spaced_kmers
 
     seqs = ["ACGTTGCAACGTAGGA", reverse_complement("ACGTTGCAACGTAGGA"), "ACGNACGTACG", "ACG"]
     idx, codes = canonical_spaced_kmers(seqs, "11011")
@@ -140,14 +140,44 @@ def test_spaced_seeds_are_canonical_and_skip_ns():
     assert (idx == 2).sum() == 2 and not (idx == 3).any()  # ACGTACG has 2 N-free 5-spans; ACG none
 
 
+def test_default_model_ships_and_its_numpy_path_matches_the_transformers_model():
+    """The bundled default is a saved `DnaKmerWeightModel`; `load_encoder` runs it as the numpy
+    `SketchModelEncoder`, which must give the embeddings the transformers model gives."""
+    from dnaesa.model.kmer import SketchModelEncoder
+
+    assert (DEFAULT_MODEL_DIR / "config.json").exists() and (DEFAULT_MODEL_DIR / "model.safetensors").exists()
+    fast = load_encoder("default", device="cpu")
+    assert isinstance(fast, SketchModelEncoder) and fast.strand_symmetric
+    slow = TransformerEncoder.from_pretrained(DEFAULT_MODEL_DIR)
+    assert float(slow.model.spaced_scale.detach()[0]) != 0.0  # the shipped model is more than the plain sketch
+    seqs = random_seqs(64, 250) + random_seqs(16, 1250) + ["ACGTNNACGTACGTAC" * 20, "ACG"]
+    a, b = fast.encode(seqs), slow.encode(seqs)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert (a.argmax(1) == b.argmax(1)).all()
+    assert fast.identity() != slow.identity() and fast.identity().startswith("sketch-model:")
+    np.testing.assert_array_equal(fast.encode(seqs[:8]), fast.encode([reverse_complement(s) for s in seqs[:8]]))
+
+
+def test_sketch_model_with_zero_scales_is_the_plain_sketch(tmp_path):
+    from dnaesa.model.kmer import KmerSketchEncoder, SketchModelEncoder
+
+    model = DnaKmerWeightModel(DnaKmerWeightConfig(use_table=False, spaced_seeds=["11011011011"]))
+    TransformerEncoder(model).save_pretrained(tmp_path / "m")
+    seqs = random_seqs(20, 300)
+    np.testing.assert_array_equal(SketchModelEncoder(tmp_path / "m").encode(seqs), KmerSketchEncoder().encode(seqs))
+    with pytest.raises(ValueError, match="sketch-only"):
+        TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(use_table=True))).save_pretrained(tmp_path / "t")
+        SketchModelEncoder(tmp_path / "t")
+
+
 def test_bundled_model_loads_offline_and_places_lambda_reads(lambda_contigs, tmp_path):
-    """The bundled `spaced` model (and the default model, when one ships) works end to end."""
+    """The bundled default model works end to end, offline."""
     from dnaesa.pipeline import Aligner
     from dnaesa.simulate import simulate_reads
 
-    name = "default" if (DEFAULT_MODEL_DIR / "config.json").exists() else "spaced"
+    name = "default"
     enc = load_encoder(name, device="cpu")
-    assert isinstance(enc, TransformerEncoder) and enc.strand_symmetric
+    assert enc.strand_symmetric
     vecs = enc.encode(random_seqs(4, 250))
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     ref = tmp_path / "lambda.fa"

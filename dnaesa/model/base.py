@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-#: bundled models, one directory each; `weights/default`, when present, is what `align` uses
+#: bundled models, one directory each; `weights/default` is what `align` uses (MODEL.md)
 BUNDLED_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL_DIR = BUNDLED_DIR / "default"
 
@@ -58,10 +58,13 @@ def resolve_device(device: str = "auto") -> str:
 def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
     """Pick an encoder.
 
-    `spec` is None or "default" for the default (the bundled `weights/default` model when one
-    ships, else the k-mer sketch), "kmer" for the training-free k-mer sketch (parameters may
-    follow: "kmer:k=8,dim=4096"), the name of a bundled model (a directory under `weights/`, e.g.
-    "spaced"), or a directory saved by `save_pretrained` of a trained model.
+    `spec` is None or "default" for the bundled default model (`weights/default`; the k-mer
+    sketch if a source checkout lacks it), "kmer" for the training-free k-mer sketch (parameters
+    may follow: "kmer:k=8,dim=4096"), the name of another bundled model (a directory under
+    `weights/`), or a directory saved by `save_pretrained` of a trained model. A model made of
+    sketch channels only (no weight table, no context network; the default is one) runs as
+    `SketchModelEncoder` in numpy, without importing torch or transformers; any other model as
+    `TransformerEncoder`.
     """
     device = resolve_device(device)
     if spec in (None, "default"):
@@ -80,6 +83,12 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
     if not (path / "config.json").exists():
         bundled = sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "config.json").exists()) if BUNDLED_DIR.exists() else []
         raise ValueError(f"{spec}: not an encoder name (default, kmer, {', '.join(bundled)}) nor a model directory with config.json")
+    import json
+
+    from dnaesa.model.kmer import SketchModelEncoder
+
+    if SketchModelEncoder.supports(json.loads((path / "config.json").read_text())):
+        return SketchModelEncoder(path, device=device)
     from dnaesa.model.transformer import TransformerEncoder
 
     return TransformerEncoder.from_pretrained(path, device=device)

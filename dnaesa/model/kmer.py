@@ -79,6 +79,54 @@ def canonical_kmers(seqs: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray
     return (keys >> np.uint64(2 * k)).astype(np.int64), keys & mask
 
 
+def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct canonical spaced seeds of each sequence: the bases at the 1s of `pattern` in every
+    window of its span, 2-bit coded, min with the reverse complement's (a palindromic pattern makes
+    this strand-free); windows covering an N are skipped. -> (seq_index int64, code uint64), sorted."""
+    care = [i for i, c in enumerate(pattern) if c == "1"]
+    span, k = len(pattern), len(care)
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    codes = BASE_CODE[np.frombuffer("N".join(seqs).encode("ascii", "replace"), dtype=np.uint8)]
+    if codes.size < span:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    bad = np.concatenate([[0], np.cumsum(codes < 0)])
+    pos = np.flatnonzero(bad[span:] == bad[:-span])
+    # 32-bit codes (k <= 10: 20 bits) are faster to build and sort than kmer.py's 64-bit ones
+    wide = len(seqs) >= 1 << (32 - 2 * k)
+    dtype = np.uint64 if wide else np.uint32
+    base = np.maximum(codes, 0).astype(dtype)
+    comp = dtype(3) - base
+    # codes of every window (valid or not) from contiguous slices, one run of adjacent 1s at a time;
+    # then the N-free windows are gathered once (slices are views: no per-base gather)
+    n, m = codes.size, codes.size - span + 1
+    runs, j = [], 0
+    while j < k:
+        start, length = care[j], 1
+        while j + length < k and care[j + length] == start + length:
+            length += 1
+        runs.append((start, length, j))
+        j += length
+    fwd_all = np.zeros(m, dtype=dtype)
+    rev_all = np.zeros(m, dtype=dtype)
+    for start, length, first in runs:
+        f = base[start : start + m].copy()
+        r = comp[start : start + m].copy()
+        for t in range(1, length):
+            f <<= dtype(2)
+            f |= base[start + t : start + t + m]
+            r |= comp[start + t : start + t + m] << dtype(2 * t)
+        fwd_all <<= dtype(2 * length)
+        fwd_all |= f
+        rev_all |= r << dtype(2 * first)
+    fwd, rev = fwd_all[pos], rev_all[pos]
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    seq_index = np.searchsorted(starts, pos, side="right") - 1
+    keys = (seq_index.astype(dtype) << dtype(2 * k)) | np.minimum(fwd, rev)
+    keys.sort()  # sort + neighbour mask: np.unique's hash path is 4x slower here
+    keys = keys[np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]])]
+    return (keys >> dtype(2 * k)).astype(np.int64), (keys & dtype((1 << (2 * k)) - 1)).astype(np.uint64)
+
+
 def sketch_coordinates(kmers: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Count-sketch coordinate (int64 in [0, dim)) and sign (float32 +-1) of each uint64 k-mer code."""
     salt = np.uint64((seed * 0x632BE59BD9B4E019 + 1) % (1 << 64))
@@ -113,6 +161,83 @@ class KmerSketchEncoder(Encoder):
             coord, sign = sketch_coordinates(kmers, self.dim, self.seed)
             emb = np.zeros(len(chunk) * self.dim, dtype=np.float32)
             np.add.at(emb, seq_index * self.dim + coord, sign)  # fast path of ufunc.at in numpy >= 1.25
+            emb = emb.reshape(len(chunk), self.dim)
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
+            out[lo : lo + len(chunk)] = emb / np.maximum(norms, 1e-12)
+        return out
+
+
+class SketchModelEncoder(Encoder):
+    """A saved `DnaKmerWeightModel` whose output is sketch channels only (no weight table, no
+    context network): the 8-mer count sketch plus spaced-seed channels, each with its saved scale.
+
+    It reads the same model directory (`config.json`, `model.safetensors`) and computes the same
+    sum as `TransformerEncoder.from_pretrained`, in numpy, without importing torch or transformers
+    (2-3 s of start-up per run). The sums are the same numbers (for the shipped model every summand
+    is a multiple of 0.5, exact in float32 in any order); the final division by the norm can differ
+    in the last bit, because torch's vectorised sqrt is not always correctly rounded (tests allow
+    1e-6). So the identity differs from the transformer's (`sketch-model:` prefix) and an index is
+    never shared between the two paths. With all scales 0 it is bit-identical to
+    `KmerSketchEncoder`. `load_encoder` picks this class for sketch-only models and
+    `TransformerEncoder` for the rest.
+    """
+
+    name = "sketch-model"
+    strand_symmetric = True
+
+    #: config values this fast path reproduces; any other model needs `TransformerEncoder`
+    REQUIRES = {"use_table": False, "context_layers": -1, "model_type": "dnaesa-weighted-kmer-sketch"}
+    #: config fields that change the embeddings, hashed by the identity (also `transformer._IDENTITY_KEYS`)
+    IDENTITY_KEYS = ("model_type", "k", "dim", "sketch_seed", "use_table", "context_layers", "d_model", "n_heads",
+                     "ff_dim", "stem_kernel", "stride", "attention_window", "spaced_seeds")
+
+    def __init__(self, path, device: str = "cpu"):
+        import json
+        from pathlib import Path
+
+        from safetensors.numpy import load_file
+
+        self.path = Path(path)
+        self.config = json.loads((self.path / "config.json").read_text())
+        if not self.supports(self.config):
+            raise ValueError(f"{path}: not a sketch-only model (needs {self.REQUIRES}); use TransformerEncoder")
+        self.tensors = load_file(str(self.path / "model.safetensors"))
+        self.k, self.dim, self.seed = int(self.config["k"]), int(self.config["dim"]), int(self.config["sketch_seed"])
+        self.patterns = list(self.config.get("spaced_seeds") or [])
+        scales = self.tensors.get("spaced_scale", np.zeros(0, np.float32))
+        if len(scales) != len(self.patterns):
+            raise ValueError(f"{path}: {len(self.patterns)} spaced seeds but {len(scales)} saved scales")
+        self.scales = [np.float32(x) for x in scales]
+        self.device = device
+        self._identity: str | None = None
+
+    @classmethod
+    def supports(cls, config: dict) -> bool:
+        return all(config.get(key, value) == value for key, value in cls.REQUIRES.items())
+
+    def identity(self) -> str:
+        if self._identity is None:
+            import json
+
+            h = hashlib.sha1(json.dumps({k: self.config.get(k) for k in self.IDENTITY_KEYS}, sort_keys=True).encode())
+            for key, array in sorted(self.tensors.items()):
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(array).tobytes())
+            self._identity = f"sketch-model:k={self.k}:dim={self.dim}:{h.hexdigest()[:16]}"
+        return self._identity
+
+    def encode(self, seqs: Sequence[str], batch_size: int = 2048) -> np.ndarray:
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        for lo in range(0, len(seqs), batch_size):
+            chunk = list(seqs[lo : lo + batch_size])
+            emb = np.zeros(len(chunk) * self.dim, dtype=np.float32)
+            seq_index, kmers = canonical_kmers(chunk, self.k)
+            coord, sign = sketch_coordinates(kmers, self.dim, self.seed)
+            np.add.at(emb, seq_index * self.dim + coord, sign)
+            for j, (pattern, scale) in enumerate(zip(self.patterns, self.scales)):
+                seq_index, codes = canonical_spaced_kmers(chunk, pattern)
+                coord, sign = sketch_coordinates(codes, self.dim, self.seed + 1 + j)
+                np.add.at(emb, seq_index * self.dim + coord, scale * sign)
             emb = emb.reshape(len(chunk), self.dim)
             norms = np.linalg.norm(emb, axis=1, keepdims=True)
             out[lo : lo + len(chunk)] = emb / np.maximum(norms, 1e-12)

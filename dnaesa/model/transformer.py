@@ -50,15 +50,14 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
-from dnaesa.model.kmer import BASE_CODE, canonical_kmer_occurrences, canonical_kmers, sketch_coordinates
+from dnaesa.model.kmer import SketchModelEncoder, canonical_kmer_occurrences, canonical_kmers, canonical_spaced_kmers, sketch_coordinates
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
 from dnaesa.reference import reverse_complement
 
 #: log-weights are clamped to this range (weights exp(-8)..exp(4)) to keep training stable
 _LOG_WEIGHT_RANGE = (-8.0, 4.0)
 #: config fields that change the embeddings (the identity hashes these and the weights)
-_IDENTITY_KEYS = ("model_type", "k", "dim", "sketch_seed", "use_table", "context_layers", "d_model", "n_heads",
-                  "ff_dim", "stem_kernel", "stride", "attention_window", "spaced_seeds")
+_IDENTITY_KEYS = SketchModelEncoder.IDENTITY_KEYS
 _ID_TO_CHAR = np.frombuffer(b"-ACGTN", dtype=np.uint8)
 
 
@@ -109,54 +108,6 @@ class DnaKmerWeightConfig(PretrainedConfig):
         self.d_model, self.n_heads, self.ff_dim = d_model, n_heads, ff_dim
         self.stem_kernel, self.stride, self.attention_window = stem_kernel, stride, attention_window
         self.spaced_seeds, self.spaced_scales = spaced_seeds, spaced_scales
-
-
-def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct canonical spaced seeds of each sequence: the bases at the 1s of `pattern` in every
-    window of its span, 2-bit coded, min with the reverse complement's (a palindromic pattern makes
-    this strand-free); windows covering an N are skipped. -> (seq_index int64, code uint64), sorted."""
-    care = [i for i, c in enumerate(pattern) if c == "1"]
-    span, k = len(pattern), len(care)
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    codes = BASE_CODE[np.frombuffer("N".join(seqs).encode("ascii", "replace"), dtype=np.uint8)]
-    if codes.size < span:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    bad = np.concatenate([[0], np.cumsum(codes < 0)])
-    pos = np.flatnonzero(bad[span:] == bad[:-span])
-    # 32-bit codes (k <= 10: 20 bits) are faster to build and sort than kmer.py's 64-bit ones
-    wide = len(seqs) >= 1 << (32 - 2 * k)
-    dtype = np.uint64 if wide else np.uint32
-    base = np.maximum(codes, 0).astype(dtype)
-    comp = dtype(3) - base
-    # codes of every window (valid or not) from contiguous slices, one run of adjacent 1s at a time;
-    # then the N-free windows are gathered once (slices are views: no per-base gather)
-    n, m = codes.size, codes.size - span + 1
-    runs, j = [], 0
-    while j < k:
-        start, length = care[j], 1
-        while j + length < k and care[j + length] == start + length:
-            length += 1
-        runs.append((start, length, j))
-        j += length
-    fwd_all = np.zeros(m, dtype=dtype)
-    rev_all = np.zeros(m, dtype=dtype)
-    for start, length, first in runs:
-        f = base[start : start + m].copy()
-        r = comp[start : start + m].copy()
-        for t in range(1, length):
-            f <<= dtype(2)
-            f |= base[start + t : start + t + m]
-            r |= comp[start + t : start + t + m] << dtype(2 * t)
-        fwd_all <<= dtype(2 * length)
-        fwd_all |= f
-        rev_all |= r << dtype(2 * first)
-    fwd, rev = fwd_all[pos], rev_all[pos]
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-    seq_index = np.searchsorted(starts, pos, side="right") - 1
-    keys = (seq_index.astype(dtype) << dtype(2 * k)) | np.minimum(fwd, rev)
-    keys.sort()  # sort + neighbour mask: np.unique's hash path is 4x slower here
-    keys = keys[np.concatenate([keys[:1] == keys[:1], keys[1:] != keys[:-1]])]
-    return (keys >> dtype(2 * k)).astype(np.int64), (keys & dtype((1 << (2 * k)) - 1)).astype(np.uint64)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
