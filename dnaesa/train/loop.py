@@ -253,12 +253,18 @@ class Trainer:
     # --- mined hard negatives ----------------------------------------------------------------
     @torch.no_grad()
     def refresh_bank(self) -> None:
-        """Encode every training window with the current model (float16 on CUDA)."""
+        """Encode every training window with the current model (float16 on CUDA, bfloat16 on CPUs
+        with native bfloat16: only the ranking of the mined windows depends on it)."""
         started = time.time()
         encoder = TransformerEncoder(self.model, device=self.device)
         vecs = torch.from_numpy(encoder.encode(self.bank_fragments, batch_size=1024))
         self.model.train()
-        dtype = torch.float16 if str(self.device).startswith("cuda") else torch.float32
+        if str(self.device).startswith("cuda"):
+            dtype = torch.float16
+        else:  # the mining product is the trainer's largest on CPU; bfloat16 where the CPU has it natively
+            from dnaesa.store.vector_store import cpu_has_fast_bf16
+
+            dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
         self.bank = vecs.to(self.device, dtype=dtype)
         self.bank_step = self.step
         self.log({"step": self.step, "bank_windows": len(self.bank_fragments), "bank_s": round(time.time() - started, 2)})
