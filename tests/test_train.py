@@ -169,3 +169,54 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     resumed.fit()
     for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_mined_negatives_are_near_windows_that_do_not_contain_the_read(tmp_path):
+    """Mining draws each read's negatives from the bank windows nearest to it, never from a window
+    that wholly contains it, and a training step with them runs and moves the weights."""
+    from dnaesa.train.data import containment_mask
+
+    opts = tiny_options(tmp_path, steps=3, eval_every=1000, checkpoint_every=1000, mined_negatives=3,
+                        mine_pool=8, mine_every=2, batch_size=16, extra_negatives=8)
+    trainer = Trainer(opts, [LAMBDA], [], tmp_path / "run")
+    assert len(trainer.bank_fragments) == len(trainer.bank_windows) > opts.mine_pool
+    rng = np.random.default_rng(0)
+    frags, reads, mask, spans = trainer.sampler.located_batch(16, 0, rng, with_spans=True)
+    with torch.no_grad():
+        read_emb = trainer.model.embed(reads)
+    mined = trainer.mine(read_emb, spans, rng)
+    assert mined.shape == (16 * 3,)
+    picked = mined.reshape(16, 3)
+    sims = (read_emb.to(trainer.bank.dtype) @ trainer.bank.T).float().numpy()  # as `mine` ranks them
+    for i in range(16):
+        contains = containment_mask(spans[i : i + 1], trainer.bank_windows[:, :2], opts.fragment_len)[0]
+        assert not contains[picked[i]].any()
+        allowed = np.flatnonzero(~contains)
+        nearest = allowed[np.argsort(-sims[i, allowed], kind="stable")][: opts.mine_pool]
+        assert set(picked[i]) <= set(nearest.tolist()) or np.isclose(  # ties at the pool's edge
+            sims[i, picked[i]].min(), sims[i, nearest[-1]])
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    assert trainer.step == 3 and trainer.bank_step == 2  # refreshed at step 0 and step 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    opts = tiny_options(tmp_path, steps=10_000, eval_every=10_000, checkpoint_every=10_000)
+    trainer = Trainer(opts, [LAMBDA], [], tmp_path / "run")
+    trainer.fit(time_limit=1.0)
+    assert 0 < trainer.step < 10_000
+    state = torch.load(tmp_path / "run" / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == trainer.step
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("stopped") == "time_limit" for r in records)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_steps_with_autocast_and_mining(tmp_path):
+    opts = tiny_options(tmp_path, steps=4, eval_every=1000, checkpoint_every=1000, mined_negatives=2,
+                        mine_pool=4, mine_every=2)
+    trainer = Trainer(opts, [LAMBDA], [], tmp_path / "run", device="cuda")
+    losses = [trainer.train_step()[0] for _ in range(4)]
+    assert all(np.isfinite(losses)) and trainer.bank.dtype == torch.float16

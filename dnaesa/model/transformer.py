@@ -259,7 +259,7 @@ class DnaKmerWeightModel(PreTrainedModel):
             logw = logw + self.log_weight[kmer]
         if self.has_context:
             n = int(features["n"])
-            g = self.base_log_weights(input_ids)
+            g = self.base_log_weights(input_ids).float()  # bfloat16 under CUDA autocast
             occ_seq = features["occ_seq"]
             conj = 0.5 * (g[occ_seq, features["occ_pos"]] + g[occ_seq + n, features["occ_rc_pos"]])
             per_kmer = torch.full_like(logw, -torch.inf).scatter_reduce(

@@ -80,6 +80,9 @@ class TrainOptions:
     mined_negatives: int = 0
     mine_pool: int = 16
     mine_every: int = 200
+    #: bfloat16 autocast of the forward pass on CUDA (the context network's convolutions, attention and
+    #: linear layers; the k-mer sums are index_add, which autocast leaves in float32). No effect on CPU.
+    autocast: bool = True
     threads: int = 1
 
     @classmethod
@@ -204,6 +207,7 @@ class Trainer:
 
     # --- evaluation and logging --------------------------------------------------------------
     def log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -293,12 +297,15 @@ class Trainer:
         frags, reads, mask, spans = self.sampler.located_batch(o.batch_size, o.extra_negatives, rng,
                                                                o.neighbour_negatives, with_spans=True)
         self.model.train()
-        read_emb = self.model.embed(reads, self.tokenizer)
-        if o.mined_negatives:
-            mined = self.mine(read_emb.detach(), spans, rng)
-            frags = frags + [self.bank_fragments[j] for j in mined]
-            mask = np.concatenate([mask, containment_mask(spans, self.bank_windows[mined, :2], o.fragment_len)], 1)
-        frag_emb = self.model.embed(frags, self.tokenizer)
+        cuda = str(self.device).startswith("cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and o.autocast):
+            read_emb = self.model.embed(reads, self.tokenizer)
+            if o.mined_negatives:
+                mined = self.mine(read_emb.detach(), spans, rng)
+                frags = frags + [self.bank_fragments[j] for j in mined]
+                mask = np.concatenate([mask, containment_mask(spans, self.bank_windows[mined, :2], o.fragment_len)], 1)
+            frag_emb = self.model.embed(frags, self.tokenizer)
+        read_emb, frag_emb = read_emb.float(), frag_emb.float()
         mask = torch.from_numpy(mask).to(self.device)
         loss = self.loss(read_emb, frag_emb, mask)
         self.optimizer.zero_grad(set_to_none=True)
