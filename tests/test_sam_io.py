@@ -11,7 +11,7 @@ import pytest
 
 from dnaesa.align.types import Alignment
 from dnaesa.io.fastx import Read, read_reference
-from dnaesa.io.sam import SamWriter, parse_read_group
+from dnaesa.io.sam import SamFormatter, SamWriter, parse_read_group
 
 DATA = Path(__file__).parent / "data"
 M, I, D, S = 0, 1, 2, 4
@@ -193,3 +193,63 @@ def test_parse_read_group() -> None:
     for bad in [r"@RG\tSM:y", "", r"@RG\tID", "two words"]:
         with pytest.raises(ValueError):
             parse_read_group(bad)
+
+
+def _pysam_sam(path: str, lam: tuple[str, str], read_group: str | None) -> None:
+    """The records of `cases` written the way SamWriter wrote SAM before: every line through
+    pysam.AlignedSegment.fromstring and pysam.AlignmentFile."""
+    name, ref = lam
+    writer = SamWriter("-", [(name, len(ref))], "dnaesa align\tref.fa reads.fq", read_group=read_group,
+                       program_version="1.2.3")
+    formatter, header = writer.formatter, writer.header
+    with pysam.AlignmentFile(path, "w", header=header) as f:
+        for read, alignment, secondary in cases(lam):
+            for line in formatter.format(read.name, read.seq, read.qual, alignment, secondary).splitlines():
+                f.write(pysam.AlignedSegment.fromstring(line, header))
+
+
+@pytest.mark.parametrize("read_group", [None, r"@RG\tID:lane1\tSM:sample"])
+def test_sam_text_is_what_pysam_writes(tmp_path: Path, lam: tuple[str, str], capsys, read_group) -> None:
+    """SAM files are written as text (header from pysam): byte for byte what pysam would write."""
+    ours, theirs = str(tmp_path / "ours.sam"), str(tmp_path / "theirs.sam")
+    write_all(ours, lam, program_version="1.2.3", read_group=read_group)
+    _pysam_sam(theirs, lam, read_group)
+    capsys.readouterr()
+    assert Path(ours).read_bytes() == Path(theirs).read_bytes()
+    write_all("-", lam, program_version="1.2.3", read_group=read_group)  # stdout: the same text
+    assert capsys.readouterr().out.encode() == Path(ours).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["out.sam", "out.bam", "-"])
+def test_write_text_equals_write(tmp_path: Path, lam: tuple[str, str], capsys, name) -> None:
+    """Records formatted elsewhere (`formatter.records`, as the workers do) and written with
+    `write_text` give the same file as `write`; `records` writes `secondary` secondaries."""
+    contigs = [(lam[0], len(lam[1]))]
+    one = "-" if name == "-" else str(tmp_path / f"one.{name}")
+    two = "-" if name == "-" else str(tmp_path / f"two.{name}")
+    with SamWriter(one, contigs, "cl", read_group="g", secondary=1) as out:
+        for read, alignment, secondary in cases(lam):
+            out.write(read, alignment, secondary)
+    first = capsys.readouterr().out
+    with SamWriter(two, contigs, "cl", read_group="g", secondary=1) as out:
+        text = "".join(out.formatter.records(read.name, read.seq, read.qual, [alignment, *secondary] if alignment else [])
+                       for read, alignment, secondary in cases(lam))
+        assert text.count("\n") == 6 and text.endswith("\n")
+        out.write_text(text)
+    if name == "-":
+        assert capsys.readouterr().out == first and first.count("\tRG:Z:g\n") == 6
+    else:
+        view = lambda p: pysam.view(p)  # noqa: E731 - records only, the same for SAM and BAM
+        assert view(one) == view(two) and len(view(one).splitlines()) == 6
+
+
+def test_formatter_keeps_secondaries_up_to_its_limit(lam: tuple[str, str]) -> None:
+    read, alignment, secondary = cases(lam)[1]
+    for limit, records in ((0, 1), (1, 2), (5, 2)):
+        text = SamFormatter([lam[0]], secondary=limit).records(read.name, read.seq, read.qual, [alignment, *secondary])
+        assert text.count("\n") == records
+    assert SamFormatter([lam[0]]).records("u", "ACGT", None, []) == "u\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\n"
+    import pickle
+
+    formatter = SamFormatter([lam[0]], "\tRG:Z:x", 2)
+    assert vars(pickle.loads(pickle.dumps(formatter))) == vars(formatter)  # workers get a copy

@@ -1,8 +1,10 @@
 """SAM/BAM output: the header, one record per read (plus secondaries), and atomic files.
 
-Owns: `parse_read_group` (the --read-group argument) and `SamWriter`. Records are formatted as
-SAM text and parsed by `pysam.AlignedSegment.fromstring` (several times faster than setting
-fields one by one), then written with `pysam.AlignmentFile`. Files are written to a temporary
+Owns: `parse_read_group` (the --read-group argument), `SamFormatter` and `SamWriter`. Records are
+formatted as SAM text (by `SamFormatter`, which worker processes use too). SAM output is that text,
+header from pysam; for BAM the lines are parsed by `pysam.AlignedSegment.fromstring` (several
+times faster than setting fields one by one) and written with `pysam.AlignmentFile`, whose SAM
+output is the same text byte for byte. Files are written to a temporary
 name next to the target and renamed by `close()`; `abort()` deletes them, so a failed run leaves
 no partial output. BAM output is coordinate-sorted (`pysam.sort`) and indexed (`pysam.index`).
 Output to stdout ('-' or None) is SAM text written to `sys.stdout`, in input order.
@@ -14,7 +16,7 @@ import re
 import secrets
 import sys
 from types import TracebackType
-from typing import Sequence
+from typing import Sequence, TextIO
 
 import pysam
 
@@ -75,27 +77,71 @@ def _header(contigs: list[tuple[str, int]], command_line: str, read_group: dict 
     return pysam.AlignmentHeader.from_dict(header)
 
 
+class SamFormatter:
+    """SAM text of a read's records, exactly as `SamWriter` writes them; picklable and free of
+    pysam, so worker processes can format records and the main process only writes text."""
+
+    def __init__(self, contig_names: Sequence[str], rg_tag: str = "", secondary: int = 0):
+        self.names, self.rg_tag, self.secondary = list(contig_names), rg_tag, secondary
+
+    def records(self, name: str, seq: str, qual: str | None, alignments: Sequence[Alignment]) -> str:
+        """Records of a read placed at `alignments` (primary first; none: unmapped), with up to
+        `self.secondary` secondary records."""
+        if not alignments:
+            return self.format(name, seq, qual, None)
+        return self.format(name, seq, qual, alignments[0], alignments[1 : 1 + self.secondary])
+
+    def format(self, name: str, seq: str, qual: str | None, alignment: Alignment | None,
+               secondary: Sequence[Alignment] = ()) -> str:
+        """The primary record (unmapped when `alignment` is None) and the secondaries, as lines."""
+        qual = qual or "*"
+        rg = self.rg_tag
+        if alignment is None:
+            return f"{name}\t{FLAG_UNMAPPED}\t*\t0\t0\t*\t*\t0\t0\t{seq}\t{qual}{rg}\n"
+        if alignment.query_length != len(seq):
+            raise ValueError(f"read {name}: CIGAR {alignment.cigar_string} covers "
+                             f"{alignment.query_length} bases, the read has {len(seq)}")
+        if alignment.reverse:
+            seq, qual = reverse_complement(seq), qual[::-1]
+        mapq = min(max(alignment.mapq, 0), MAX_MAPQ)
+        lines = [self._mapped(name, 0, alignment, mapq, seq, qual)]
+        lines.extend(self._mapped(name, FLAG_SECONDARY, other, 0, "*", "*") for other in secondary)
+        return "".join(lines)
+
+    def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str) -> str:
+        """SAM line of a mapped record."""
+        if aln.reverse:
+            flag |= FLAG_REVERSE
+        xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
+        return (f"{name}\t{flag}\t{self.names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
+                f"{aln.cigar_string}\t*\t0\t0\t{seq}\t{qual}\t"
+                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{self.rg_tag}\n")
+
+
 class SamWriter:
     """Writes reads and their alignments as SAM (to a file or stdout) or sorted, indexed BAM.
 
-    `sort` None sorts BAM output and leaves SAM in input order. Use as a context manager: an
+    `sort` None sorts BAM output and leaves SAM in input order. `secondary` is how many secondary
+    records `formatter.records` writes per read. Use as a context manager: an
     exception inside the block aborts (no output file is left), a normal exit closes.
     """
 
     def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
                  read_group: str | None = None, program_version: str | None = None,
-                 sort: bool | None = None):
+                 sort: bool | None = None, secondary: int = 0):
         self.path = None if path in (None, "-") else str(path)
         self.bam = self.path is not None and self.path.endswith(".bam")
         self.sort = self.bam if sort is None else sort
         if self.sort and self.path is None:
             raise ValueError("sorted output needs an output file, not stdout")
         group = parse_read_group(read_group) if read_group else None
-        self._rg_tag = f"\tRG:Z:{group['ID']}" if group else ""
-        self._names = [name for name, _ in contigs]
+        #: formats the records (`write` uses it; workers use a copy, then `write_text`)
+        self.formatter = SamFormatter([name for name, _ in contigs], f"\tRG:Z:{group['ID']}" if group else "",
+                                      secondary)
         self.header = _header(contigs, command_line, group, program_version or _dnaesa_version())
         self._tmp: str | None = None
         self._out: pysam.AlignmentFile | None = None
+        self._text: TextIO | None = None  # unsorted SAM file: text as on stdout (pysam would write the same)
         self._closed = False
         if self.path is None:
             sys.stdout.write(str(self.header))
@@ -110,53 +156,39 @@ class SamWriter:
             raise FileNotFoundError(f"cannot write {self.path}: no folder {folder}")
         # not tempfile.mkstemp: its 0600 mode would survive the rename
         self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        mode = "wbu" if self.sort else ("wb" if self.bam else "w")
-        self._out = pysam.AlignmentFile(self._tmp, mode, header=self.header)
+        if not self.sort and not self.bam:
+            self._text = open(self._tmp, "w", encoding="utf-8", newline="\n")
+            self._text.write(str(self.header))
+            return
+        self._out = pysam.AlignmentFile(self._tmp, "wbu" if self.sort else "wb", header=self.header)
 
     def write(self, read: Read, alignment: Alignment | None,
               secondary: Sequence[Alignment] = ()) -> None:
         """Write the read's primary record (unmapped when `alignment` is None) and secondaries."""
         if self._closed:
             raise ValueError("write to a closed SamWriter")
-        qual = read.qual or "*"
-        if alignment is None:
-            self._emit(f"{read.name}\t{FLAG_UNMAPPED}\t*\t0\t0\t*\t*\t0\t0\t{read.seq}\t{qual}")
-            return
-        if alignment.query_length != len(read.seq):
-            raise ValueError(f"read {read.name}: CIGAR {alignment.cigar_string} covers "
-                             f"{alignment.query_length} bases, the read has {len(read.seq)}")
-        seq = read.seq
-        if alignment.reverse:
-            seq, qual = reverse_complement(seq), qual[::-1]
-        mapq = min(max(alignment.mapq, 0), MAX_MAPQ)
-        self._emit(self._mapped(read.name, 0, alignment, mapq, seq, qual))
-        for other in secondary:
-            self._emit(self._mapped(read.name, FLAG_SECONDARY, other, 0, "*", "*"))
+        self.write_text(self.formatter.format(read.name, read.seq, read.qual, alignment, secondary))
 
-    def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str) -> str:
-        """SAM line of a mapped record."""
-        if aln.reverse:
-            flag |= FLAG_REVERSE
-        xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
-        return (f"{name}\t{flag}\t{self._names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
-                f"{aln.cigar_string}\t*\t0\t0\t{seq}\t{qual}\t"
-                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}")
-
-    def _emit(self, line: str) -> None:
+    def write_text(self, text: str) -> None:
+        """Write records already formatted by `self.formatter` (lines ending in a newline)."""
+        if self._closed:
+            raise ValueError("write to a closed SamWriter")
         if self._out is None:
-            sys.stdout.write(f"{line}{self._rg_tag}\n")
+            (self._text or sys.stdout).write(text)
         else:
-            self._out.write(pysam.AlignedSegment.fromstring(line + self._rg_tag, self.header))
+            header = self.header
+            for line in text.splitlines():
+                self._out.write(pysam.AlignedSegment.fromstring(line, header))
 
     def close(self) -> None:
         """Finish the output: sort and index if asked, then move it to its final path."""
         if self._closed:
             return
         self._closed = True
-        if self._out is None:
+        if self._out is None and self._text is None:
             sys.stdout.flush()
             return
-        self._out.close()
+        self._close_temporary()
         try:
             self._finish()
         except BaseException:
@@ -183,9 +215,15 @@ class SamWriter:
         if self._closed:
             return
         self._closed = True
+        if self._out is not None or self._text is not None:
+            self._close_temporary()
+            self._remove_temporaries()
+
+    def _close_temporary(self) -> None:
         if self._out is not None:
             self._out.close()
-            self._remove_temporaries()
+        if self._text is not None:
+            self._text.close()
 
     def _remove_temporaries(self) -> None:
         assert self._tmp is not None
