@@ -3,8 +3,10 @@
 `Aligner` is the public face, in the spirit of minimap2's mappy: `Aligner(ref).map(seq)` gives
 alignment objects, `align_file(reads, out)` writes SAM/BAM in input order. Reads stream in batches;
 each batch is embedded in one call (the reads, and their reverse complements unless the encoder is
-strand-symmetric), searched in one call, then aligned read by read in worker
-processes while the next batch is embedded and searched; batches are written in input order.
+strand-symmetric), searched in one call, its candidate windows picked with array operations, then
+aligned read by read and formatted as SAM in worker processes; on CPU the workers embed and search
+the batch too. Several batches are in flight while the main process parses and writes; batches are
+written in input order.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +23,8 @@ import numpy as np
 
 from dnaesa.align.refine import Candidate, Refiner
 from dnaesa.align.types import Alignment
-from dnaesa.engine.local import LocalEngine
-from dnaesa.io.fastx import Read, read_batches
+from dnaesa.engine.local import MIN_PARALLEL_READS, CandidateBatch, LocalEngine
+from dnaesa.io.fastx import read_batches
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder, resolve_device
 from dnaesa.options import IndexOptions, MapOptions
@@ -78,7 +81,10 @@ class Aligner:
         self.index.store.to(self.device, self.options.search_backend, keep_faiss=False)
         self.refiner = Refiner(self.reference, self.options)
         self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)
-        self._lengths = self.reference.lengths
+        #: `align_file` lets the worker processes embed and search batches (they fork with the
+        #: store in memory) on CPU; on CUDA the search stays in this process, on the device
+        self.search_in_workers = self.device == "cpu"
+        self._contig_lengths = np.asarray(self.reference.lengths, dtype=np.int64)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""
@@ -86,12 +92,16 @@ class Aligner:
 
     def map_batch(self, seqs: Sequence[str]) -> list[list[Alignment]]:
         """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
-        return self.engine.place(seqs, self._batch_candidates(seqs)).get()
+        return self.engine.place(seqs, self._search(seqs)).get()
 
     def _batch_candidates(self, seqs: Sequence[str]) -> list[list[Candidate]]:
         """Embed and search a batch: the candidate windows of each read."""
+        return self._search(seqs).lists()
+
+    def _search(self, seqs: Sequence[str]) -> CandidateBatch:
+        """Embed and search a batch: the candidate windows of each read, as flat arrays."""
         if not seqs:
-            return []
+            return CandidateBatch.empty(0)
         o = self.options
         n = len(seqs)
         symmetric = self.encoder.strand_symmetric
@@ -101,59 +111,78 @@ class Aligner:
             strands = np.full(ids.shape, -1, dtype=np.int8)
         else:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
-            strands = np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1)
-        return [self._candidates(scores[i], ids[i], strands[i], len(seq)) for i, seq in enumerate(seqs)]
+            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1), ids.shape)
+        return self._candidates(scores, ids, strands, np.fromiter(map(len, seqs), dtype=np.int64, count=n))
 
-    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_len: int) -> list[Candidate]:
-        """Windows around the best-scoring fragments, pruned against the best score.
+    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray,
+                    read_lens: np.ndarray) -> CandidateBatch:
+        """Windows around each read's best-scoring fragments, pruned against its best score.
 
-        `strands` holds 0 (forward), 1 (reverse) or -1 (either: align both orientations)."""
+        Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
+        1 (reverse) or -1 (either: align both orientations). Per read: the hits scoring at least
+        `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
+        at most `max_candidates`, each widened by the read's length plus `WINDOW_SLACK` per side."""
         o = self.options
         ok = ids >= 0
-        if not ok.any():
-            return []
-        best = scores[ok].max()
-        if best <= 0:
-            return []
-        keep = np.flatnonzero(ok & (scores >= best * o.candidate_ratio))
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: o.max_candidates]
-        pad = read_len + WINDOW_SLACK
-        lengths = self._lengths
-        out = []
-        for j in keep:
-            ci, st, en = self.index.fragments[ids[j]]
-            orientation = None if strands[j] < 0 else bool(strands[j])
-            out.append(Candidate(int(ci), max(int(st) - pad, 0), min(int(en) + pad, lengths[ci]), orientation))
-        return out
+        best = np.where(ok, scores, -np.inf).max(axis=1, initial=-np.inf)
+        # float32 throughout, as the per-read scalar code computed it (rows with best <= 0 keep nothing)
+        threshold = np.maximum(best, 0) * scores.dtype.type(o.candidate_ratio)
+        keep = ok & (scores >= threshold[:, None]) & (best > 0)[:, None]
+        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, : o.max_candidates]
+        counts = np.minimum(keep.sum(axis=1), o.max_candidates)
+        rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
+        picked = order[rows, cols]
+        frags = self.index.fragments[ids[rows, picked]]
+        pad = read_lens[rows] + WINDOW_SLACK
+        windows = np.empty((len(rows), 4), dtype=np.int64)
+        windows[:, 0] = frags[:, 0]
+        windows[:, 1] = np.maximum(frags[:, 1] - pad, 0)
+        windows[:, 2] = np.minimum(frags[:, 2] + pad, self._contig_lengths[frags[:, 0]])
+        windows[:, 3] = strands[rows, picked]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return CandidateBatch(offsets, windows)
 
     def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,
                    command_line: str | None = None, progress: bool = False) -> Summary:
-        """Align every read of `reads` (FASTQ/FASTA, plain/gz, '-' for stdin) to `out` (SAM/BAM/stdout)."""
+        """Align every read of `reads` (FASTQ/FASTA, plain/gz, '-' for stdin) to `out` (SAM/BAM/stdout).
+
+        The main process parses reads and writes records; the workers search (on CPU), align and
+        format them. Up to `workers + 2` batches are in flight, so the workers are never idle."""
         summary, t0 = Summary(), time.perf_counter()
         command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         bar = _progress_bar("align", None, progress)
-        pending = None  # the batch whose alignment runs in the workers while the next one is searched
-        with SamWriter(out, self.reference.contigs, command_line, read_group=read_group) as writer:
-            for batch in read_batches(reads, self.options.batch_size):
-                seqs = [r.seq for r in batch]
-                job = self.engine.place(seqs, self._batch_candidates(seqs))
-                if pending:
-                    self._write_batch(*pending, writer, summary, bar)
-                pending = (batch, job)
-            if pending:
-                self._write_batch(*pending, writer, summary, bar)
-        self.engine.close()
+        engine, worker_search = self.engine, self.search_in_workers
+        limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
+        in_flight: deque = deque()
+        with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
+                       secondary=self.options.secondary) as writer:
+            engine.start(writer.formatter, self._search if worker_search else None)
+            try:
+                for batch in read_batches(reads, self.options.batch_size):
+                    names, seqs, quals = [r.name for r in batch], [r.seq for r in batch], [r.qual for r in batch]
+                    searched_there = worker_search and engine.parallel and len(batch) >= MIN_PARALLEL_READS
+                    in_flight.append((len(batch), engine.submit(names, seqs, quals, None if searched_there else self._search(seqs))))
+                    while len(in_flight) > limit:
+                        self._write_batch(*in_flight.popleft(), writer, summary, bar)
+                while in_flight:
+                    self._write_batch(*in_flight.popleft(), writer, summary, bar)
+            except BaseException:
+                engine.terminate()
+                raise
+        engine.close()
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    def _write_batch(self, batch: list[Read], job, writer: SamWriter, summary: Summary, bar) -> None:
-        for read, alignments in zip(batch, job.get()):
-            primary = alignments[0] if alignments else None
-            writer.write(read, primary, alignments[1 : 1 + self.options.secondary])
-            summary.reads += 1
-            summary.mapped += primary is not None
+    @staticmethod
+    def _write_batch(n_reads: int, job, writer: SamWriter, summary: Summary, bar) -> None:
+        texts, mapped = job.get()
+        for text in texts:
+            writer.write_text(text)
+        summary.reads += n_reads
+        summary.mapped += mapped
         if bar:
-            bar(len(batch))
+            bar(n_reads)
 
 
 def set_threads(threads: int) -> None:

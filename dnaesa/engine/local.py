@@ -1,14 +1,21 @@
 """The local engine: per-read alignment of a batch, in this process or in forked worker processes.
 
-Embedding and search already use every thread (torch, FAISS); the per-read dynamic programming is
-Python driving C libraries, so it scales by processes. Workers are forked once with the reference
-and the refiner in memory (copy-on-write) and receive only reads and candidate windows. Results
-come back in input order.
+The per-read dynamic programming is Python driving C libraries, so it scales by processes. Workers
+are forked once with the reference, the refiner (and, on CPU, the encoder and the vector store) in
+memory (copy-on-write) and receive only reads and candidate windows as flat arrays
+(`CandidateBatch`). For `align_file` they also format the SAM records, so the main process only
+parses reads and writes text; on CPU they embed and search the batch too (`submit` without
+candidates), the main process then does almost nothing per read. Several batches are in flight at
+once, so the workers never wait for the main process. Results come back in input order.
 """
 from __future__ import annotations
 
 import multiprocessing
-from typing import Sequence
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
 
 from dnaesa.align.mapq import assign_mapq
 from dnaesa.align.refine import Candidate, Refiner
@@ -16,7 +23,39 @@ from dnaesa.align.types import Alignment
 
 #: below this many reads a batch is aligned in-process (sending work costs more than it saves)
 MIN_PARALLEL_READS = 256
-_WORKER_REFINER: Refiner | None = None
+#: what the forked workers use, set just before the fork: "refiner", "search", "formatter"
+_WORKER: dict = {}
+
+
+@dataclass
+class CandidateBatch:
+    """The candidate windows of a batch of reads as flat arrays (cheap to pickle, built vectorised).
+
+    Read i's candidates are rows `offsets[i]:offsets[i + 1]` of `windows`, each (contig index,
+    start, end, orientation) with orientation 0 (forward), 1 (reverse) or -1 (unknown: try both).
+    """
+
+    offsets: np.ndarray  # int64, (n + 1,)
+    windows: np.ndarray  # int64, (m, 4)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def empty(cls, n: int) -> CandidateBatch:
+        return cls(np.zeros(n + 1, dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
+
+    def slice(self, lo: int, hi: int) -> CandidateBatch:
+        """The candidates of reads lo..hi-1."""
+        a, b = int(self.offsets[lo]), int(self.offsets[hi])
+        return CandidateBatch(self.offsets[lo : hi + 1] - a, self.windows[a:b])
+
+    def lists(self) -> list[list[Candidate]]:
+        """`Candidate` lists, one per read."""
+        rows = self.windows.tolist()
+        bounds = self.offsets.tolist()
+        return [[Candidate(ci, st, en, None if o < 0 else bool(o)) for ci, st, en, o in rows[lo:hi]]
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate]) -> list[Alignment]:
@@ -26,8 +65,43 @@ def place_read(refiner: Refiner, seq: str, candidates: list[Candidate]) -> list[
     return alignments
 
 
-def _place_chunk(jobs: list[tuple[str, list[Candidate]]]) -> list[list[Alignment]]:
-    return [place_read(_WORKER_REFINER, seq, cands) for seq, cands in jobs]
+def _as_lists(candidates: Sequence[list[Candidate]] | CandidateBatch) -> Sequence[list[Candidate]]:
+    return candidates.lists() if isinstance(candidates, CandidateBatch) else candidates
+
+
+def _place_chunk(jobs: tuple[list[str], CandidateBatch]) -> list[list[Alignment]]:
+    seqs, candidates = jobs
+    return [place_read(_WORKER["refiner"], s, c) for s, c in zip(seqs, candidates.lists())]
+
+
+def format_reads(refiner: Refiner, formatter, names: Sequence[str], seqs: Sequence[str],
+                 quals: Sequence[str | None], candidates: CandidateBatch) -> tuple[str, int]:
+    """Place reads and format their SAM records: (the records' text, how many reads mapped)."""
+    parts, mapped = [], 0
+    for name, seq, qual, cands in zip(names, seqs, quals, candidates.lists()):
+        alignments = place_read(refiner, seq, cands)
+        parts.append(formatter.records(name, seq, qual, alignments))
+        mapped += bool(alignments)
+    return "".join(parts), mapped
+
+
+def _format_chunk(job: tuple) -> tuple[str, int]:
+    return format_reads(_WORKER["refiner"], _WORKER["formatter"], *job)
+
+
+def _search_batch(seqs: list[str]) -> CandidateBatch:
+    return _WORKER["search"](seqs)
+
+
+def _init_worker() -> None:
+    """One thread per worker for torch and FAISS: the workers are the parallelism (and OpenMP's
+    thread pool does not survive the fork: a forked worker using it would hang)."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(1)
 
 
 class Done:
@@ -50,27 +124,101 @@ class Pending:
         return [placed for chunk in self.async_result.get() for placed in chunk]
 
 
+class BatchJob:
+    """A batch formatted by the workers, after they searched it (no candidates given) or not.
+
+    The pool's result thread hands the searched batch on to the workers as aligning chunks (the
+    callbacks below), so no batch waits for the main process. `get()` -> (SAM text of each chunk,
+    reads mapped)."""
+
+    def __init__(self, engine: LocalEngine, names, seqs, quals, candidates: CandidateBatch | None):
+        self._engine, self._reads = engine, (names, seqs, quals)
+        self._done = threading.Event()
+        self._value: tuple[list[str], int] | None = None
+        self._error: BaseException | None = None
+        if candidates is None:
+            engine._get_pool().apply_async(_search_batch, (seqs,), callback=self._searched, error_callback=self._fail)
+        else:
+            self._searched(candidates)
+
+    def _searched(self, candidates: CandidateBatch) -> None:
+        try:
+            names, seqs, quals = self._reads
+            self._reads = None
+            jobs = [(names[lo:hi], seqs[lo:hi], quals[lo:hi], candidates.slice(lo, hi))
+                    for lo, hi in self._engine.chunks(len(seqs))]
+            self._engine._get_pool().map_async(_format_chunk, jobs, callback=self._formatted, error_callback=self._fail)
+        except BaseException as e:  # noqa: BLE001 - an exception here would stop the pool's result thread
+            self._fail(e)
+
+    def _formatted(self, parts: list[tuple[str, int]]) -> None:
+        self._value = ([text for text, _ in parts], sum(n for _, n in parts))
+        self._done.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def get(self) -> tuple[list[str], int]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 class LocalEngine:
     """Places reads with `workers` processes (1: in this process)."""
 
     def __init__(self, refiner: Refiner, workers: int = 1):
         self.refiner, self.workers = refiner, max(1, workers)
         self._pool = None
+        self._context: dict = {}
 
-    def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]]) -> Done | Pending:
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        """(lo, hi) ranges of a batch of n reads: four chunks per worker, for an even load."""
+        size = max(1, -(-n // (self.workers * 4)))
+        return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+    def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]] | CandidateBatch) -> Done | Pending:
         """Start placing a batch; the returned object's `get()` gives the placements in order."""
-        if self.workers == 1 or len(seqs) < MIN_PARALLEL_READS or "fork" not in multiprocessing.get_all_start_methods():
-            return Done([place_read(self.refiner, s, c) for s, c in zip(seqs, candidates)])
-        jobs = list(zip(seqs, candidates))
-        size = -(-len(jobs) // (self.workers * 4))
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        return Pending(self._get_pool().map_async(_place_chunk, chunks))
+        if not self.parallel or len(seqs) < MIN_PARALLEL_READS:
+            return Done([place_read(self.refiner, s, c) for s, c in zip(seqs, _as_lists(candidates))])
+        if not isinstance(candidates, CandidateBatch):
+            lists = list(candidates)
+            return Pending(self._get_pool().map_async(_place_lists, [(seqs[lo:hi], lists[lo:hi]) for lo, hi in self.chunks(len(seqs))]))
+        seqs = list(seqs)
+        jobs = [(seqs[lo:hi], candidates.slice(lo, hi)) for lo, hi in self.chunks(len(seqs))]
+        return Pending(self._get_pool().map_async(_place_chunk, jobs))
+
+    def start(self, formatter, search: Callable[[list[str]], CandidateBatch] | None = None) -> None:
+        """Get ready for `submit`: workers format records with `formatter` and, when `search` is
+        given, search batches themselves. A pool forked before is replaced (it lacks them)."""
+        self.close()
+        self._context = {"formatter": formatter, "search": search}
+
+    def submit(self, names: list[str], seqs: list[str], quals: list[str | None],
+               candidates: CandidateBatch | None = None) -> Done | BatchJob:
+        """Start formatting a batch (after `start`); `get()` -> (texts, reads mapped). Without
+        candidates the workers search the batch first."""
+        if not self.parallel or len(seqs) < MIN_PARALLEL_READS:
+            if candidates is None:
+                candidates = self._context["search"](seqs)
+            text, mapped = format_reads(self.refiner, self._context["formatter"], names, seqs, quals, candidates)
+            return Done(([text], mapped))
+        if candidates is None and self._context.get("search") is None:
+            raise ValueError("no candidates, and the workers cannot search")
+        return BatchJob(self, names, seqs, quals, candidates)
 
     def _get_pool(self):
-        global _WORKER_REFINER
         if self._pool is None:
-            _WORKER_REFINER = self.refiner  # inherited by the forked workers
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+            _WORKER.clear()
+            _WORKER.update(self._context, refiner=self.refiner)  # inherited by the forked workers
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_init_worker)
         return self._pool
 
     def close(self) -> None:
@@ -79,6 +227,17 @@ class LocalEngine:
             self._pool.join()
             self._pool = None
 
+    def terminate(self) -> None:
+        """Stop the workers at once (after an error: queued work is dropped)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
     def __del__(self):
         if self._pool is not None:
             self._pool.terminate()
+
+
+def _place_lists(jobs: tuple[list[str], list[list[Candidate]]]) -> list[list[Alignment]]:
+    seqs, candidates = jobs
+    return [place_read(_WORKER["refiner"], s, c) for s, c in zip(seqs, candidates)]

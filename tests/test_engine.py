@@ -1,0 +1,187 @@
+"""The local engine and the batch plumbing of the pipeline: candidate arrays, vectorised candidate
+selection (against the per-read code it replaced), several batches in flight, worker search, errors."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from dnaesa.align.refine import Candidate
+from dnaesa.engine.local import MIN_PARALLEL_READS, CandidateBatch, LocalEngine
+from dnaesa.io.sam import SamFormatter
+from dnaesa.pipeline import WINDOW_SLACK, Aligner
+from dnaesa.simulate import simulate_reads, write_fastq
+
+
+def _batch() -> CandidateBatch:
+    windows = np.array([[0, 10, 20, -1], [0, 30, 40, 0], [1, 5, 9, 1]], dtype=np.int64)
+    return CandidateBatch(np.array([0, 2, 2, 3], dtype=np.int64), windows)
+
+
+def test_candidate_batch_lists_and_slices():
+    batch = _batch()
+    assert len(batch) == 3
+    assert batch.lists() == [[Candidate(0, 10, 20, None), Candidate(0, 30, 40, False)], [], [Candidate(1, 5, 9, True)]]
+    tail = batch.slice(1, 3)
+    assert len(tail) == 2 and tail.lists() == batch.lists()[1:]
+    assert batch.slice(0, 1).lists() == batch.lists()[:1]
+    assert CandidateBatch.empty(2).lists() == [[], []]
+    back = pickle.loads(pickle.dumps(tail))
+    assert back.lists() == tail.lists()
+    assert all(type(x) is int for c in batch.lists()[0] for x in (c.contig_index, c.start, c.end))
+
+
+def _reference_candidates(aligner, scores, ids, strands, read_len):
+    """The per-read code the vectorised selection replaced (kept here as the specification)."""
+    o = aligner.options
+    ok = ids >= 0
+    if not ok.any():
+        return []
+    best = scores[ok].max()
+    if best <= 0:
+        return []
+    keep = np.flatnonzero(ok & (scores >= best * o.candidate_ratio))
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: o.max_candidates]
+    pad = read_len + WINDOW_SLACK
+    lengths = aligner.reference.lengths
+    out = []
+    for j in keep:
+        ci, st, en = aligner.index.fragments[ids[j]]
+        orientation = None if strands[j] < 0 else bool(strands[j])
+        out.append(Candidate(int(ci), max(int(st) - pad, 0), min(int(en) + pad, lengths[ci]), orientation))
+    return out
+
+
+@pytest.mark.parametrize("max_candidates, ratio", [(16, 0.6), (3, 0.6), (5, 0.0), (16, 1.0)])
+def test_vectorised_candidates_match_per_read_code(kmer_aligner, max_candidates, ratio):
+    rng = np.random.default_rng(max_candidates)
+    n, k = 400, 12
+    nfrag = len(kmer_aligner.index.fragments)
+    # coarse scores make ties; some reads have no positive score, some padded (-1) hits
+    scores = (rng.integers(-4, 40, size=(n, k)) / 40).astype(np.float32)
+    scores[:20] = -np.abs(scores[:20])
+    ids = rng.integers(0, nfrag, size=(n, k))
+    ids[20:60, 8:] = -1
+    ids[60:70] = -1
+    strands = rng.integers(-1, 2, size=(n, k)).astype(np.int8)
+    lens = rng.integers(40, 400, size=n)
+    opts = kmer_aligner.options
+    object.__setattr__(opts, "max_candidates", max_candidates)
+    object.__setattr__(opts, "candidate_ratio", ratio)
+    try:
+        got = kmer_aligner._candidates(scores, ids, strands, lens).lists()
+        want = [_reference_candidates(kmer_aligner, scores[i], ids[i], strands[i], int(lens[i])) for i in range(n)]
+    finally:
+        object.__setattr__(opts, "max_candidates", 16)
+        object.__setattr__(opts, "candidate_ratio", 0.6)
+    assert got == want
+    assert sum(map(len, want)) > n and not any(want[60:70])
+
+
+def test_search_of_a_strand_aware_encoder(kmer_aligner, lambda_contigs, monkeypatch):
+    """An encoder that is not strand-symmetric: reads and reverse complements are searched, and
+    candidates carry the strand of the half they came from."""
+    reads = simulate_reads(lambda_contigs, 20, 150, seed=3)
+    seqs = [r.seq for r in reads]
+    monkeypatch.setattr(kmer_aligner.encoder, "strand_symmetric", False, raising=False)
+    batch = kmer_aligner._search(seqs)
+    assert len(batch) == 20 and set(batch.windows[:, 3].tolist()) <= {0, 1}
+    assert {c.reverse for cands in batch.lists() for c in cands} == {False, True}
+
+
+@pytest.fixture(scope="module")
+def small_batch_aligner(lambda_ref, tmp_path_factory):
+    """Batches of 300 reads, two secondaries: several batches in flight in two workers."""
+    return Aligner(lambda_ref, "kmer", index=tmp_path_factory.mktemp("idx2") / "lambda.idx", device="cpu",
+                   batch_size=300, secondary=2)
+
+
+def _reads_file(tmp_path, lambda_contigs, n=1300, extra=""):
+    reads = simulate_reads(lambda_contigs, n, 150, seed=21, indel_rate=0.003)
+    fq = tmp_path / "reads.fq"
+    write_fastq(reads, fq)
+    with open(fq, "a") as fh:
+        fh.write("@junk\n" + "N" * 150 + "\n+\n" + "I" * 150 + "\n" + extra)
+    return reads, fq
+
+
+@pytest.mark.parametrize("suffix", ["sam", "bam"])
+def test_parallel_output_equals_serial(small_batch_aligner, lambda_contigs, tmp_path, monkeypatch, suffix):
+    """Worker search and formatting, several batches in flight: the same bytes as one process."""
+    import pysam
+
+    a = small_batch_aligner
+    reads, fq = _reads_file(tmp_path, lambda_contigs)
+    calls = []
+    search = a._search
+    monkeypatch.setattr(a, "_search", lambda seqs: calls.append(len(seqs)) or search(seqs))
+    summary = a.align_file(str(fq), str(tmp_path / f"par.{suffix}"), read_group="g", command_line="cl")
+    assert a.engine.parallel and a.engine._pool is None  # closed at the end
+    # full batches were searched in the workers; only the short last one (< MIN_PARALLEL_READS) here
+    assert calls == [1301 % 300] and 1301 % 300 < MIN_PARALLEL_READS
+    assert (summary.reads, summary.mapped) == (1301, 1300)
+    workers, a.engine = a.engine, LocalEngine(a.refiner, 1)
+    try:
+        serial = a.align_file(str(fq), str(tmp_path / f"one.{suffix}"), read_group="g", command_line="cl")
+    finally:
+        a.engine = workers
+    assert (serial.reads, serial.mapped) == (summary.reads, summary.mapped)
+    if suffix == "sam":
+        text = (tmp_path / "par.sam").read_bytes()
+        assert text == (tmp_path / "one.sam").read_bytes()
+        names = [line.split(b"\t")[0].decode() for line in text.splitlines() if not line.startswith(b"@")
+                 and not int(line.split(b"\t")[1]) & 256]
+        assert names == [r.name for r in reads] + ["junk"]  # input order
+    else:
+        assert pysam.view(str(tmp_path / "par.bam")) == pysam.view(str(tmp_path / "one.bam"))
+
+
+def test_candidates_from_main_process(small_batch_aligner, lambda_contigs, tmp_path):
+    """As on CUDA: the main process searches and sends candidate arrays; same output."""
+    a = small_batch_aligner
+    _, fq = _reads_file(tmp_path, lambda_contigs, n=700)
+    a.align_file(str(fq), str(tmp_path / "w.sam"), command_line="cl")
+    a.search_in_workers = False
+    try:
+        a.align_file(str(fq), str(tmp_path / "m.sam"), command_line="cl")
+    finally:
+        a.search_in_workers = True
+    assert (tmp_path / "w.sam").read_bytes() == (tmp_path / "m.sam").read_bytes()
+
+
+def test_bad_record_after_batches_in_flight(small_batch_aligner, lambda_contigs, tmp_path):
+    from dnaesa.errors import InputError
+
+    a = small_batch_aligner
+    _, fq = _reads_file(tmp_path, lambda_contigs, n=1000, extra="@bad\nACGT\n+\nII\n")
+    out = tmp_path / "out.sam"
+    with pytest.raises(InputError, match="record 1002"):
+        a.align_file(str(fq), str(out))
+    assert not out.exists() and list(tmp_path.iterdir()) == [fq]
+    assert a.engine._pool is None
+    assert a.map_batch([lambda_contigs[0][1][100:250]])[0]  # still usable
+
+
+def test_worker_error_reaches_the_caller(kmer_aligner, lambda_contigs):
+    """A search or alignment failing in a worker raises from `get()`, in the main process."""
+    engine = LocalEngine(kmer_aligner.refiner, 2)
+    seqs = [lambda_contigs[0][1][i : i + 100] for i in range(0, 100 * MIN_PARALLEL_READS, 100)]
+    names, quals = [f"r{i}" for i in range(len(seqs))], [None] * len(seqs)
+
+    def failing_search(batch):
+        raise RuntimeError(f"search failed on {len(batch)} reads")
+
+    try:
+        engine.start(SamFormatter([lambda_contigs[0][0]]), failing_search)
+        with pytest.raises(RuntimeError, match=f"search failed on {len(seqs)} reads"):
+            engine.submit(names, seqs, quals).get()
+        # a formatter that rejects every record: the error of an aligning chunk
+        engine.start(SamFormatter([]), kmer_aligner._search)
+        with pytest.raises(IndexError):
+            engine.submit(names, seqs, quals).get()
+        engine.start(SamFormatter([lambda_contigs[0][0]]), kmer_aligner._search)
+        texts, mapped = engine.submit(names, seqs, quals).get()
+        assert mapped == len(seqs) and "".join(texts).count("\n") == len(seqs)
+    finally:
+        engine.terminate()
