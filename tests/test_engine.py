@@ -185,3 +185,21 @@ def test_worker_error_reaches_the_caller(kmer_aligner, lambda_contigs):
         assert mapped == len(seqs) and "".join(texts).count("\n") == len(seqs)
     finally:
         engine.terminate()
+
+
+
+def test_pool_waits_on_workers_not_results(kmer_aligner, lambda_contigs):
+    """The pool's maintenance thread does not watch the result pipe (it would spin on every
+    result); many results come back and the pool closes cleanly."""
+    engine = LocalEngine(kmer_aligner.refiner, 2)
+    seqs = [lambda_contigs[0][1][i : i + 120] for i in range(0, 120 * MIN_PARALLEL_READS, 120)]
+    candidates = kmer_aligner._search(seqs)
+    try:
+        jobs = [engine.place(seqs, candidates) for _ in range(4)]
+        pool = engine._pool
+        assert pool._outqueue._reader not in pool._get_sentinels()
+        results = [job.get() for job in jobs]
+        assert all(r == results[0] for r in results) and sum(map(bool, results[0])) == len(seqs)
+    finally:
+        engine.close()
+    assert engine._pool is None and not pool._worker_handler.is_alive()
