@@ -156,7 +156,7 @@ class Aligner:
         limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
         in_flight: deque = deque()
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
-                       secondary=self.options.secondary) as writer:
+                       secondary=self.options.secondary, threads=engine.workers) as writer:
             engine.start(writer.formatter, self._search if worker_search else None)
             try:
                 for batch in read_batches(reads, self.options.batch_size):

@@ -253,3 +253,15 @@ def test_formatter_keeps_secondaries_up_to_its_limit(lam: tuple[str, str]) -> No
 
     formatter = SamFormatter([lam[0]], "\tRG:Z:x", 2)
     assert vars(pickle.loads(pickle.dumps(formatter))) == vars(formatter)  # workers get a copy
+
+
+@pytest.mark.parametrize("name", ["out.bam", "out.sam"])
+def test_sorting_threads_give_the_same_files(tmp_path: Path, lam: tuple[str, str], name: str) -> None:
+    for threads in (1, 3, 8):
+        folder = tmp_path / str(threads)
+        folder.mkdir()
+        write_all(str(folder / name), lam, sort=True, threads=threads, program_version="1")
+    for threads in (3, 8):
+        assert sorted(os.listdir(tmp_path / str(threads))) == sorted(os.listdir(tmp_path / "1"))
+        for f in os.listdir(tmp_path / "1"):
+            assert (tmp_path / str(threads) / f).read_bytes() == (tmp_path / "1" / f).read_bytes()

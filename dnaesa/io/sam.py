@@ -27,6 +27,8 @@ from dnaesa.reference import reverse_complement
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
 FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
 MAX_MAPQ = 254  # 255 means "unavailable" in SAM
+#: at most this many threads sort and index BAM output (the output is the same with any number)
+SORT_THREADS = 4
 
 
 def _dnaesa_version() -> str:
@@ -122,16 +124,18 @@ class SamWriter:
     """Writes reads and their alignments as SAM (to a file or stdout) or sorted, indexed BAM.
 
     `sort` None sorts BAM output and leaves SAM in input order. `secondary` is how many secondary
-    records `formatter.records` writes per read. Use as a context manager: an
+    records `formatter.records` writes per read; `threads` (up to `SORT_THREADS`) sort and index.
+    Use as a context manager: an
     exception inside the block aborts (no output file is left), a normal exit closes.
     """
 
     def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
                  read_group: str | None = None, program_version: str | None = None,
-                 sort: bool | None = None, secondary: int = 0):
+                 sort: bool | None = None, secondary: int = 0, threads: int = 1):
         self.path = None if path in (None, "-") else str(path)
         self.bam = self.path is not None and self.path.endswith(".bam")
         self.sort = self.bam if sort is None else sort
+        self.threads = max(1, threads)
         if self.sort and self.path is None:
             raise ValueError("sorted output needs an output file, not stdout")
         group = parse_read_group(read_group) if read_group else None
@@ -203,10 +207,13 @@ class SamWriter:
             return
         sorted_tmp = f"{self._tmp}.sorted"
         fmt = "BAM" if self.bam else "SAM"
-        pysam.sort("-o", sorted_tmp, "-O", fmt, "-T", f"{self._tmp}.sort", "--no-PG", self._tmp)
+        extra = min(self.threads, SORT_THREADS) - 1  # samtools' -@: threads besides its own
+        # more threads, the same memory in all (samtools' default 768M per thread); same output
+        parallel = ["-@", str(extra), "-m", f"{768 // (extra + 1)}M"] if extra else []
+        pysam.sort("-o", sorted_tmp, "-O", fmt, "-T", f"{self._tmp}.sort", "--no-PG", *parallel, self._tmp)
         os.remove(self._tmp)
         if self.bam:  # index first, so the index is younger than the BAM it describes
-            pysam.index("-o", f"{sorted_tmp}.bai", sorted_tmp)
+            pysam.index(*parallel[:2], "-o", f"{sorted_tmp}.bai", sorted_tmp)
             os.replace(f"{sorted_tmp}.bai", f"{self.path}.bai")
         os.replace(sorted_tmp, self.path)
 
