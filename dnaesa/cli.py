@@ -65,6 +65,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=f"fragments searched per read and strand [{_MAP.top_k}]")
     m.add_argument("--max-candidates", type=int, default=_MAP.max_candidates, metavar="N",
                    help=f"at most N candidate windows aligned per read [{_MAP.max_candidates}]")
+    m.add_argument("--rescue", type=int, default=_MAP.rescue_top_k, metavar="K",
+                   help=f"a read that no candidate places is aligned against up to {_MAP.rescue_candidates} "
+                        f"of its K best hits, unpruned; 0 = off [{_MAP.rescue_top_k}]")
     m.add_argument("--candidate-ratio", type=float, default=_MAP.candidate_ratio, metavar="F",
                    help=f"align candidates scoring at least F x the best embedding score [{_MAP.candidate_ratio}]")
     m.add_argument("-T", "--min-score", type=int, default=_MAP.min_score, metavar="S",
@@ -109,6 +112,7 @@ def _aligner(args: argparse.Namespace, **map_options):
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     aligner = _aligner(args, **PRESETS[args.preset], top_k=args.top_k, max_candidates=args.max_candidates, candidate_ratio=args.candidate_ratio,
+                       rescue_top_k=args.rescue,
                        min_score=args.min_score, batch_size=args.batch_size, secondary=args.secondary,
                        search_backend=args.search_backend)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,

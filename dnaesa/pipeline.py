@@ -106,16 +106,34 @@ class Aligner:
         n = len(seqs)
         symmetric = self.encoder.strand_symmetric
         queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
-        scores, ids = self.index.store.search(self.encoder.encode(queries), o.top_k)
-        if symmetric:  # one search serves both strands: candidates carry no strand
-            strands = np.full(ids.shape, -1, dtype=np.int8)
-        else:
+        rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
+        k = o.rescue_top_k if rescue else o.top_k
+        scores, ids = self.index.store.search(self.encoder.encode(queries), k)
+        if not symmetric:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
-            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), o.top_k, axis=1), ids.shape)
-        return self._candidates(scores, ids, strands, np.fromiter(map(len, seqs), dtype=np.int64, count=n))
+        read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
+        first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates)
+        if rescue:
+            expected = np.sqrt(read_lens / self.index_options.fragment_len)
+            eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
+            first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
+        return first
 
-    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray,
-                    read_lens: np.ndarray) -> CandidateBatch:
+    def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
+              read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:
+        """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
+        (bool per read), none for the reads where it is False."""
+        if symmetric:  # one search serves both strands: candidates carry no strand
+            scores, ids = scores[:, :depth], ids[:, :depth]
+            strands = np.full(ids.shape, -1, dtype=np.int8)
+        else:  # hits are [forward k | reverse k]
+            cols = np.r_[0:depth, k : k + depth]
+            scores, ids = scores[:, cols], ids[:, cols]
+            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), ids.shape)
+        return self._candidates(scores, ids, strands, read_lens, ratio, limit, eligible)
+
+    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_lens: np.ndarray,
+                    ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None) -> CandidateBatch:
         """Windows around each read's best-scoring fragments, pruned against its best score.
 
         Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
@@ -123,13 +141,17 @@ class Aligner:
         `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
         at most `max_candidates`, each widened by the read's length plus `WINDOW_SLACK` per side."""
         o = self.options
+        ratio = o.candidate_ratio if ratio is None else ratio
+        limit = o.max_candidates if limit is None else limit
         ok = ids >= 0
         best = np.where(ok, scores, -np.inf).max(axis=1, initial=-np.inf)
         # float32 throughout, as the per-read scalar code computed it (rows with best <= 0 keep nothing)
-        threshold = np.maximum(best, 0) * scores.dtype.type(o.candidate_ratio)
+        threshold = np.maximum(best, 0) * scores.dtype.type(ratio)
         keep = ok & (scores >= threshold[:, None]) & (best > 0)[:, None]
-        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, : o.max_candidates]
-        counts = np.minimum(keep.sum(axis=1), o.max_candidates)
+        if eligible is not None:
+            keep &= eligible[:, None]
+        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, :limit]
+        counts = np.minimum(keep.sum(axis=1), limit)
         rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
         picked = order[rows, cols]
         frags = self.index.fragments[ids[rows, picked]]

@@ -203,3 +203,43 @@ def test_pool_waits_on_workers_not_results(kmer_aligner, lambda_contigs):
     finally:
         engine.close()
     assert engine._pool is None and not pool._worker_handler.is_alive()
+
+
+def test_rescue_tier_is_tried_only_when_the_first_tier_places_nothing(kmer_aligner):
+    from dnaesa.engine.local import place_read
+
+    seq = kmer_aligner.reference.seqs[0]
+    read = seq[20_000:20_150]
+    right = Candidate(0, 19_500, 20_700, None)
+    wrong = Candidate(0, 40_000, 41_200, None)
+    assert place_read(kmer_aligner.refiner, read, [wrong]) == []
+    calls = []
+    rescued = place_read(kmer_aligner.refiner, read, [wrong], lambda: calls.append(1) or [right])
+    assert calls == [1] and rescued and rescued[0].ref_start == 20_000 and rescued[0].cigar == [(0, 150)]
+    calls.clear()
+    again = place_read(kmer_aligner.refiner, read, [right], lambda: calls.append(1) or [wrong])
+    assert calls == [] and again[0].ref_start == 20_000  # placed by the first tier: no rescue
+
+
+def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
+    """A read whose best embedding score is near what a read inside a fragment scores gets a rescue
+    tier (up to rescue_candidates of rescue_top_k hits, unpruned); an unrelated sequence gets none."""
+    o = kmer_aligner.options
+    seq = kmer_aligner.reference.seqs[0]
+    rng = np.random.default_rng(5)
+    unrelated = "".join(rng.choice(list("ACGT"), 150))
+    batch = kmer_aligner._search([seq[30_000:30_150], unrelated])
+    assert batch.rescue is not None
+    counts = np.diff(batch.rescue.offsets)
+    n_frag = len(kmer_aligner.index.fragments)
+    # every hit scoring >= 0 (ratio 0: unpruned), past the first tier's 16
+    assert o.max_candidates < counts[0] <= min(o.rescue_candidates, n_frag, o.rescue_top_k) and counts[1] == 0
+    assert np.diff(batch.offsets)[0] <= o.max_candidates
+    # the first tier is what a search of top_k alone gives
+    plain = Aligner.__new__(Aligner)
+    plain.__dict__.update(kmer_aligner.__dict__)
+    from dataclasses import replace
+
+    plain.options = replace(o, rescue_top_k=0)
+    alone = plain._search([seq[30_000:30_150], unrelated])
+    assert alone.rescue is None and alone.lists() == batch.lists()

@@ -38,6 +38,8 @@ class CandidateBatch:
 
     offsets: np.ndarray  # int64, (n + 1,)
     windows: np.ndarray  # int64, (m, 4)
+    #: the rescue tier: candidates tried only for a read that none of the first tier places
+    rescue: CandidateBatch | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -49,38 +51,51 @@ class CandidateBatch:
     def slice(self, lo: int, hi: int) -> CandidateBatch:
         """The candidates of reads lo..hi-1."""
         a, b = int(self.offsets[lo]), int(self.offsets[hi])
-        return CandidateBatch(self.offsets[lo : hi + 1] - a, self.windows[a:b])
+        rescue = self.rescue.slice(lo, hi) if self.rescue is not None else None
+        return CandidateBatch(self.offsets[lo : hi + 1] - a, self.windows[a:b], rescue)
 
     def lists(self) -> list[list[Candidate]]:
-        """`Candidate` lists, one per read."""
+        """`Candidate` lists, one per read (first tier)."""
         rows = self.windows.tolist()
         bounds = self.offsets.tolist()
         return [[Candidate(ci, st, en, None if o < 0 else bool(o)) for ci, st, en, o in rows[lo:hi]]
                 for lo, hi in zip(bounds[:-1], bounds[1:])]
 
+    def tiers(self) -> list[tuple[list[Candidate], Callable[[], list[Candidate]] | None]]:
+        """Per read: its first-tier candidates and a function giving its rescue tier (or None)."""
+        first = self.lists()
+        if self.rescue is None:
+            return [(c, None) for c in first]
+        rescue = self.rescue
+        return [(c, (lambda i=i: rescue.slice(i, i + 1).lists()[0])) for i, c in enumerate(first)]
 
-def place_read(refiner: Refiner, seq: str, candidates: list[Candidate]) -> list[Alignment]:
-    """Reportable placements of one read, primary first, with MAPQ set."""
+
+def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
+               rescue: Callable[[], list[Candidate]] | None = None) -> list[Alignment]:
+    """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
+    the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried."""
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
+    if not alignments and rescue is not None:
+        alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
     assign_mapq(alignments, refiner.opts)
     return alignments
 
 
-def _as_lists(candidates: Sequence[list[Candidate]] | CandidateBatch) -> Sequence[list[Candidate]]:
-    return candidates.lists() if isinstance(candidates, CandidateBatch) else candidates
+def _as_tiers(candidates: Sequence[list[Candidate]] | CandidateBatch):
+    return candidates.tiers() if isinstance(candidates, CandidateBatch) else [(c, None) for c in candidates]
 
 
 def _place_chunk(jobs: tuple[list[str], CandidateBatch]) -> list[list[Alignment]]:
     seqs, candidates = jobs
-    return [place_read(_WORKER["refiner"], s, c) for s, c in zip(seqs, candidates.lists())]
+    return [place_read(_WORKER["refiner"], s, c, r) for s, (c, r) in zip(seqs, candidates.tiers())]
 
 
 def format_reads(refiner: Refiner, formatter, names: Sequence[str], seqs: Sequence[str],
                  quals: Sequence[str | None], candidates: CandidateBatch) -> tuple[str, int]:
     """Place reads and format their SAM records: (the records' text, how many reads mapped)."""
     parts, mapped = [], 0
-    for name, seq, qual, cands in zip(names, seqs, quals, candidates.lists()):
-        alignments = place_read(refiner, seq, cands)
+    for name, seq, qual, (cands, rescue) in zip(names, seqs, quals, candidates.tiers()):
+        alignments = place_read(refiner, seq, cands, rescue)
         parts.append(formatter.records(name, seq, qual, alignments))
         mapped += bool(alignments)
     return "".join(parts), mapped
@@ -202,7 +217,7 @@ class LocalEngine:
     def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]] | CandidateBatch) -> Done | Pending:
         """Start placing a batch; the returned object's `get()` gives the placements in order."""
         if not self.parallel or len(seqs) < MIN_PARALLEL_READS:
-            return Done([place_read(self.refiner, s, c) for s, c in zip(seqs, _as_lists(candidates))])
+            return Done([place_read(self.refiner, s, c, r) for s, (c, r) in zip(seqs, _as_tiers(candidates))])
         if not isinstance(candidates, CandidateBatch):
             lists = list(candidates)
             return Pending(self._get_pool().map_async(_place_lists, [(seqs[lo:hi], lists[lo:hi]) for lo, hi in self.chunks(len(seqs))]))
