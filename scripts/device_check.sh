@@ -10,18 +10,9 @@
 # TRAIN_SECONDS).
 set -u
 TRAIN_SECONDS=${1:-300}
-DEVICE=${DEVICE:-cuda}
 VARIANTS=${VARIANTS:-"table conv context"}
-OUT=${OUT:-/tmp/device_out}
 NREADS=${NREADS:-20000}
-mkdir -p "$OUT"
-if [ -d .whl ] && [ "$DEVICE" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/device_env.sh"
 (date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1; nproc
  python3 -c "import torch, transformers; print('torch', torch.__version__, torch.cuda.is_available(), 'transformers', transformers.__version__)") | tee "$OUT/machine.txt"
 D=.data

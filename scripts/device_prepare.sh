@@ -3,14 +3,19 @@
 # wheels of the packages it lacks (faiss-cpu, pysam, parasail, edlib, pyyaml, tqdm) in .whl/ and the
 # training/benchmark genomes in .data/ (both git-ignored through .git/info/exclude; ~60 MiB, under
 # the device tool's 64 MiB limit). Then, with the device tool:
-#   run(command="bash scripts/device_check.sh 400", carry=[".whl", ".data", "runs/gpu"], timeout_s=580)
+#   run(command="bash scripts/device_check.sh 300", timeout_s=590,
+#       carry=[".whl", ".data", "runs/gpu_table", "runs/gpu_conv", "runs/gpu_context"])   # resumes those runs
+#   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=370)
+# (.bin/bwa: this machine's bwa, for the comparison on the same machine.) The 2026-11-27 H100 lease
+# used about 440 s for the first and 290 s for the second, start-up included.
 #
 #   scripts/device_prepare.sh GENOME_DIR     # the folder of ../shared/genomes/README.md
 set -euo pipefail
 G=${1:?usage: scripts/device_prepare.sh GENOME_DIR}
 cd "$(dirname "$0")/.."
-for p in /.whl/ /.data/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
-mkdir -p .whl .data runs/gpu
+for p in /.whl/ /.data/ /.bin/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+mkdir -p .whl .data .bin
+cp "$(command -v bwa)" .bin/ 2>/dev/null || echo "no bwa here: device_throughput.sh will skip nothing but fail its bwa steps"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \

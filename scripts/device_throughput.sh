@@ -8,16 +8,8 @@
 set -u
 N_ECOLI=${N_ECOLI:-200000}
 N_HUMAN=${N_HUMAN:-100000}
-DEVICE=${DEVICE:-cuda}
 THREADS=${THREADS:-16}
-OUT=${OUT:-/tmp/device_out}
-mkdir -p "$OUT"
-if [ -d .whl ] && [ "$DEVICE" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+. "$(dirname "$0")/device_env.sh"
 BWA=${BWA:-$PWD/.bin/bwa}
 S="$OUT/scale.txt"
 (date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>&1; echo "cores $(nproc)") >> "$S"

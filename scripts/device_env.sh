@@ -1,0 +1,12 @@
+# Sourced by the device scripts (scripts/device_check.sh, scripts/device_throughput.sh): DEVICE
+# (default cuda), OUT (created), the carried wheels in .whl/ installed on a GPU machine, PYTHONPATH.
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-/tmp/device_out}
+mkdir -p "$OUT"
+if [ -d .whl ] && [ "$DEVICE" = cuda ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
