@@ -7,7 +7,8 @@
 #       carry=[".whl", ".data", "runs/gpu_table", "runs/gpu_conv", "runs/gpu_context"])   # resumes those runs
 #   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=370)
 # (.bin/bwa: this machine's bwa, for the comparison on the same machine.) The 2026-11-27 H100 lease
-# used about 440 s for the first and 290 s for the second, start-up included.
+# used about 440 s for the first and 290 s for the second, start-up included. The three run
+# directories add ~3 MB: with .whl and .data that is close to the 64 MiB a call can carry.
 #
 #   scripts/device_prepare.sh GENOME_DIR     # the folder of ../shared/genomes/README.md
 set -euo pipefail
@@ -15,7 +16,7 @@ G=${1:?usage: scripts/device_prepare.sh GENOME_DIR}
 cd "$(dirname "$0")/.."
 for p in /.whl/ /.data/ /.bin/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
 mkdir -p .whl .data .bin
-cp "$(command -v bwa)" .bin/ 2>/dev/null || echo "no bwa here: device_throughput.sh will skip nothing but fail its bwa steps"
+cp "$(command -v bwa)" .bin/ 2>/dev/null || echo "no bwa here: the bwa steps of device_throughput.sh will fail"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
