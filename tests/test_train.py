@@ -220,3 +220,8 @@ def test_cuda_training_steps_with_autocast_and_mining(tmp_path):
     trainer = Trainer(opts, [LAMBDA], [], tmp_path / "run", device="cuda")
     losses = [trainer.train_step()[0] for _ in range(4)]
     assert all(np.isfinite(losses)) and trainer.bank.dtype == torch.float16
+
+
+def test_one_directional_loss_option(tmp_path):
+    assert Trainer(tiny_options(tmp_path), [LAMBDA], [], tmp_path / "a").loss.symmetric
+    assert not Trainer(tiny_options(tmp_path, symmetric_loss=False), [LAMBDA], [], tmp_path / "b").loss.symmetric

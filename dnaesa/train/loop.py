@@ -50,6 +50,9 @@ class TrainOptions:
     grad_clip: float = 1.0
     temperature: float = 0.05
     learn_temperature: bool = True
+    #: also score each fragment against the batch's reads (CLIP-style); False = reads -> fragments
+    #: only, the direction the store is searched in
+    symmetric_loss: bool = True
     seed: int = 0
     fragment_len: int = 1250
     fragment_stride: int = 1000
@@ -141,7 +144,8 @@ class Trainer:
         self.model = DnaKmerWeightModel(DnaKmerWeightConfig(**opts.model)).to(device)
         if opts.scale_search and self.model.spaced_scale is None:
             raise ValueError("scale_search needs model.spaced_seeds")
-        self.loss = InfoNCELoss(opts.temperature, learnable=opts.learn_temperature).to(device)
+        self.loss = InfoNCELoss(opts.temperature, learnable=opts.learn_temperature,
+                                 symmetric=opts.symmetric_loss).to(device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=opts.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, opts.warmup_steps, opts.steps)
