@@ -93,12 +93,22 @@ class VectorStore:
             import torch
 
             dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float16 if device == "cuda" else torch.float32
-            # converted in slices, so no second float32 copy of the whole store is ever made
-            parts = [torch.from_numpy(shard.reconstruct_n(lo, min(RECONSTRUCT_CHUNK, shard.ntotal - lo))).to(device, dtype)
-                     for shard in self.shards for lo in range(0, shard.ntotal, RECONSTRUCT_CHUNK)]
-            self._torch_matrix = torch.cat(parts) if parts else torch.zeros((0, self.dim), dtype=dtype, device=device)
-            if not keep_faiss and self._torch_matrix.shape[0]:
+            # converted in slices into one preallocated matrix: no second float32 copy of the store,
+            # and no list of parts to concatenate (which briefly held two copies of the matrix)
+            matrix = torch.empty((self.ntotal, self.dim), dtype=dtype, device=device)
+            row = 0
+            for n, shard in enumerate(self.shards):
+                for lo in range(0, shard.ntotal, RECONSTRUCT_CHUNK):
+                    part = shard.reconstruct_n(lo, min(RECONSTRUCT_CHUNK, shard.ntotal - lo))
+                    matrix[row : row + len(part)] = torch.from_numpy(part)
+                    row += len(part)
+                if not keep_faiss:
+                    self.shards[n] = None  # freed shard by shard
+            self._torch_matrix = matrix
+            if not keep_faiss and row:
                 self.shards = []
+            else:
+                self.shards = [s for s in self.shards if s is not None]
         elif device == "cuda":
             self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self.shards]
         return self
