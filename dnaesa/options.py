@@ -18,7 +18,8 @@ class IndexOptions:
     fragment_len: int = 1250
     max_read_len: int = 250
     index_kind: str = "flat"
-    shard_size: int = 1_000_000
+    #: vectors per FAISS shard file (16,384 x 4,096 float32 = 268 MB): loading converts one at a time
+    shard_size: int = 16_384
 
     def __post_init__(self) -> None:
         if not 50 <= self.max_read_len < self.fragment_len:

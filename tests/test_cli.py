@@ -111,3 +111,20 @@ def test_readme_example_command(tmp_path, capsys):
 
     report = evaluate_sam(str(out))
     assert report.correct / report.total >= 0.99
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove"])
+def test_damaged_index_one_error_line_exit_2_no_output(tmp_path, lambda_ref, capsys, damage):
+    """Shard files are read only when the search matrix is built; a damaged one must still give one
+    clear error line naming the index, exit 2 and no output file."""
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(lambda_ref), "--encoder", "kmer", "--device", "cpu", "--index", str(idx)]) == 0
+    shard = sorted(idx.glob("shard*.faiss"))[0]
+    if damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:
+        shard.unlink()
+    capsys.readouterr()
+    code, err, out = _align(tmp_path, GOOD, [str(lambda_ref), "--encoder", "kmer", "--device", "cpu", "--index", str(idx)],
+                            capsys)
+    assert code == 2 and len(err) == 1 and "rebuild" in err[0] and str(idx) in err[0] and not out.exists()

@@ -93,11 +93,15 @@ def load_index(directory: Path) -> Index:
         manifest = json.loads((directory / MANIFEST).read_text())
         fragments = np.load(directory / FRAGMENTS)
         opts = manifest["options"]
-        store = VectorStore.load(directory, manifest["shards"], manifest["dim"], opts["index_kind"], opts["shard_size"])
+        store = VectorStore.load(directory, manifest["shards"], manifest["dim"], opts["index_kind"], opts["shard_size"],
+                                 ntotal=manifest["n_fragments"])
+        missing = [name for name in manifest["shards"] if not (directory / name).is_file()]
+        if missing:
+            raise OSError(f"missing shard files {missing}")
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise IndexDirError(f"{directory}: cannot load the index ({err}); rebuild it with `dnaesa index --rebuild`") from err
-    if store.ntotal != len(fragments):
-        raise IndexDirError(f"{directory}: {store.ntotal} vectors but {len(fragments)} fragments; rebuild it")
+    if manifest["n_fragments"] != len(fragments):
+        raise IndexDirError(f"{directory}: {manifest['n_fragments']} vectors but {len(fragments)} fragments; rebuild it")
     return Index(store, fragments, manifest, directory)
 
 

@@ -39,24 +39,47 @@ def _new_shard(dim: int, kind: str) -> faiss.Index:
     return index
 
 
+def _read_shard(path: str) -> faiss.Index:
+    try:
+        return faiss.read_index(path)
+    except RuntimeError as err:  # FAISS reports a truncated or foreign file this way
+        raise ValueError(f"{path}: not a readable FAISS index ({str(err).splitlines()[0][:120]}); rebuild the index") from err
+
+
 class VectorStore:
     """Unit vectors with ids 0..n-1 in insertion order; `search` -> (scores, ids), best first."""
 
     def __init__(self, dim: int, kind: str = "flat", shard_size: int = 1_000_000):
         self.dim, self.kind, self.shard_size = dim, kind, shard_size
         self.shards: list[faiss.Index] = []
+        #: shard files not read yet (`load(..., ntotal=N)`) and how many vectors they hold in all:
+        #: read when first needed, or one at a time by `to()` on its way to a torch matrix
+        self._unread: list[str] = []
+        self._unread_ntotal = 0
         self.device, self.backend = "cpu", "faiss"
         self._gpu_shards: list | None = None
         self._torch_matrix = None
 
     @property
     def ntotal(self) -> int:
-        if not self.shards and self._torch_matrix is not None:  # FAISS copy released by `to`
+        if not self.shards and not self._unread and self._torch_matrix is not None:  # FAISS copy released by `to`
             return int(self._torch_matrix.shape[0])
-        return sum(s.ntotal for s in self.shards)
+        return sum(s.ntotal for s in self.shards) + self._unread_ntotal
+
+    def _read_all(self) -> list[faiss.Index]:
+        """The FAISS shards, reading any that were left on disk."""
+        if self._unread:
+            shards = [_read_shard(path) for path in self._unread]
+            if sum(s.ntotal for s in shards) != self._unread_ntotal:
+                raise ValueError(f"{self._unread[0]}: the shard files hold {sum(s.ntotal for s in shards)} vectors, "
+                                 f"the manifest says {self._unread_ntotal}; rebuild the index")
+            self.shards += shards
+            self._unread, self._unread_ntotal = [], 0
+        return self.shards
 
     def add(self, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._read_all()
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
         done = 0
@@ -78,7 +101,7 @@ class VectorStore:
         "auto": faiss-gpu when installed, else torch, on cuda; torch-bf16 on a CPU with fast
         bfloat16, else faiss. With a torch backend and `keep_faiss=False` the FAISS shards are
         dropped (a search-only store: half the memory of a bfloat16 one), and it cannot move again."""
-        if not self.shards and self._torch_matrix is not None:
+        if not self.shards and not self._unread and self._torch_matrix is not None:
             raise ValueError("this store released its FAISS shards; load it again to search elsewhere")
         if backend == "auto":
             if device == "cuda":
@@ -95,22 +118,27 @@ class VectorStore:
             dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float16 if device == "cuda" else torch.float32
             # converted in slices into one preallocated matrix: no second float32 copy of the store,
             # and no list of parts to concatenate (which briefly held two copies of the matrix)
+            # files not read yet are read one at a time and, without keep_faiss, dropped once copied:
+            # the peak is the matrix plus one float32 shard
             matrix = torch.empty((self.ntotal, self.dim), dtype=dtype, device=device)
-            row = 0
-            for n, shard in enumerate(self.shards):
+            kept, row = [], 0
+            for shard in [*self.shards, *self._unread]:
+                shard = _read_shard(shard) if isinstance(shard, str) else shard
+                if row + shard.ntotal > len(matrix):
+                    raise ValueError(f"the shard files hold more vectors than the manifest's {len(matrix)}; rebuild the index")
                 for lo in range(0, shard.ntotal, RECONSTRUCT_CHUNK):
                     part = shard.reconstruct_n(lo, min(RECONSTRUCT_CHUNK, shard.ntotal - lo))
                     matrix[row : row + len(part)] = torch.from_numpy(part)
                     row += len(part)
-                if not keep_faiss:
-                    self.shards[n] = None  # freed shard by shard
+                if keep_faiss or not row:
+                    kept.append(shard)
+                del shard
+            if row != len(matrix):
+                raise ValueError(f"the shard files hold {row} vectors, the manifest says {len(matrix)}; rebuild the index")
+            self.shards, self._unread, self._unread_ntotal = kept if keep_faiss or not row else [], [], 0
             self._torch_matrix = matrix
-            if not keep_faiss and row:
-                self.shards = []
-            else:
-                self.shards = [s for s in self.shards if s is not None]
         elif device == "cuda":
-            self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self.shards]
+            self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self._read_all()]
         return self
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +156,7 @@ class VectorStore:
         return scores, ids
 
     def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        shards = self._gpu_shards or self.shards
+        shards = self._gpu_shards or self._read_all()
         all_scores, all_ids, offset = [], [], 0
         for shard in shards:
             if shard.ntotal:
@@ -160,14 +188,22 @@ class VectorStore:
     def save(self, directory: str | Path) -> list[str]:
         """Write one file per shard into `directory`; returns their names (for the manifest)."""
         names = []
-        for n, shard in enumerate(self.shards):
+        for n, shard in enumerate(self._read_all()):
             name = f"shard{n:03d}.faiss"
             faiss.write_index(shard, str(Path(directory) / name))
             names.append(name)
         return names
 
     @classmethod
-    def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int) -> "VectorStore":
+    def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int,
+             ntotal: int | None = None) -> "VectorStore":
+        """The store saved in `directory`. Given `ntotal` (the vectors in all shards, from the
+        manifest), the shard files are read only when first needed, so that `to(..., keep_faiss=False)`
+        can convert them one at a time."""
         store = cls(dim, kind, shard_size)
-        store.shards = [faiss.read_index(str(Path(directory) / name)) for name in shard_names]
+        paths = [str(Path(directory) / name) for name in shard_names]
+        if ntotal is None:
+            store.shards = [faiss.read_index(path) for path in paths]
+        else:
+            store._unread, store._unread_ntotal = paths, int(ntotal)
         return store
