@@ -1,0 +1,238 @@
+"""The refiner's shortcuts against the plain code they replaced (kept here as the specification):
+3-mer code strings, the masked re-search of the best window, and whole `Refiner.align` results on
+reads with substitutions, indels, N, tandem and inverted repeats, for both presets."""
+from __future__ import annotations
+
+import random
+import re
+
+import edlib
+import parasail
+import pytest
+
+from dnaesa.align import refine
+from dnaesa.align.refine import (Candidate, Refiner, _orientation, _pieces_absent, _query_codes, build_alignment,
+                                 clip_ends, masked_code, triplet_code)
+from dnaesa.options import PRESETS, MapOptions
+from dnaesa.reference import Reference, reverse_complement
+
+_CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
+
+
+class SpecRefiner(Refiner):
+    """`Refiner` as it was before the shortcuts: every step done the plain way."""
+
+    def align(self, seq, candidates):
+        if not candidates:
+            return []
+        queries = (seq, reverse_complement(seq))
+        margin = self.opts.edit_margin
+        hits = {}
+        tight, loose = max(12, len(seq) // 10), int(0.4 * len(seq)) + 5
+        best, best_window = loose, None
+        for cand in candidates:
+            window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
+            limit = min(loose, best + margin)
+            for edits, loc_start, loc_end, reverse in _spec_locate(queries, window, cand.reverse, min(tight, limit), limit):
+                if edits < best:
+                    best, best_window = edits, (cand, window, loc_start, loc_end)
+                hit = (edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1, reverse)
+                hits.setdefault((hit[1], hit[3], reverse), hit)
+        if best_window is not None:
+            for hit in _spec_next_best(queries, best_window, best + refine.NEXT_BEST_EDITS):
+                hits.setdefault((hit[1], hit[3], hit[4]), hit)
+        ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
+        out = [a for a in (self._spec_affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked)
+               if a is not None]
+        out.sort(key=lambda a: -a.score)
+        return refine._distinct(out)
+
+    def _spec_affine(self, query, ci, st, en, reverse, edits):
+        if edits == 0 and en - st == len(query) and "N" not in query:
+            return build_alignment(self.reference, ci, st, reverse, query, [(len(query), "=")], self.opts)
+        pad = edits + refine.NARROW_PAD
+        lo = max(st - pad, 0)
+        ref = self.reference.fetch(ci, lo, en + pad)
+        o = self.opts
+        res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
+        runs = [(int(n), op) for n, op in _CIGAR_RE.findall(res.cigar.decode.decode())]
+        ref_pos = lo + res.cigar.beg_ref
+        while runs and runs[0][1] == "D":
+            ref_pos += runs.pop(0)[0]
+        while runs and runs[-1][1] == "D":
+            runs.pop()
+        runs, ref_pos = clip_ends(runs, ref_pos, o)
+        if not runs:
+            return None
+        return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+
+
+def _spec_next_best(queries, best_window, limit):
+    cand, window, loc_start, loc_end = best_window
+    masked = window[:loc_start] + "N" * (loc_end + 1 - loc_start) + window[loc_end + 1 :]
+    return [(edits, cand.contig_index, cand.start + st, cand.start + en + 1, rev)
+            for edits, st, en, rev in _spec_locate(queries, masked, cand.reverse, limit, limit)]
+
+
+def _spec_locate(queries, window, reverse, tight, loose):
+    if reverse is None:
+        reverse = _orientation(queries, window)
+    orientations = (False, True) if reverse is None else (reverse,)
+    length = len(queries[0])
+    found = []
+    for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
+        for rev in orientations:
+            res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
+            if res["editDistance"] < 0:
+                continue
+            last_end = None
+            for loc_start, loc_end in res["locations"]:
+                if last_end is None or loc_end - last_end > length // 2:
+                    found.append((res["editDistance"], loc_start, loc_end, rev))
+                    last_end = loc_end
+        if found:
+            break
+    return found
+
+
+def _dna(rng, n, alphabet="ACGT"):
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _mutate(rng, seq, subs=0, indels=0, ns=0):
+    s = list(seq)
+    for _ in range(subs):
+        i = rng.randrange(len(s))
+        s[i] = rng.choice([b for b in "ACGT" if b != s[i]])
+    for _ in range(indels):
+        i = rng.randrange(1, len(s) - 1)
+        if rng.random() < 0.5:
+            del s[i : i + rng.randint(1, 3)]
+        else:
+            s[i:i] = _dna(rng, rng.randint(1, 3))
+    for _ in range(ns):
+        s[rng.randrange(len(s))] = "N"
+    return "".join(s)
+
+
+def test_triplet_code_finds_what_substring_search_finds():
+    rng = random.Random(1)
+    for _ in range(300):
+        seq = _dna(rng, rng.randint(0, 60), "ACGTN" if rng.random() < 0.3 else "AC")
+        for _ in range(10):
+            if rng.random() < 0.5 and len(seq) >= 3:
+                a = rng.randrange(len(seq) - 2)
+                sub = seq[a : a + rng.randint(3, len(seq) - a)]
+            else:
+                sub = _dna(rng, rng.randint(3, 8), "ACGTN")
+            assert (triplet_code(sub) in triplet_code(seq)) == (sub in seq)
+    assert triplet_code("AC") == "" and len(triplet_code("ACGTN")) == 3
+    for seq in ("ACGTTGCAN", "NNACG", "TTTTT", _dna(rng, 50, "ACGTN")):
+        fwd, rev = _query_codes(seq)
+        assert fwd == triplet_code(seq) and rev == triplet_code(reverse_complement(seq))
+
+
+def test_masked_code_finds_what_search_in_the_masked_sequence_finds():
+    rng = random.Random(6)
+    for _ in range(2000):
+        seq = _dna(rng, rng.randint(3, 40), "AC" if rng.random() < 0.5 else "ACGTN")
+        start = rng.randrange(len(seq))
+        end = min(len(seq) - 1, start + rng.randint(0, 10))
+        masked = seq[:start] + "N" * (end + 1 - start) + seq[end + 1 :]
+        code = masked_code(triplet_code(seq), start, end)
+        assert len(code) == len(seq) - 2
+        for _ in range(5):
+            a = rng.randrange(len(seq))
+            sub = seq[a : a + rng.randint(3, 12)].replace("N", "A")
+            if len(sub) >= 3:
+                assert (triplet_code(sub) in code) == (sub in masked), (seq, start, end, sub)
+
+
+def test_pieces_absent_only_when_edlib_finds_nothing():
+    rng = random.Random(2)
+    skipped = 0
+    for _ in range(400):
+        read = _dna(rng, rng.choice([60, 100, 150]))
+        window = _dna(rng, 300)
+        if rng.random() < 0.7:  # a copy of the read with a few edits inside the window
+            copy = _mutate(rng, read, subs=rng.randint(0, 6), indels=rng.randint(0, 2))
+            at = rng.randrange(len(window) - len(copy))
+            window = window[:at] + copy + window[at + len(copy) :]
+        code, qcode = triplet_code(window), triplet_code(read)
+        for limit in (1, 3, 5, 8):
+            found = edlib.align(read, window, mode="HW", task="distance", k=limit)["editDistance"] >= 0
+            absent = _pieces_absent(qcode, len(read), limit, code)
+            assert not (found and absent)
+            skipped += absent
+    assert skipped > 300  # the filter does rule out most windows without a copy
+
+
+def _reference(rng, n_repeats=4):
+    """A random contig with tandem copies (exact and mutated), inverted copies and an N run."""
+    seq = _dna(rng, 6000)
+    for _ in range(n_repeats):
+        a = rng.randrange(0, 5000)
+        unit = seq[a : a + rng.randint(150, 400)]
+        copy = _mutate(rng, unit, subs=rng.randint(0, 4), indels=rng.randint(0, 1))
+        if rng.random() < 0.4:
+            copy = reverse_complement(copy)
+        at = a + len(unit) + rng.randint(0, 300)
+        seq = seq[:at] + copy + seq[at + len(copy) :]
+    seq = seq[:4500] + "N" * 30 + seq[4530:]
+    return seq[:6000]
+
+
+@pytest.mark.parametrize("preset", ["sr", "divergent"])
+def test_refiner_matches_the_plain_code(preset):
+    rng = random.Random(3 if preset == "sr" else 4)
+    opts = MapOptions(**PRESETS[preset])
+    n_best_seen = 0
+    for _ in range(6):
+        ref = Reference("test", ["c0", "c1"], [_reference(rng), _reference(rng)])
+        fast, spec = Refiner(ref, opts), SpecRefiner(ref, opts)
+        for _ in range(120):
+            ci = rng.randrange(2)
+            length = rng.choice([60, 100, 150, 250])
+            at = rng.randrange(0, 6000 - length - 10)
+            read = ref.seqs[ci][at : at + length + 5]
+            kind = rng.random()
+            read = _mutate(rng, read, subs=rng.randint(0, 3 if kind < 0.7 else 25), indels=rng.randint(0, 2),
+                           ns=int(rng.random() < 0.1))[:length]
+            if rng.random() < 0.5:
+                read = reverse_complement(read)
+            start = max(0, at - rng.randint(0, 800))
+            cands = [Candidate(ci, start, start + 1800, rng.choice([None, None, False, True]))]
+            if rng.random() < 0.5:  # a second window: another part of the reference
+                other = rng.randrange(0, 4500)
+                cands.append(Candidate(rng.randrange(2), other, other + 1500, None))
+            got, want = fast.align(read, cands), spec.align(read, cands)
+            assert got == want
+            n_best_seen += len(want) > 1
+    assert n_best_seen > 5  # repeats did give second placements
+
+
+def test_next_best_matches_the_plain_code_at_any_mask():
+    """Masks anywhere, over periodic windows, so that probes and pieces straddle the mask's ends."""
+    rng = random.Random(5)
+    ref = Reference("test", ["c0"], ["A" * 10])
+    fast = Refiner(ref, MapOptions())
+    hits = 0
+    for _ in range(600):
+        unit = _dna(rng, rng.randint(2, 40))
+        window = _mutate(rng, (unit * (2000 // len(unit) + 1))[:rng.randint(300, 2000)], subs=rng.randint(0, 40))
+        length = rng.choice([60, 100, 150])
+        at = rng.randrange(0, len(window) - length)
+        read = _mutate(rng, window[at : at + length], subs=rng.randint(0, 3), ns=int(rng.random() < 0.1))
+        if rng.random() < 0.3:
+            read = reverse_complement(read)
+        loc_start = rng.randrange(0, len(window) - 2)
+        loc_end = min(len(window) - 1, loc_start + rng.randint(0, 300))
+        cand = Candidate(0, 100, 100 + len(window), rng.choice([None, False, True]))
+        fast._codes.clear()
+        queries = (read, reverse_complement(read))
+        best = (cand, window, loc_start, loc_end)
+        limit = rng.randint(0, 9)
+        want = _spec_next_best(queries, best, limit)
+        assert fast._next_best(queries, best, limit) == want
+        hits += bool(want)
+    assert hits > 100
