@@ -107,23 +107,27 @@ def load_index(directory: Path) -> Index:
 
 def build_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: Path, manifest: dict,
                 progress: Callable | None = None, chunk: int = 4096) -> Index:
-    """Embed every fragment, store the vectors and write the directory atomically."""
+    """Embed every fragment, store the vectors and write the directory atomically. Full shards go
+    to disk as they fill, so memory holds one shard at a time; the index is then loaded back."""
     fragments = reference.fragments(options.fragment_len, options.stride)
-    store = VectorStore(encoder.dim, options.index_kind, options.shard_size)
-    update = progress(len(fragments)) if progress else None
-    for lo in range(0, len(fragments), chunk):
-        rows = fragments[lo : lo + chunk]
-        store.add(encoder.encode([reference.fetch(c, s, e) for c, s, e in rows]))
-        if update:
-            update(len(rows))
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
     except OSError as err:
         raise IndexDirError(f"{directory}: cannot write the index there ({err.strerror}); choose another with --index DIR") from err
     try:
+        store = VectorStore(encoder.dim, options.index_kind, options.shard_size)
+        update = progress(len(fragments)) if progress else None
+        names: list[str] = []
+        for lo in range(0, len(fragments), chunk):
+            rows = fragments[lo : lo + chunk]
+            store.add(encoder.encode([reference.fetch(c, s, e) for c, s, e in rows]))
+            names += store.spill(tmp, len(names))
+            if update:
+                update(len(rows))
+        names += store.spill(tmp, len(names), keep_last=False)
         np.save(tmp / FRAGMENTS, fragments)
-        manifest = dict(manifest, shards=store.save(tmp), n_fragments=int(len(fragments)))
+        manifest = dict(manifest, shards=names, n_fragments=int(len(fragments)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if directory.exists():
             shutil.rmtree(directory)
@@ -131,4 +135,4 @@ def build_index(reference: Reference, encoder: Encoder, options: IndexOptions, d
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Index(store, fragments, manifest, directory)
+    return load_index(directory)

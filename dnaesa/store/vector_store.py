@@ -194,6 +194,18 @@ class VectorStore:
             names.append(name)
         return names
 
+    def spill(self, directory: str | Path, first: int, keep_last: bool = True) -> list[str]:
+        """Write the shards in memory to `directory` as shard{first}, shard{first+1}, ... and drop
+        them from memory (with `keep_last`, all but the last, which may still grow): an index is
+        built with one shard in memory at a time. Returns the names written."""
+        ready = self.shards[:-1] if keep_last else self.shards
+        names = []
+        for n, shard in enumerate(ready, start=first):
+            names.append(f"shard{n:03d}.faiss")
+            faiss.write_index(shard, str(Path(directory) / names[-1]))
+        self.shards = self.shards[len(ready):]
+        return names
+
     @classmethod
     def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int,
              ntotal: int | None = None) -> "VectorStore":
