@@ -84,3 +84,29 @@ def test_search_only_store_releases_faiss(vectors):
     assert np.array_equal(i1, i2)
     with pytest.raises(ValueError, match="released"):
         store.to("cpu", backend="faiss")
+
+
+def test_spilled_shards_load_lazily_and_search_like_one_index(vectors, tmp_path):
+    """Building spills full shards to disk as they fill; a lazy load reads them only when needed,
+    and both the FAISS and the torch search over them equal one in-memory index."""
+    base, queries = vectors
+    one = VectorStore(64)
+    one.add(base)
+    building = VectorStore(64, shard_size=1500)
+    names = []
+    for lo in range(0, 5000, 700):
+        building.add(base[lo : lo + 700])
+        names += building.spill(tmp_path, len(names))
+        assert len(building.shards) == 1  # at most one shard in memory while building
+    names += building.spill(tmp_path, len(names), keep_last=False)
+    assert names == [f"shard{n:03d}.faiss" for n in range(4)] and building.shards == []
+    lazy = VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=5000)
+    assert lazy.shards == [] and lazy.ntotal == 5000  # nothing read yet
+    want = one.search(queries, 10)
+    np.testing.assert_array_equal(lazy.search(queries, 10)[1], want[1])
+    assert len(lazy.shards) == 4
+    matrix_store = VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=5000).to("cpu", "torch", keep_faiss=False)
+    assert matrix_store.shards == [] and matrix_store.ntotal == 5000
+    np.testing.assert_array_equal(matrix_store.search(queries, 10)[1], want[1])
+    with pytest.raises(ValueError, match="manifest"):
+        VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=4000).to("cpu", "torch", keep_faiss=False)
