@@ -11,6 +11,7 @@ Scores are BWA-MEM's: match +1, mismatch -4, a gap of n bases -(6 + n), N -1.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ NARROW_PAD = 8
 #: (3 more mismatches already give MAPQ 60)
 NEXT_BEST_EDITS = 3
 #: windows whose 3-mer code strings (`triplet_code`) are kept, per process
-CODE_CACHE = 4096
+CODE_CACHE = 8192
 #: pieces shorter than this make the exact-piece filter of the masked re-search cost more than it saves
 MIN_PIECE = 8
 _BASE_CODE = np.full(256, 4, dtype=np.uint8)
@@ -77,6 +78,9 @@ class Refiner:
         if not candidates:
             return []
         queries = (seq, reverse_complement(seq))
+        # the read's 3-mer codes, for the exact probes and pieces (not for a read with N: an N
+        # matches N in the reference, or the mask)
+        qcodes = None if seq.translate(_DROP_ACGT) else _query_codes(seq)
         margin = self.opts.edit_margin
         hits: dict[tuple, tuple] = {}  # (contig, end, reverse) -> (edits, contig, start, end, reverse)
         tight, loose = max(12, len(seq) // 10), int(0.4 * len(seq)) + 5
@@ -85,20 +89,29 @@ class Refiner:
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
             # a hit more than edit_margin edits worse than the best so far would be dropped anyway
             limit = min(loose, best + margin)
-            for edits, loc_start, loc_end, reverse in self._locate(queries, window, cand.reverse, min(tight, limit), limit):
+            reverse = cand.reverse
+            if reverse is None:
+                if qcodes is None:
+                    reverse = _orientation(queries, window)
+                else:
+                    code = self._window_code(cand, window)
+                    reverse = _probe_orientation(len(seq), lambda rev, o: qcodes[rev][o : o + 14] in code)
+            orientations = (False, True) if reverse is None else (reverse,)
+            for edits, loc_start, loc_end, reverse in self._locate(queries, window, orientations, min(tight, limit), limit):
                 if edits < best:
                     best, best_window = edits, (cand, window, loc_start, loc_end)
                 hit = (edits, cand.contig_index, cand.start + loc_start, cand.start + loc_end + 1, reverse)
                 hits.setdefault((hit[1], hit[3], reverse), hit)
         if best_window is not None:
-            for hit in self._next_best(queries, best_window, best + NEXT_BEST_EDITS):
+            for hit in self._next_best(queries, qcodes, best_window, best + NEXT_BEST_EDITS):
                 hits.setdefault((hit[1], hit[3], hit[4]), hit)
         ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
         out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked) if a is not None]
         out.sort(key=lambda a: -a.score)
         return _distinct(out)
 
-    def _next_best(self, queries: tuple[str, str], best_window: tuple, limit: int) -> list[tuple]:
+    def _next_best(self, queries: tuple[str, str], qcodes: tuple[str, str] | None, best_window: tuple,
+                   limit: int) -> list[tuple]:
         """Hits in the best hit's own window once the best hit is masked: a tandem copy a few hundred
         bases away shares the window, so without this it would never count against MAPQ.
 
@@ -107,11 +120,11 @@ class Refiner:
         which Python's substring search skips through several times faster than DNA."""
         cand, window, loc_start, loc_end = best_window
         masked = window[:loc_start] + "N" * (loc_end + 1 - loc_start) + window[loc_end + 1 :]
-        if queries[0].translate(_DROP_ACGT):  # an N of the read would match the mask: the plain way
-            found = Refiner._locate(queries, masked, cand.reverse, limit, limit)
+        if qcodes is None:  # the plain way
+            reverse = _orientation(queries, masked) if cand.reverse is None else cand.reverse
+            found = Refiner._locate(queries, masked, (False, True) if reverse is None else (reverse,), limit, limit)
         else:
             code = masked_code(self._window_code(cand, window), loc_start, loc_end)
-            qcodes = _query_codes(queries[0])
             reverse = cand.reverse
             if reverse is None:
                 reverse = _probe_orientation(len(queries[0]), lambda rev, o: qcodes[rev][o : o + 14] in code)
@@ -134,16 +147,14 @@ class Refiner:
         return code
 
     @staticmethod
-    def _locate(queries: tuple[str, str], window: str, reverse: bool | None, tight: int,
+    def _locate(queries: tuple[str, str], window: str, orientations: tuple[bool, ...], tight: int,
                 loose: int) -> list[tuple[int, int, int, bool]]:
-        """(edits, start, end inclusive, reverse) of the read's best infix matches in `window`.
+        """(edits, start, end inclusive, reverse) of the read's best infix matches in `window`, in
+        the given orientations (False: the read, True: its reverse complement).
 
         Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
         twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
         grows with the limit. Equally good matches at distinct places (tandem repeats) all count."""
-        if reverse is None:
-            reverse = _orientation(queries, window)
-        orientations = (False, True) if reverse is None else (reverse,)
         found = []
         for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
             for rev in orientations:
@@ -248,11 +259,23 @@ def _pieces_absent(qcode: str, length: int, limit: int, code: str) -> bool:
     """True when no alignment of the read (of `length`, `qcode` its triplet code, no N) to a part of
     the window (`code`) has `limit` edits or fewer: split into limit + 1 pieces, such an alignment
     leaves one of them unedited, so it would occur exactly. False when that cannot be ruled out."""
-    pieces = limit + 1
-    if length // pieces < MIN_PIECE:
+    pieces = _piece_bounds(length, limit + 1)
+    if not pieces:
         return False
+    for a, b in pieces:
+        if qcode[a:b] in code:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _piece_bounds(length: int, pieces: int) -> tuple[tuple[int, int], ...]:
+    """The code slices (start, end) of `pieces` near-equal pieces of a read; none when the pieces
+    would be shorter than MIN_PIECE."""
+    if length // pieces < MIN_PIECE:
+        return ()
     bounds = [i * length // pieces for i in range(pieces + 1)]
-    return not any(qcode[a : b - 2] in code for a, b in zip(bounds[:-1], bounds[1:]))
+    return tuple((a, b - 2) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 def _run_score(n: int, op: str, o: MapOptions) -> int:
