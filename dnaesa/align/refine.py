@@ -11,6 +11,7 @@ Scores are BWA-MEM's: match +1, mismatch -4, a gap of n bases -(6 + n), N -1.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from dnaesa.reference import Reference, reverse_complement
 
 _CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
+#: BAM op codes of parasail's CIGAR that the alignment uses (others never come)
+_PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
 #: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
@@ -171,8 +174,12 @@ class Refiner:
         ref = self.reference.fetch(ci, lo, en + pad)
         o = self.opts
         res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
-        runs = [(int(n), op) for n, op in _CIGAR_RE.findall(res.cigar.decode.decode())]
-        ref_pos = lo + res.cigar.beg_ref
+        cigar = res.cigar
+        raw = cigar.pointer[0]
+        ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
+        # parasail's packed CIGAR (length << 4 | BAM op code), as its decoded text would give it
+        runs = [(n >> 4, _PARASAIL_OPS[n & 15]) for n in ops if (n & 15) in _PARASAIL_OPS]
+        ref_pos = lo + raw.beg_ref
         while runs and runs[0][1] == "D":
             ref_pos += runs.pop(0)[0]
         while runs and runs[-1][1] == "D":
