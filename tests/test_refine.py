@@ -237,3 +237,48 @@ def test_next_best_matches_the_plain_code_at_any_mask():
         assert fast._next_best(queries, qcodes, best, limit) == want
         hits += bool(want)
     assert hits > 100
+
+
+@pytest.mark.parametrize("preset", ["sr", "divergent"])
+def test_ungapped_shortcut_gives_parasails_alignment(preset):
+    """Reads with one or two substitutions (at the ends, side by side, in short tandem repeats,
+    where a gap may do as well or better): the shortcut, where it answers, answers as parasail."""
+    rng = random.Random(7)
+    opts = MapOptions(**PRESETS[preset])
+    used = declined = 0
+    for _ in range(4000):
+        unit = _dna(rng, rng.randint(1, 12))
+        kind = rng.random()
+        if kind < 0.4:
+            contig = _dna(rng, 400)
+        else:  # tandem repeats, mutated, inside random sequence
+            contig = _dna(rng, 100) + _mutate(rng, (unit * 300)[:200], subs=rng.randint(0, 6)) + _dna(rng, 100)
+        ref = Reference("test", ["c0"], [contig])
+        fast, slow = Refiner(ref, opts), Refiner(ref, opts)
+        slow._ungapped_max = None
+        length = rng.choice([48, 60, 100, 150])
+        st = rng.randrange(20, 400 - length - 20)
+        read = list(contig[st : st + length])
+        edits = rng.choice([1, 2])
+        where = rng.random()
+        if where < 0.3:  # near the ends
+            spots = rng.sample(list(range(4)) + list(range(length - 4, length)), edits)
+        elif where < 0.5:  # side by side
+            j = rng.randrange(length - 1)
+            spots = [j, j + 1][:edits]
+        else:
+            spots = rng.sample(range(length), edits)
+        for j in spots:
+            read[j] = rng.choice([b for b in "ACGT" if b != read[j]])
+        read = "".join(read)
+        reverse = rng.random() < 0.5
+        got = fast._affine(read, 0, st, st + length, reverse, edits, True)
+        want = slow._affine(read, 0, st, st + length, reverse, edits, True)
+        assert got == want, (contig, st, read, edits)
+        pad = edits + refine.NARROW_PAD
+        lo = max(st - pad, 0)
+        if fast._ungapped(read, ref.fetch(0, lo, st + length + pad), st - lo, edits) is None:
+            declined += 1
+        else:
+            used += 1
+    assert used > 1000 and declined > 200

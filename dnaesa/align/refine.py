@@ -75,6 +75,13 @@ class Refiner:
         self.reference, self.opts = reference, opts
         self.matrix = score_matrix(opts)
         self._codes: dict[tuple[int, int, int], str] = {}  # window -> triplet_code(window)
+        # `_ungapped`'s proof needs a gap to cost more than a mismatch (both against a match)
+        mismatch, gap = opts.match + opts.mismatch, opts.gap_open + opts.gap_extend
+        #: the longest deletion and insertion that cost no more than two mismatches (None: no fast path)
+        self._ungapped_max = None
+        if gap > mismatch and opts.gap_extend >= 1 and opts.match >= 1:
+            self._ungapped_max = ((2 * mismatch - opts.gap_open) // opts.gap_extend,
+                                  (2 * mismatch - opts.gap_open) // (opts.gap_extend + opts.match))
 
     def align(self, seq: str, candidates: list[Candidate]) -> list[Alignment]:
         """All distinct placements found, best score first (ties keep candidate order)."""
@@ -109,7 +116,9 @@ class Refiner:
             for hit in self._next_best(queries, qcodes, best_window, best + NEXT_BEST_EDITS):
                 hits.setdefault((hit[1], hit[3], hit[4]), hit)
         ranked = sorted((h for h in hits.values() if h[0] <= best + margin), key=lambda h: h[0])
-        out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed) for ed, ci, st, en, rev in ranked) if a is not None]
+        acgt = qcodes is not None
+        out = [a for a in (self._affine(queries[rev], ci, st, en, rev, ed, acgt) for ed, ci, st, en, rev in ranked)
+               if a is not None]
         out.sort(key=lambda a: -a.score)
         return _distinct(out)
 
@@ -166,13 +175,88 @@ class Refiner:
                 break
         return found
 
-    def _affine(self, query: str, ci: int, st: int, en: int, reverse: bool, edits: int) -> Alignment | None:
+    def _ungapped(self, query: str, ref: str, u: int, edits: int) -> list[tuple[int, str]] | None:
+        """The runs of parasail's alignment of `query` (ACGT only) in `ref` (the narrowed window)
+        when it is the gap-free one at `u` with `edits` (1 or 2) mismatches; None when that is not
+        certain (then parasail must run).
+
+        Costs against an all-match score: a mismatch c = match + mismatch, a gap open + n extend
+        (+ n match for an insertion), and gap > c. The gap-free alignment U (cost c * edits) is the
+        only optimum, so parasail's traceback returns it, when every other alignment G costs more.
+        Where G leaves U's diagonal it does so on stretches J of the read; G's cost less U's is
+        the sum over them of (G's gaps and mismatches in J) - (U's mismatches in J), so G can only
+        compete through one J where that is <= 0:
+        - J inside the read needs two gaps: 2 gap - c * edits > 0.
+        - J at an end holding one mismatch of U, or with a mismatch of its own, or two gaps:
+          > 0 likewise. Left: J at an end with both mismatches (edits = 2), one gap (a deletion
+          of <= max_del or an insertion of <= max_ins bases) and no mismatch: checked exactly.
+        - J the whole read (G never on U's diagonal): G has at most 2 'touches' (mismatches,
+          gaps; a short insertion may touch two thirds of the read), so one third of the read
+          aligns exactly at another place: checked by looking each third up in the window."""
+        length = len(query)
+        max_del, max_ins = self._ungapped_max
+        if length < 48 or length > 10000 or length // 3 <= max_ins + 2 or ref.translate(_DROP_ACGT):
+            return None
+        x = int.from_bytes(query.encode(), "big") ^ int.from_bytes(ref[u : u + length].encode(), "big")
+        mism = []
+        while x:  # the differing bytes, first position first
+            i = (x.bit_length() - 1) >> 3
+            mism.append(length - 1 - i)
+            if len(mism) > edits:
+                return None
+            x &= (1 << (i << 3)) - 1
+        if len(mism) != edits:
+            return None
+        for a, b in ((0, length // 3), (length // 3, 2 * length // 3), (2 * length // 3, length)):
+            piece = query[a:b]
+            at = ref.find(piece)
+            while at >= 0:
+                if at != u + a:
+                    return None
+                at = ref.find(piece, at + 1)
+        if edits == 2:
+            j1, j2 = mism
+            for g in range(1, max_del + 1):  # a deletion, then the rest of the read elsewhere
+                if query[j1:] == ref[u + j1 + g : u + length + g]:
+                    return None
+                if u - g >= 0 and query[: j2 + 1] == ref[u - g : u + j2 + 1 - g]:
+                    return None
+            for g in range(1, max_ins + 1):  # an insertion, likewise
+                if j2 + 1 - g <= 0 or query[j1 + g :] == ref[u + j1 : u + length - g]:
+                    return None
+                if query[: j2 + 1 - g] == ref[u + g : u + j2 + 1]:
+                    return None
+        runs: list[tuple[int, str]] = []
+        done = 0
+        for j in mism:
+            if j > done:
+                runs.append((j - done, "="))
+            if runs and runs[-1][1] == "X":
+                runs[-1] = (runs[-1][0] + 1, "X")
+            else:
+                runs.append((1, "X"))
+            done = j + 1
+        if done < length:
+            runs.append((length - done, "="))
+        return runs
+
+    def _affine(self, query: str, ci: int, st: int, en: int, reverse: bool, edits: int,
+                acgt: bool = False) -> Alignment | None:
+        """The affine alignment of the read (`query`, only ACGT when `acgt`) found by edlib at
+        st..en with `edits` edits: parasail's in a window narrowed around it, clipped."""
         if edits == 0 and en - st == len(query) and "N" not in query:  # an exact match needs no DP
             return build_alignment(self.reference, ci, st, reverse, query, [(len(query), "=")], self.opts)
         pad = edits + NARROW_PAD
         lo = max(st - pad, 0)
         ref = self.reference.fetch(ci, lo, en + pad)
         o = self.opts
+        if acgt and edits <= 2 and en - st == len(query) and self._ungapped_max:
+            runs = self._ungapped(query, ref, st - lo, edits)
+            if runs is not None:  # parasail's alignment, without running it
+                runs, ref_pos = clip_ends(runs, st, o)
+                if not runs:
+                    return None
+                return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
         res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
         cigar = res.cigar
         raw = cigar.pointer[0]
