@@ -77,22 +77,7 @@ def _spec_next_best(queries, best_window, limit):
 def _spec_locate(queries, window, reverse, tight, loose):
     if reverse is None:
         reverse = _orientation(queries, window)
-    orientations = (False, True) if reverse is None else (reverse,)
-    length = len(queries[0])
-    found = []
-    for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
-        for rev in orientations:
-            res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
-            if res["editDistance"] < 0:
-                continue
-            last_end = None
-            for loc_start, loc_end in res["locations"]:
-                if last_end is None or loc_end - last_end > length // 2:
-                    found.append((res["editDistance"], loc_start, loc_end, rev))
-                    last_end = loc_end
-        if found:
-            break
-    return found
+    return _spec_locate_orient(queries, window, (False, True) if reverse is None else (reverse,), tight, loose)
 
 
 def _dna(rng, n, alphabet="ACGT"):
@@ -282,3 +267,48 @@ def test_ungapped_shortcut_gives_parasails_alignment(preset):
         else:
             used += 1
     assert used > 1000 and declined > 200
+
+
+def test_locate_matches_the_plain_tiers():
+    """Reads 0-45% edited, in their window or not: the higher edit limits done in one edlib pass
+    find what the plain tier-by-tier search finds."""
+    rng = random.Random(8)
+    tiers_used = set()
+    for _ in range(600):
+        window = _dna(rng, rng.randint(200, 1200))
+        length = rng.choice([50, 100, 150])
+        at = rng.randrange(0, len(window) - length)
+        read = _mutate(rng, window[at : at + length], subs=rng.randint(0, int(0.45 * length)), indels=rng.randint(0, 3))
+        if rng.random() < 0.3:
+            read = _dna(rng, length)
+        if rng.random() < 0.5:
+            read = reverse_complement(read)
+        queries = (read, reverse_complement(read))
+        tight, loose = max(12, len(read) // 10), int(0.4 * len(read)) + 5
+        if rng.random() < 0.3:
+            loose = rng.randint(1, loose)
+        tight = min(tight, loose)
+        reverse = rng.choice([None, False, True])
+        orientations = (False, True) if reverse is None else (reverse,)
+        want = _spec_locate_orient(queries, window, orientations, tight, loose)
+        assert Refiner._locate(queries, window, orientations, tight, loose) == want
+        if want:
+            tiers_used.add(min(t for t in (tight, 2 * tight, loose) if t >= want[0][0]))
+    assert len(tiers_used) >= 3
+
+
+def _spec_locate_orient(queries, window, orientations, tight, loose):
+    found = []
+    for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
+        for rev in orientations:
+            res = edlib.align(queries[rev], window, mode="HW", task="locations", k=limit)
+            if res["editDistance"] < 0:
+                continue
+            last_end = None
+            for loc_start, loc_end in res["locations"]:
+                if last_end is None or loc_end - last_end > len(queries[0]) // 2:
+                    found.append((res["editDistance"], loc_start, loc_end, rev))
+                    last_end = loc_end
+        if found:
+            break
+    return found

@@ -167,10 +167,17 @@ class Refiner:
         Tries the `tight` edit limit first (fast, and it rejects the wrong orientation at once), then
         twice that, and the `loose` one only when no orientation fits a tighter one: edlib's cost
         grows with the limit. Equally good matches at distinct places (tandem repeats) all count."""
+        limits = sorted({min(tight, loose), min(2 * tight, loose), loose})
         found = []
-        for limit in sorted({min(tight, loose), min(2 * tight, loose), loose}):
-            for rev in orientations:
-                found.extend(_edlib_hits(queries[rev], window, limit, rev))
+        for rev in orientations:
+            found.extend(_edlib_hits(queries[rev], window, limits[0], rev))
+        if found or len(limits) == 1:
+            return found
+        # the higher limits in one pass: within a limit, edlib finds what it finds within the
+        # highest one at no more edits (the same edits and places), and nothing else
+        top = [_edlib_hits(queries[rev], window, limits[-1], rev) for rev in orientations]
+        for limit in limits[1:]:
+            found = [hit for hits in top for hit in hits if hit[0] <= limit]
             if found:
                 break
         return found
