@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import re
 from dataclasses import dataclass
 
 import edlib
@@ -24,7 +23,6 @@ from dnaesa.align.types import Alignment
 from dnaesa.options import MapOptions
 from dnaesa.reference import Reference, reverse_complement
 
-_CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: BAM op codes of parasail's CIGAR that the alignment uses (others never come)
 _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
@@ -37,9 +35,7 @@ NEXT_BEST_EDITS = 3
 CODE_CACHE = 8192
 #: pieces shorter than this make the exact-piece filter of the masked re-search cost more than it saves
 MIN_PIECE = 8
-_BASE_CODE = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    _BASE_CODE[_b] = _i
+_BASE_TABLE = bytes(b"ACGT".find(bytes([c])) % 5 for c in range(256))  # ACGT -> 0-3, else 4
 #: the 3-mer code of the reverse complement of each 3-mer (bases 0-3 ACGT, 4 N; code 25a + 5b + c)
 _COMP_CODE = (3, 2, 1, 0, 4)
 _RC_CODE = {25 * a + 5 * b + c: chr(25 * _COMP_CODE[c] + 5 * _COMP_CODE[b] + _COMP_CODE[a])
@@ -104,8 +100,7 @@ class Refiner:
                 if qcodes is None:
                     reverse = _orientation(queries, window)
                 else:
-                    code = self._window_code(cand, window)
-                    reverse = _probe_orientation(len(seq), lambda rev, o: qcodes[rev][o : o + 14] in code)
+                    reverse = _code_orientation(qcodes, self._window_code(cand, window), len(seq))
             orientations = (False, True) if reverse is None else (reverse,)
             for edits, loc_start, loc_end, reverse in self._locate(queries, window, orientations, min(tight, limit), limit):
                 if edits < best:
@@ -139,7 +134,7 @@ class Refiner:
             code = masked_code(self._window_code(cand, window), loc_start, loc_end)
             reverse = cand.reverse
             if reverse is None:
-                reverse = _probe_orientation(len(queries[0]), lambda rev, o: qcodes[rev][o : o + 14] in code)
+                reverse = _code_orientation(qcodes, code, len(queries[0]))
             orientations = (False, True) if reverse is None else (reverse,)
             found = []
             for rev in orientations:
@@ -313,17 +308,19 @@ def _orientation(queries: tuple[str, str], window: str, probe: int = 16) -> bool
     return None if f == r else r
 
 
-def _probe_orientation(length: int, has, probe: int = 16) -> bool | None:
-    """`_orientation` with `has(rev, offset)` telling whether the probe of that strand at that offset
-    of the read occurs in the window."""
+def _code_orientation(qcodes: tuple[str, str], code: str, length: int, probe: int = 16) -> bool | None:
+    """`_orientation` by 3-mer codes: `qcodes` those of the read (no N) and of its reverse
+    complement, `code` that of the window."""
     if length < 3 * probe:
         return None
+    fwd, rev = qcodes
+    n = probe - 2
     mid = length // 2 - probe // 2
-    f, r = has(False, mid), has(True, mid)
+    f, r = fwd[mid : mid + n] in code, rev[mid : mid + n] in code
     if f != r:
         return r
     for o in (0, length - probe):
-        f, r = f or has(False, o), r or has(True, o)
+        f, r = f or fwd[o : o + n] in code, r or rev[o : o + n] in code
     return None if f == r else r
 
 
@@ -334,8 +331,11 @@ def triplet_code(seq: str) -> str:
     of the code of `seq`; over 125 symbols instead of 4, Python's substring search skips ahead."""
     if len(seq) < 3:
         return ""
-    a = _BASE_CODE[np.frombuffer(seq.encode("ascii", "replace"), dtype=np.uint8)]
-    return (a[:-2] * 25 + a[1:-1] * 5 + a[2:]).tobytes().decode("latin-1")
+    a = np.frombuffer(seq.encode("ascii", "replace").translate(_BASE_TABLE), dtype=np.uint8)
+    code = a[:-2] * 25
+    code += a[1:-1] * 5
+    code += a[2:]
+    return code.tobytes().decode("latin-1")
 
 
 def masked_code(code: str, start: int, end: int) -> str:
