@@ -312,3 +312,15 @@ def _spec_locate_orient(queries, window, orientations, tight, loose):
         if found:
             break
     return found
+
+
+def test_window_code_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(refine, "CODE_CACHE", 3000)
+    rng = random.Random(9)
+    ref = Reference("test", ["c0"], [_dna(rng, 20000)])
+    fast = Refiner(ref, MapOptions())
+    for start in range(0, 18000, 1000):
+        cand = Candidate(0, start, start + 1500, None)
+        window = ref.fetch(0, start, start + 1500)
+        assert fast._window_code(cand, window) == triplet_code(window)
+        assert fast._code_chars <= 3000 + 1500 and len(fast._codes) <= 3

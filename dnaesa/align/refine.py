@@ -31,8 +31,8 @@ NARROW_PAD = 8
 #: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
 #: (3 more mismatches already give MAPQ 60)
 NEXT_BEST_EDITS = 3
-#: windows whose 3-mer code strings (`triplet_code`) are kept, per process
-CODE_CACHE = 8192
+#: 3-mer code strings (`triplet_code`) of windows kept, per process: at most this many characters
+CODE_CACHE = 16_000_000
 #: pieces shorter than this make the exact-piece filter of the masked re-search cost more than it saves
 MIN_PIECE = 8
 _BASE_TABLE = bytes(b"ACGT".find(bytes([c])) % 5 for c in range(256))  # ACGT -> 0-3, else 4
@@ -71,6 +71,7 @@ class Refiner:
         self.reference, self.opts = reference, opts
         self.matrix = score_matrix(opts)
         self._codes: dict[tuple[int, int, int], str] = {}  # window -> triplet_code(window)
+        self._code_chars = 0
         # `_ungapped`'s proof needs a gap to cost more than a mismatch (both against a match)
         mismatch, gap = opts.match + opts.mismatch, opts.gap_open + opts.gap_extend
         #: the longest deletion and insertion that cost no more than two mismatches (None: no fast path)
@@ -148,9 +149,11 @@ class Refiner:
         key = (cand.contig_index, cand.start, cand.end)
         code = self._codes.get(key)
         if code is None:
-            if len(self._codes) >= CODE_CACHE:
+            if self._code_chars >= CODE_CACHE:
                 self._codes.clear()
+                self._code_chars = 0
             code = self._codes[key] = triplet_code(window)
+            self._code_chars += len(code)
         return code
 
     @staticmethod
