@@ -298,32 +298,27 @@ def _edlib_hits(query: str, window: str, limit: int, rev: bool) -> list[tuple[in
 def _orientation(queries: tuple[str, str], window: str, probe: int = 16) -> bool | None:
     """The read's orientation in `window` when exact probes (16-mers at its middle, then its start
     and end) find only one of them; None when neither or both: saves edlib a wrong-strand pass."""
-    fwd, rev = queries
-    length = len(fwd)
-    if length < 3 * probe:
-        return None
-    mid = length // 2 - probe // 2
-    f, r = fwd[mid : mid + probe] in window, rev[mid : mid + probe] in window
-    if f != r:
-        return r
-    for o in (0, length - probe):
-        f, r = f or fwd[o : o + probe] in window, r or rev[o : o + probe] in window
-    return None if f == r else r
+    return _probe_orientation(queries, window, len(queries[0]), probe, probe)
 
 
 def _code_orientation(qcodes: tuple[str, str], code: str, length: int, probe: int = 16) -> bool | None:
     """`_orientation` by 3-mer codes: `qcodes` those of the read (no N) and of its reverse
-    complement, `code` that of the window."""
+    complement, `code` that of the window (a probe of `probe` bases is `probe - 2` codes)."""
+    return _probe_orientation(qcodes, code, length, probe, probe - 2)
+
+
+def _probe_orientation(queries: tuple[str, str], hay: str, length: int, probe: int, span: int) -> bool | None:
+    """The probes of `_orientation`: `span` characters of each query at the read offsets of its
+    middle, start and end `probe`-mers, looked up in `hay`."""
     if length < 3 * probe:
         return None
-    fwd, rev = qcodes
-    n = probe - 2
+    fwd, rev = queries
     mid = length // 2 - probe // 2
-    f, r = fwd[mid : mid + n] in code, rev[mid : mid + n] in code
+    f, r = fwd[mid : mid + span] in hay, rev[mid : mid + span] in hay
     if f != r:
         return r
     for o in (0, length - probe):
-        f, r = f or fwd[o : o + n] in code, r or rev[o : o + n] in code
+        f, r = f or fwd[o : o + span] in hay, r or rev[o : o + span] in hay
     return None if f == r else r
 
 
