@@ -66,8 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-candidates", type=int, default=_MAP.max_candidates, metavar="N",
                    help=f"at most N candidate windows aligned per read [{_MAP.max_candidates}]")
     m.add_argument("--rescue", type=int, default=_MAP.rescue_top_k, metavar="K",
-                   help=f"a read that no candidate places is aligned against up to {_MAP.rescue_candidates} "
-                        f"of its K best hits, unpruned; 0 = off [{_MAP.rescue_top_k}]")
+                   help=f"a read that no candidate places, but whose embedding score says it resembles "
+                        f"some fragment, is aligned against up to {_MAP.rescue_candidates} of its K best "
+                        f"hits, unpruned; 0 = off [{_MAP.rescue_top_k}]")
     m.add_argument("--candidate-ratio", type=float, default=_MAP.candidate_ratio, metavar="F",
                    help=f"align candidates scoring at least F x the best embedding score [{_MAP.candidate_ratio}]")
     m.add_argument("-T", "--min-score", type=int, default=_MAP.min_score, metavar="S",
