@@ -21,6 +21,8 @@ divergence from 22.4% to 84.4% (k 9: 92.3%), at no loss on a human chrX slice.
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -192,9 +194,6 @@ class SketchModelEncoder(Encoder):
                      "ff_dim", "stem_kernel", "stride", "attention_window", "spaced_seeds")
 
     def __init__(self, path, device: str = "cpu"):
-        import json
-        from pathlib import Path
-
         from safetensors.numpy import load_file
 
         self.path = Path(path)
@@ -217,8 +216,6 @@ class SketchModelEncoder(Encoder):
 
     def identity(self) -> str:
         if self._identity is None:
-            import json
-
             h = hashlib.sha1(json.dumps({k: self.config.get(k) for k in self.IDENTITY_KEYS}, sort_keys=True).encode())
             for key, array in sorted(self.tensors.items()):
                 h.update(key.encode())

@@ -46,6 +46,15 @@ def _read_shard(path: str) -> faiss.Index:
         raise ValueError(f"{path}: not a readable FAISS index ({str(err).splitlines()[0][:120]}); rebuild the index") from err
 
 
+def _write_shards(shards: list[faiss.Index], directory: str | Path, first: int) -> list[str]:
+    """Write shards as shard{first:03d}.faiss, ... into `directory`; returns the names."""
+    names = []
+    for n, shard in enumerate(shards, start=first):
+        names.append(f"shard{n:03d}.faiss")
+        faiss.write_index(shard, str(Path(directory) / names[-1]))
+    return names
+
+
 class VectorStore:
     """Unit vectors with ids 0..n-1 in insertion order; `search` -> (scores, ids), best first."""
 
@@ -116,10 +125,9 @@ class VectorStore:
             import torch
 
             dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float16 if device == "cuda" else torch.float32
-            # converted in slices into one preallocated matrix: no second float32 copy of the store,
-            # and no list of parts to concatenate (which briefly held two copies of the matrix)
-            # files not read yet are read one at a time and, without keep_faiss, dropped once copied:
-            # the peak is the matrix plus one float32 shard
+            # converted slice by slice into one preallocated matrix; shard files not read yet are read
+            # one at a time and, without keep_faiss, dropped once copied: the peak is the matrix
+            # plus one float32 shard
             matrix = torch.empty((self.ntotal, self.dim), dtype=dtype, device=device)
             kept, row = [], 0
             for shard in [*self.shards, *self._unread]:
@@ -187,22 +195,14 @@ class VectorStore:
 
     def save(self, directory: str | Path) -> list[str]:
         """Write one file per shard into `directory`; returns their names (for the manifest)."""
-        names = []
-        for n, shard in enumerate(self._read_all()):
-            name = f"shard{n:03d}.faiss"
-            faiss.write_index(shard, str(Path(directory) / name))
-            names.append(name)
-        return names
+        return _write_shards(self._read_all(), directory, 0)
 
     def spill(self, directory: str | Path, first: int, keep_last: bool = True) -> list[str]:
         """Write the shards in memory to `directory` as shard{first}, shard{first+1}, ... and drop
         them from memory (with `keep_last`, all but the last, which may still grow): an index is
         built with one shard in memory at a time. Returns the names written."""
         ready = self.shards[:-1] if keep_last else self.shards
-        names = []
-        for n, shard in enumerate(ready, start=first):
-            names.append(f"shard{n:03d}.faiss")
-            faiss.write_index(shard, str(Path(directory) / names[-1]))
+        names = _write_shards(ready, directory, first)
         self.shards = self.shards[len(ready):]
         return names
 

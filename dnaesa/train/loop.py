@@ -286,8 +286,9 @@ class Trainer:
             self.refresh_bank()
         depth = min(o.mine_pool + 4, self.bank.shape[0])  # a read lies wholly inside 1-2 windows
         top = (read_emb.to(self.bank.dtype) @ self.bank.T).topk(depth, dim=1).indices.cpu().numpy()
-        contains = containment_mask(spans, self.bank_windows[top.reshape(-1), :2], o.fragment_len)
-        contains = contains.reshape(len(spans), len(spans), depth)[np.arange(len(spans)), np.arange(len(spans))]
+        win = self.bank_windows[top]  # (reads, depth, 3): each read against its own hits only
+        contains = ((win[..., 0] == spans[:, None, 0]) & (win[..., 1] <= spans[:, None, 1])
+                    & (win[..., 1] + o.fragment_len >= spans[:, None, 2]))
         picked = []
         for row, bad in zip(top, contains):
             pool = row[~bad][: o.mine_pool]
