@@ -44,13 +44,14 @@ def test_tokenizer_save_load(tmp_path):
 
 
 def test_untrained_model_is_exactly_the_count_sketch():
-    """Step 0 = KmerSketchEncoder, bit for bit, with and without the context network."""
+    """Step 0 = KmerSketchEncoder (to the last bit or so: torch's and numpy's sqrt may differ in
+    it on some CPUs), with and without the context network."""
     seqs = random_seqs(5, 300) + random_seqs(2, 1250, seed=4) + ["ACGTNNNN" * 40, "AT" * 200, "ACG", ""]
     for context_layers in (-1, 1):
         enc = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(**{**TINY, "context_layers": context_layers})))
-        assert np.array_equal(enc.encode(seqs, batch_size=4), KmerSketchEncoder(k=6, dim=64).encode(seqs))
+        np.testing.assert_allclose(enc.encode(seqs, batch_size=4), KmerSketchEncoder(k=6, dim=64).encode(seqs), rtol=0, atol=1e-7)
     default = TransformerEncoder(DnaKmerWeightModel(DnaKmerWeightConfig(spaced_seeds=["11011011011"])))  # k=8, dim=4096
-    assert np.array_equal(default.encode(seqs), KmerSketchEncoder().encode(seqs))
+    np.testing.assert_allclose(default.encode(seqs), KmerSketchEncoder().encode(seqs), rtol=0, atol=1e-7)
 
 
 def perturbed_encoder(seed: int = 0, context_layers: int = 1) -> TransformerEncoder:
