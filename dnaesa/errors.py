@@ -28,3 +28,16 @@ class InputError(DnaesaError):
 
 class IndexDirError(DnaesaError):
     """An index directory that cannot be used (corrupt, or built by another encoder)."""
+
+
+class OutputError(DnaesaError):
+    """An output that cannot be written where it was asked for (missing or read-only folder, a
+    directory, one of the inputs, an unsupported format, a full disk)."""
+
+
+class OptionsError(DnaesaError, ValueError):
+    """An option value out of range (also a ValueError, for API users who catch that)."""
+
+
+class WorkerError(DnaesaError):
+    """A worker process died (killed, or out of memory): the run stops, leaving no output."""

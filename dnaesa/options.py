@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnaesa.errors import OptionsError
+
 
 @dataclass(frozen=True)
 class IndexOptions:
@@ -23,13 +25,13 @@ class IndexOptions:
 
     def __post_init__(self) -> None:
         if not 50 <= self.max_read_len < self.fragment_len:
-            raise ValueError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
+            raise OptionsError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
         if self.fragment_len > 100_000:
-            raise ValueError(f"fragment_len must be at most 100000, got {self.fragment_len}")
+            raise OptionsError(f"fragment_len must be at most 100000, got {self.fragment_len}")
         if self.index_kind not in ("flat", "hnsw"):
-            raise ValueError(f"index_kind must be flat or hnsw, got {self.index_kind!r}")
+            raise OptionsError(f"index_kind must be flat or hnsw, got {self.index_kind!r}")
         if self.shard_size < 1000:
-            raise ValueError(f"shard_size must be at least 1000, got {self.shard_size}")
+            raise OptionsError(f"shard_size must be at least 1000, got {self.shard_size}")
 
     @property
     def stride(self) -> int:
@@ -83,19 +85,19 @@ class MapOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
-            raise ValueError(f"top_k must be in [1, 1024], got {self.top_k}")
+            raise OptionsError(f"top_k must be in [1, 1024], got {self.top_k}")
         if not 0.0 <= self.candidate_ratio <= 1.0:
-            raise ValueError(f"candidate_ratio must be in [0, 1], got {self.candidate_ratio}")
+            raise OptionsError(f"candidate_ratio must be in [0, 1], got {self.candidate_ratio}")
         if self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be at least 1, got {self.max_candidates}")
+            raise OptionsError(f"max_candidates must be at least 1, got {self.max_candidates}")
         if not 0 <= self.rescue_top_k <= 1024 or self.rescue_candidates < 0:
-            raise ValueError(f"rescue_top_k must be in [0, 1024] and rescue_candidates >= 0, got "
+            raise OptionsError(f"rescue_top_k must be in [0, 1024] and rescue_candidates >= 0, got "
                              f"{self.rescue_top_k}, {self.rescue_candidates}")
         if self.match < 1 or self.mismatch < 1 or self.gap_open < 0 or self.gap_extend < 1:
-            raise ValueError("scores must be positive: match >= 1, mismatch >= 1, gap_open >= 0, gap_extend >= 1")
+            raise OptionsError("scores must be positive: match >= 1, mismatch >= 1, gap_open >= 0, gap_extend >= 1")
         if self.secondary < 0:
-            raise ValueError(f"secondary must be >= 0, got {self.secondary}")
+            raise OptionsError(f"secondary must be >= 0, got {self.secondary}")
         if self.search_backend not in ("auto", "faiss", "torch", "torch-bf16"):
-            raise ValueError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
+            raise OptionsError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")

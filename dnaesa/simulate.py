@@ -34,6 +34,7 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_reference
 from dnaesa.reference import reverse_complement
 
@@ -163,7 +164,7 @@ class _Sampler:
     def draw(self, width: int) -> tuple[int, int]:
         """(contig index, start) of a window of `width` bases holding no N."""
         if not any(len(seq) >= width for _, seq in self.contigs):
-            raise ValueError(f"no contig is long enough for a {width} bp window")
+            raise OptionsError(f"no contig is long enough for a {width} bp window")
         for _ in range(100_000):
             pos = int(self.rng.integers(0, int(self.cum[-1])))
             ci = int(np.searchsorted(self.cum, pos, side="right"))
@@ -171,7 +172,7 @@ class _Sampler:
             seq = self.contigs[ci][1]
             if start + width <= len(seq) and "N" not in seq[start:start + width]:
                 return ci, start
-        raise ValueError("could not find a reference window without N")
+        raise OptionsError("could not find a reference window without N")
 
 
 def _one_read(sampler: _Sampler, index: int, length: int, rates: tuple[float, float, float],
@@ -209,7 +210,7 @@ def simulate_reads(contigs: list[tuple[str, str]] | dict[str, str], n: int, leng
                    divergence: float = 0.0, max_indel: int = 3) -> list[SimRead]:
     """`n` reads of `length` bases from `contigs` (see the module docstring for the model)."""
     if length < 1 or n < 0:
-        raise ValueError("length must be >= 1 and n >= 0")
+        raise OptionsError("length must be >= 1 and n >= 0")
     sampler = _Sampler(_load_contigs(contigs), np.random.default_rng(seed))
     rates = (sub_rate, indel_rate, divergence)
     return [_one_read(sampler, i, length, rates, max_indel) for i in range(n)]

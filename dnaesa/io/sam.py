@@ -21,6 +21,7 @@ from typing import Sequence, TextIO
 import pysam
 
 from dnaesa.align.types import Alignment
+from dnaesa.errors import OptionsError, OutputError
 from dnaesa.io.fastx import Read
 from dnaesa.reference import reverse_complement
 
@@ -48,10 +49,10 @@ def parse_read_group(rg: str) -> dict:
     """
     text = rg.replace("\\t", "\t").strip()
     if not text:
-        raise ValueError("empty read group")
+        raise OptionsError("empty read group")
     if not text.startswith(("@RG", "ID:")):
         if any(c.isspace() for c in text):
-            raise ValueError(f"read group ID {text!r} contains whitespace")
+            raise OptionsError(f"read group ID {text!r} contains whitespace")
         return {"ID": text, "SM": text}
     fields = [f for f in text.split("\t") if f]
     if fields[0] == "@RG":
@@ -59,10 +60,10 @@ def parse_read_group(rg: str) -> dict:
     group: dict[str, str] = {}
     for field in fields:
         if not _RG_FIELD.fullmatch(field):
-            raise ValueError(f"bad read-group field {field!r} (expected TAG:value)")
+            raise OptionsError(f"bad read-group field {field!r} (expected TAG:value)")
         group[field[:2]] = field[3:]
     if "ID" not in group:
-        raise ValueError(f"read group {rg!r} has no ID field")
+        raise OptionsError(f"read group {rg!r} has no ID field")
     return group
 
 

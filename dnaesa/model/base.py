@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dnaesa.errors import OptionsError
+
 #: bundled models, one directory each; `weights/default` is what `align` uses (MODEL.md)
 BUNDLED_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL_DIR = BUNDLED_DIR / "default"
@@ -49,9 +51,9 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
+        raise OptionsError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+        raise OptionsError(f"unknown device {device!r}: use auto, cpu or cuda")
     return device
 
 
@@ -76,13 +78,13 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
         for item in filter(None, spec[5:].split(",")):
             key, _, value = item.partition("=")
             if key not in ("k", "dim", "seed") or not value.isdigit():
-                raise ValueError(f"{spec}: kmer parameters are k=, dim= and seed=, e.g. kmer:k=8,dim=4096")
+                raise OptionsError(f"{spec}: kmer parameters are k=, dim= and seed=, e.g. kmer:k=8,dim=4096")
             params[key] = int(value)
         return KmerSketchEncoder(device=device, **params)
     path = BUNDLED_DIR / spec if (BUNDLED_DIR / spec / "config.json").exists() else Path(spec)
     if not (path / "config.json").exists():
         bundled = sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "config.json").exists()) if BUNDLED_DIR.exists() else []
-        raise ValueError(f"{spec}: not an encoder name (default, kmer, {', '.join(bundled)}) nor a model directory with config.json")
+        raise OptionsError(f"{spec}: not an encoder name (default, kmer, {', '.join(bundled)}) nor a model directory with config.json")
     import json
 
     from dnaesa.model.kmer import SketchModelEncoder
