@@ -37,8 +37,10 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
                    help=f"longest read the index serves wholly inside one fragment; sets the stride [{_IDX.max_read_len}]")
     g.add_argument("--fragment-len", type=int, default=_IDX.fragment_len, metavar="N",
                    help=f"reference fragment length [{_IDX.fragment_len}]")
-    g.add_argument("--index-kind", default=_IDX.index_kind, choices=["flat", "hnsw"],
-                   help=f"FAISS index per shard: exact (flat) or graph (hnsw) [{_IDX.index_kind}]")
+    g.add_argument("--store", "--index-kind", dest="index_kind", default=_IDX.index_kind,
+                   choices=["auto", "flat", "hnsw", "int8", "int4"],
+                   help="vector store: exact float32 (flat), graph (hnsw), or exact search over 1-byte (int8) or "
+                        "4-bit (int4) codes; auto: int4 from 100,000 fragments (~100 Mb) up, else flat [auto]")
     g.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it matches")
 
 

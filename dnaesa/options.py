@@ -19,7 +19,9 @@ class IndexOptions:
 
     fragment_len: int = 1250
     max_read_len: int = 250
-    index_kind: str = "flat"
+    #: store kind (`dnaesa/store/vector_store.py`): auto, flat, hnsw, int8 or int4; `auto` takes int4
+    #: for references of 100,000 fragments (about 100 Mb) or more, flat below
+    index_kind: str = "auto"
     #: vectors per FAISS shard file (16,384 x 4,096 float32 = 268 MB): loading converts one at a time
     shard_size: int = 16_384
 
@@ -28,8 +30,8 @@ class IndexOptions:
             raise OptionsError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
         if self.fragment_len > 100_000:
             raise OptionsError(f"fragment_len must be at most 100000, got {self.fragment_len}")
-        if self.index_kind not in ("flat", "hnsw"):
-            raise OptionsError(f"index_kind must be flat or hnsw, got {self.index_kind!r}")
+        if self.index_kind not in ("auto", "flat", "hnsw", "int8", "int4"):
+            raise OptionsError(f"index_kind must be auto, flat, hnsw, int8 or int4, got {self.index_kind!r}")
         if self.shard_size < 1000:
             raise OptionsError(f"shard_size must be at least 1000, got {self.shard_size}")
 

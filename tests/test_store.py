@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dnaesa.errors import IndexDirError
 from dnaesa.store.vector_store import VectorStore
 
 
@@ -108,5 +109,5 @@ def test_spilled_shards_load_lazily_and_search_like_one_index(vectors, tmp_path)
     matrix_store = VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=5000).to("cpu", "torch", keep_faiss=False)
     assert matrix_store.shards == [] and matrix_store.ntotal == 5000
     np.testing.assert_array_equal(matrix_store.search(queries, 10)[1], want[1])
-    with pytest.raises(ValueError, match="manifest"):
+    with pytest.raises(IndexDirError, match="manifest"):
         VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=4000).to("cpu", "torch", keep_faiss=False)

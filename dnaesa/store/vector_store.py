@@ -1,19 +1,33 @@
 """`VectorStore`: inner-product search over unit vectors, in shards searched one by one and merged.
 
-Shards bound the memory of one FAISS index and let a store hold many genomes; each shard is an exact
-`IndexFlatIP` (default) or an `IndexHNSWFlat` for large references. On `device="cuda"` the shards go
-to faiss-gpu when it is installed; without it, the vectors go to the GPU as float16 and search is a
-matrix product plus top-k in torch, which returns the same hits as the exact CPU index (up to ties
-and float16 rounding).
+Store kinds (`IndexOptions.index_kind`, `dnaesa index --store KIND`):
+
+- `flat`: exact FAISS `IndexFlatIP` shards (float32 on disk, 4 x dim bytes a vector); searched by
+  FAISS, or converted once into one torch matrix (bfloat16 on CPUs with AMX / AVX512-BF16).
+- `hnsw`: FAISS `IndexHNSWFlat` shards (graph search; approximate).
+- `int8`, `int4`: integer codes of each vector (`codes.py`; dim or dim / 2 bytes a vector), one
+  `.npy` file a shard, memory-mapped read-only and searched shard by shard with a merged top k, so
+  resident memory stays bounded by the pages touched and worker processes share them.
+
+On `device="cuda"` FAISS shards go to faiss-gpu when it is installed; without it, the vectors go to
+the GPU as float16 and search is a matrix product plus top-k in torch; code shards are copied to
+the GPU and unpacked there one at a time. A shard's file is checked against its checksum (from the
+manifest) when first read, and a float shard holding NaN or infinity is refused.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from dnaesa.errors import IndexDirError
+from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, quantize, search_code_shards
+
+STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
+HNSW_EF_SEARCH = 128
 RECONSTRUCT_CHUNK = 16384
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -28,10 +42,29 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         pass
     return False
-HNSW_EF_SEARCH = 128
 
 
-def _new_shard(dim: int, kind: str) -> faiss.Index:
+def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
+    """`sha256:<hex>` of a file, read in blocks (about 1.6 GB/s here)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _verify(path: str, checksums: dict | None) -> None:
+    if checksums is None:
+        return
+    want = checksums.get(Path(path).name)
+    if want is None or file_checksum(path) != want:
+        raise IndexDirError(f"{path}: the shard file does not match the manifest's checksum (damaged or replaced); "
+                            "rebuild the index with --rebuild-index")
+
+
+def _new_shard(dim: int, kind: str):
+    if kind in CODE_KINDS:
+        return np.zeros((0, code_width(kind, dim)), dtype=np.uint8)
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -39,19 +72,41 @@ def _new_shard(dim: int, kind: str) -> faiss.Index:
     return index
 
 
-def _read_shard(path: str) -> faiss.Index:
+def _size(shard) -> int:
+    return len(shard) if isinstance(shard, np.ndarray) else shard.ntotal
+
+
+def _read_shard(path: str, kind: str, checksums: dict | None = None):
+    """A shard file: a FAISS index, or (code kinds) a read-only memory map of its codes. Checked
+    against `checksums` (name -> checksum) when given; float vectors must be finite."""
+    _verify(path, checksums)
+    if kind in CODE_KINDS:
+        try:
+            return np.load(path, mmap_mode="c")
+        except (OSError, ValueError) as err:
+            raise IndexDirError(f"{path}: not a readable shard ({err}); rebuild the index with --rebuild-index") from err
     try:
-        return faiss.read_index(path)
+        shard = faiss.read_index(path)
     except RuntimeError as err:  # FAISS reports a truncated or foreign file this way
-        raise ValueError(f"{path}: not a readable FAISS index ({str(err).splitlines()[0][:120]}); rebuild the index") from err
+        raise IndexDirError(f"{path}: not a readable FAISS index ({str(err).splitlines()[0][:120]}); "
+                            "rebuild the index with --rebuild-index") from err
+    flat = faiss.downcast_index(shard.storage) if isinstance(shard, faiss.IndexHNSW) else shard
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d) if flat.ntotal else np.zeros(0, np.float32)
+    if not np.isfinite(vectors).all():
+        raise IndexDirError(f"{path}: holds NaN or infinite vectors (a damaged index); rebuild it with --rebuild-index")
+    return shard
 
 
-def _write_shards(shards: list[faiss.Index], directory: str | Path, first: int) -> list[str]:
-    """Write shards as shard{first:03d}.faiss, ... into `directory`; returns the names."""
+def _write_shards(shards: list, directory: str | Path, first: int) -> list[str]:
+    """Write shards as shard{first:03d}.faiss (or .npy for codes), ... into `directory`; returns the names."""
     names = []
     for n, shard in enumerate(shards, start=first):
-        names.append(f"shard{n:03d}.faiss")
-        faiss.write_index(shard, str(Path(directory) / names[-1]))
+        path = Path(directory) / f"shard{n:03d}.{'npy' if isinstance(shard, np.ndarray) else 'faiss'}"
+        if isinstance(shard, np.ndarray):
+            np.save(path, shard)
+        else:
+            faiss.write_index(shard, str(path))
+        names.append(path.name)
     return names
 
 
@@ -59,29 +114,42 @@ class VectorStore:
     """Unit vectors with ids 0..n-1 in insertion order; `search` -> (scores, ids), best first."""
 
     def __init__(self, dim: int, kind: str = "flat", shard_size: int = 1_000_000):
+        if kind not in STORE_KINDS:
+            raise ValueError(f"unknown store kind {kind!r}: use one of {', '.join(STORE_KINDS)}")
         self.dim, self.kind, self.shard_size = dim, kind, shard_size
-        self.shards: list[faiss.Index] = []
+        #: FAISS indexes, or (code kinds) uint8 code arrays / memory maps
+        self.shards: list = []
         #: shard files not read yet (`load(..., ntotal=N)`) and how many vectors they hold in all:
         #: read when first needed, or one at a time by `to()` on its way to a torch matrix
         self._unread: list[str] = []
         self._unread_ntotal = 0
+        self._checksums: dict | None = None
+        #: coordinates clipped to the code range while adding (code kinds)
+        self.clipped = 0
         self.device, self.backend = "cpu", "faiss"
         self._gpu_shards: list | None = None
         self._torch_matrix = None
+        #: code kinds, prepared by `to`: torch views of the shards, their 1 / |codes|, the compute dtype
+        self._code_search: tuple[list, list, object] | None = None
+
+    @property
+    def codes(self) -> bool:
+        return self.kind in CODE_KINDS
 
     @property
     def ntotal(self) -> int:
         if not self.shards and not self._unread and self._torch_matrix is not None:  # FAISS copy released by `to`
             return int(self._torch_matrix.shape[0])
-        return sum(s.ntotal for s in self.shards) + self._unread_ntotal
+        return sum(_size(s) for s in self.shards) + self._unread_ntotal
 
-    def _read_all(self) -> list[faiss.Index]:
-        """The FAISS shards, reading any that were left on disk."""
+    def _read_all(self) -> list:
+        """The shards, reading (and checking) any that were left on disk."""
         if self._unread:
-            shards = [_read_shard(path) for path in self._unread]
-            if sum(s.ntotal for s in shards) != self._unread_ntotal:
-                raise ValueError(f"{self._unread[0]}: the shard files hold {sum(s.ntotal for s in shards)} vectors, "
-                                 f"the manifest says {self._unread_ntotal}; rebuild the index")
+            shards = [_read_shard(path, self.kind, self._checksums) for path in self._unread]
+            found = sum(_size(s) for s in shards)
+            if found != self._unread_ntotal:
+                raise IndexDirError(f"{self._unread[0]}: the shard files hold {found} vectors, the manifest says "
+                                    f"{self._unread_ntotal}; rebuild the index with --rebuild-index")
             self.shards += shards
             self._unread, self._unread_ntotal = [], 0
         return self.shards
@@ -91,14 +159,23 @@ class VectorStore:
         self._read_all()
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
+        if self.codes:
+            vectors, clipped = quantize(vectors, self.kind)
+            self.clipped += clipped
+        elif not np.isfinite(vectors).all():
+            raise ValueError("the encoder returned NaN or infinite vectors: they cannot be stored")
         done = 0
         while done < len(vectors):
-            if not self.shards or self.shards[-1].ntotal >= self.shard_size:
+            if not self.shards or _size(self.shards[-1]) >= self.shard_size:
                 self.shards.append(_new_shard(self.dim, self.kind))
-            room = self.shard_size - self.shards[-1].ntotal
-            self.shards[-1].add(vectors[done : done + room])
+            room = self.shard_size - _size(self.shards[-1])
+            part = vectors[done : done + room]
+            if self.codes:
+                self.shards[-1] = np.concatenate([self.shards[-1], part])
+            else:
+                self.shards[-1].add(part)
             done += room
-        self._gpu_shards = self._torch_matrix = None
+        self._gpu_shards = self._torch_matrix = self._code_search = None
 
     def to(self, device: str, backend: str = "auto", keep_faiss: bool = True) -> "VectorStore":
         """Search on `device` ("cpu" or "cuda") with `backend` from now on.
@@ -109,51 +186,83 @@ class VectorStore:
         4,640 vectors of 4,096 dims, 2 cores: 0.65 s against 2.45 s; top-1 hit agreed for 99.7%).
         "auto": faiss-gpu when installed, else torch, on cuda; torch-bf16 on a CPU with fast
         bfloat16, else faiss. With a torch backend and `keep_faiss=False` the FAISS shards are
-        dropped (a search-only store: half the memory of a bfloat16 one), and it cannot move again."""
+        dropped (a search-only store: half the memory of a bfloat16 one), and it cannot move again.
+        Code kinds are always searched by torch, shard by shard ("faiss" is refused); their shards
+        are read and checked here, once, so worker processes forked later share them."""
         if not self.shards and not self._unread and self._torch_matrix is not None:
             raise ValueError("this store released its FAISS shards; load it again to search elsewhere")
         if backend == "auto":
-            if device == "cuda":
+            if self.codes:
+                backend = "torch-bf16" if device == "cpu" and cpu_has_fast_bf16() else "torch"
+            elif device == "cuda":
                 backend = "faiss" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "torch"
             else:
                 backend = "torch-bf16" if cpu_has_fast_bf16() else "faiss"
-        if backend not in ("faiss", "torch", "torch-bf16"):
-            raise ValueError(f"unknown search backend {backend!r}: use auto, faiss, torch or torch-bf16")
+        if backend not in ("faiss", "torch", "torch-bf16") or (self.codes and backend == "faiss"):
+            raise ValueError(f"search backend {backend!r} cannot search a {self.kind} store: use auto, torch or torch-bf16"
+                             if self.codes else f"unknown search backend {backend!r}: use auto, faiss, torch or torch-bf16")
         self.device, self.backend = device, backend
-        self._gpu_shards = self._torch_matrix = None
-        if backend.startswith("torch"):
-            import torch
-
-            dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float16 if device == "cuda" else torch.float32
-            # converted slice by slice into one preallocated matrix; shard files not read yet are read
-            # one at a time and, without keep_faiss, dropped once copied: the peak is the matrix
-            # plus one float32 shard
-            matrix = torch.empty((self.ntotal, self.dim), dtype=dtype, device=device)
-            kept, row = [], 0
-            for shard in [*self.shards, *self._unread]:
-                shard = _read_shard(shard) if isinstance(shard, str) else shard
-                if row + shard.ntotal > len(matrix):
-                    raise ValueError(f"the shard files hold more vectors than the manifest's {len(matrix)}; rebuild the index")
-                for lo in range(0, shard.ntotal, RECONSTRUCT_CHUNK):
-                    part = shard.reconstruct_n(lo, min(RECONSTRUCT_CHUNK, shard.ntotal - lo))
-                    matrix[row : row + len(part)] = torch.from_numpy(part)
-                    row += len(part)
-                if keep_faiss or not row:
-                    kept.append(shard)
-                del shard
-            if row != len(matrix):
-                raise ValueError(f"the shard files hold {row} vectors, the manifest says {len(matrix)}; rebuild the index")
-            self.shards, self._unread, self._unread_ntotal = kept if keep_faiss or not row else [], [], 0
-            self._torch_matrix = matrix
+        self._gpu_shards = self._torch_matrix = self._code_search = None
+        if self.codes:
+            self._prepare_codes()
+        elif backend.startswith("torch"):
+            self._to_matrix(keep_faiss)
         elif device == "cuda":
             self._gpu_shards = [faiss.index_cpu_to_all_gpus(s) for s in self._read_all()]
         return self
+
+    def _dtype(self):
+        import torch
+
+        return torch.bfloat16 if self.backend == "torch-bf16" else torch.float16 if self.device == "cuda" else torch.float32
+
+    def _prepare_codes(self) -> None:
+        import torch
+
+        tensors, inv_norms = [], []
+        for shard in self._read_all():
+            norms = code_norms(shard, self.kind, self.dim)
+            inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+            tensors.append(torch.from_numpy(shard).to(self.device))
+            inv_norms.append(torch.from_numpy(inv).to(self.device))
+        self._code_search = (tensors, inv_norms, self._dtype())
+
+    def _to_matrix(self, keep_faiss: bool) -> None:
+        """FAISS shards -> one torch matrix, converted slice by slice into a preallocated matrix;
+        shard files not read yet are read one at a time and, without keep_faiss, dropped once
+        copied: the peak is the matrix plus one float32 shard."""
+        import torch
+
+        matrix = torch.empty((self.ntotal, self.dim), dtype=self._dtype(), device=self.device)
+        kept, row = [], 0
+        for shard in [*self.shards, *self._unread]:
+            shard = _read_shard(shard, self.kind, self._checksums) if isinstance(shard, str) else shard
+            if row + shard.ntotal > len(matrix):
+                raise IndexDirError(f"the shard files hold more vectors than the manifest's {len(matrix)}; "
+                                    "rebuild the index with --rebuild-index")
+            for lo in range(0, shard.ntotal, RECONSTRUCT_CHUNK):
+                part = shard.reconstruct_n(lo, min(RECONSTRUCT_CHUNK, shard.ntotal - lo))
+                matrix[row : row + len(part)] = torch.from_numpy(part)
+                row += len(part)
+            if keep_faiss or not row:
+                kept.append(shard)
+            del shard
+        if row != len(matrix):
+            raise IndexDirError(f"the shard files hold {row} vectors, the manifest says {len(matrix)}; "
+                                "rebuild the index with --rebuild-index")
+        self.shards, self._unread, self._unread_ntotal = kept if keep_faiss or not row else [], [], 0
+        self._torch_matrix = matrix
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` inner products of each query: (scores float32 (n, k), ids int64 (n, k)), -1 ids pad."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k_eff = min(k, max(self.ntotal, 1))
-        if self._torch_matrix is not None:
+        if self.codes:
+            if self._code_search is None:
+                self.to(self.device, "auto")
+            tensors, inv_norms, dtype = self._code_search
+            scores, ids = search_code_shards(queries, tensors, inv_norms, self.kind, self.dim, k_eff, self.device, dtype)
+        elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
         else:
             scores, ids = self._search_shards(queries, k_eff)
@@ -208,14 +317,16 @@ class VectorStore:
 
     @classmethod
     def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int,
-             ntotal: int | None = None) -> "VectorStore":
+             ntotal: int | None = None, checksums: dict | None = None) -> "VectorStore":
         """The store saved in `directory`. Given `ntotal` (the vectors in all shards, from the
         manifest), the shard files are read only when first needed, so that `to(..., keep_faiss=False)`
-        can convert them one at a time."""
+        can convert them one at a time. Given `checksums` (shard name -> `file_checksum`), each
+        file is checked when read."""
         store = cls(dim, kind, shard_size)
+        store._checksums = checksums
         paths = [str(Path(directory) / name) for name in shard_names]
         if ntotal is None:
-            store.shards = [faiss.read_index(path) for path in paths]
+            store.shards = [_read_shard(path, kind, checksums) for path in paths]
         else:
             store._unread, store._unread_ntotal = paths, int(ntotal)
         return store
