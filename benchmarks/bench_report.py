@@ -14,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from bench_reads import ReadSet  # noqa: E402
 from bench_tools import Usage  # noqa: E402
+
 from dnaesa.evaluate import Report  # noqa: E402
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_tools import align, build_index, make_tools  # noqa: E402
+
 from dnaesa.evaluate import evaluate_sam  # noqa: E402
 from dnaesa.simulate import read_fasta, simulate_reads  # noqa: E402
 

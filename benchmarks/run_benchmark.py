@@ -25,11 +25,24 @@ sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
                                                          os.environ.get("PYTHONPATH")]))
 
-from bench_reads import SIMULATORS, ReadSet, SkipReadSet, make_read_set, \
-    simulator_missing  # noqa: E402
+from bench_reads import (
+    SIMULATORS,
+    ReadSet,
+    SkipReadSet,
+    make_read_set,
+    simulator_missing,  # noqa: E402
+)
 from bench_report import IndexResult, RunResult, markdown, plot_all, write_tsvs  # noqa: E402
-from bench_tools import ALL_TOOLS, QUICK_TOOLS, Tool, align, build_index, make_tools, \
-    missing_reason  # noqa: E402
+from bench_tools import (
+    ALL_TOOLS,
+    QUICK_TOOLS,
+    Tool,
+    align,
+    build_index,
+    make_tools,
+    missing_reason,  # noqa: E402
+)
+
 from dnaesa.evaluate import evaluate_sam  # noqa: E402
 
 FULL = dict(reference=None, reads=10_000, lengths="100,150,250,500",

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
+import signal
 import sys
+import threading
 
 from dnaesa import __version__
 from dnaesa.errors import DnaesaError
@@ -27,15 +30,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="DIR", help="a trained model directory (overrides --encoder)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the encoder and the search run; auto = cuda when present [auto]")
-    g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="CPU threads [all cores]")
+    g.add_argument("-t", "--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads (worker processes); more than the cores is capped [all cores]")
 
 
 def _add_index_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("index")
     g.add_argument("--index", metavar="DIR", help="index directory [REF.dnaesa-index beside the reference]")
-    g.add_argument("--max-read-len", type=int, default=_IDX.max_read_len, metavar="N",
+    g.add_argument("--max-read-len", type=int, metavar="N",
                    help=f"longest read the index serves wholly inside one fragment; sets the stride [{_IDX.max_read_len}]")
-    g.add_argument("--fragment-len", type=int, default=_IDX.fragment_len, metavar="N",
+    g.add_argument("--fragment-len", type=int, metavar="N",
                    help=f"reference fragment length [{_IDX.fragment_len}]")
     g.add_argument("--store", "--index-kind", dest="index_kind", default=_IDX.index_kind,
                    choices=["auto", "flat", "hnsw", "int8", "int4"],
@@ -49,50 +53,57 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dnaesa {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -q after the subcommand too; SUPPRESS keeps a -q given before it
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress or summary on stderr")
 
-    align = sub.add_parser("align", help="align reads to a reference, write SAM/BAM",
+    align = sub.add_parser("align", help="align reads to a reference, write SAM/BAM", parents=[quiet],
                            description="Align reads (FASTQ/FASTA, plain/gz, - for stdin) to REF (FASTA).")
-    align.add_argument("reads", metavar="READS")
-    align.add_argument("ref", metavar="REF")
+    align.add_argument("reads", metavar="READS", help="reads: FASTQ or FASTA, plain or gzip; - for stdin")
+    align.add_argument("ref", metavar="REF", help="reference: FASTA, plain or gzip (indexed on first use)")
     out = align.add_argument_group("output")
-    out.add_argument("-o", "--output", metavar="OUT", help="out.sam, or out.bam (sorted and indexed) [stdout, SAM]")
+    out.add_argument("-o", "--output", metavar="OUT",
+                     help="out.sam; out.sam.gz (BGZF); out.bam or out.cram (sorted and indexed); a device "
+                          "or pipe is written through [stdout, SAM]")
     out.add_argument("--read-group", metavar="RG", help="read group: an ID, or a full '@RG\\tID:x\\tSM:y' line")
-    out.add_argument("--secondary", type=int, default=_MAP.secondary, metavar="N",
+    out.add_argument("--secondary", type=int, metavar="N",
                      help=f"also report up to N secondary alignments (flag 256) [{_MAP.secondary}]")
     m = align.add_argument_group("mapping")
     m.add_argument("-x", "--preset", default="sr", choices=sorted(PRESETS),
                    help="sr: BWA-MEM's scores, for reads close to the reference; divergent: cheaper "
-                        "mismatches and gaps, for reads 10-20%% divergent (related strains) [sr]")
-    m.add_argument("-k", "--top-k", type=int, default=_MAP.top_k, metavar="K",
+                        "mismatches and gaps, for reads 10-20%% divergent (related strains); applied "
+                        "before the other options [sr]")
+    m.add_argument("-k", "--top-k", type=int, metavar="K",
                    help=f"fragments searched per read and strand [{_MAP.top_k}]")
-    m.add_argument("--max-candidates", type=int, default=_MAP.max_candidates, metavar="N",
+    m.add_argument("--max-candidates", type=int, metavar="N",
                    help=f"at most N candidate windows aligned per read [{_MAP.max_candidates}]")
-    m.add_argument("--rescue", type=int, default=_MAP.rescue_top_k, metavar="K",
+    m.add_argument("--rescue", type=int, metavar="K",
                    help=f"a read that no candidate places, but whose embedding score says it resembles "
                         f"some fragment, is aligned against up to {_MAP.rescue_candidates} of its K best "
                         f"hits, unpruned; 0 = off [{_MAP.rescue_top_k}]")
-    m.add_argument("--candidate-ratio", type=float, default=_MAP.candidate_ratio, metavar="F",
+    m.add_argument("--candidate-ratio", type=float, metavar="F",
                    help=f"align candidates scoring at least F x the best embedding score [{_MAP.candidate_ratio}]")
-    m.add_argument("-T", "--min-score", type=int, default=_MAP.min_score, metavar="S",
+    m.add_argument("-T", "--min-score", type=int, metavar="S",
                    help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
-    m.add_argument("--batch-size", type=int, default=_MAP.batch_size, metavar="N",
+    m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
-    m.add_argument("--search-backend", default=_MAP.search_backend, choices=["auto", "faiss", "torch", "torch-bf16"],
+    m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
                    help="exact search by FAISS or torch matrix products; auto = torch-bf16 on CPUs with "
                         "native bfloat16, faiss-gpu or torch on CUDA, else faiss [auto]")
     _add_index_args(align)
     _add_model_args(align)
 
-    index = sub.add_parser("index", help="build (or check) the index of a reference",
+    index = sub.add_parser("index", help="build (or check) the index of a reference", parents=[quiet],
                            description="Cut REF into fragments, embed them and store them in an index directory.")
-    index.add_argument("ref", metavar="REF")
+    index.add_argument("ref", metavar="REF", help="reference: FASTA, plain or gzip")
     _add_index_args(index)
     _add_model_args(index)
 
     for name, module, text in (("train", "dnaesa.train", "train an encoder on reference sequence"),
                                ("simulate", "dnaesa.simulate", "simulate reads with their truth in the names"),
                                ("evaluate", "dnaesa.evaluate", "accuracy of SAM/BAM of simulated reads by MAPQ")):
-        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", parents=[quiet])
         p.set_defaults(module=module)
         _import(module).add_arguments(p)
     return parser
@@ -104,20 +115,31 @@ def _import(module: str):
     return importlib.import_module(module)
 
 
-def _aligner(args: argparse.Namespace, **map_options):
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
+    """The `Aligner` of the command line: index flags the user gave (others None: the defaults,
+    the preset, then these, as `dnaesa.options.resolve_options` layers them)."""
     from dnaesa.pipeline import Aligner
 
     return Aligner(args.ref, model=args.model or args.encoder, index=args.index, device=args.device,
-                   threads=args.threads, rebuild=args.rebuild_index, progress=not args.quiet,
+                   threads=args.threads, rebuild=args.rebuild_index, progress=not args.quiet, preset=preset,
                    fragment_len=args.fragment_len, max_read_len=args.max_read_len, index_kind=args.index_kind,
                    **map_options)
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
-    aligner = _aligner(args, **PRESETS[args.preset], top_k=args.top_k, max_candidates=args.max_candidates, candidate_ratio=args.candidate_ratio,
-                       rescue_top_k=args.rescue,
-                       min_score=args.min_score, batch_size=args.batch_size, secondary=args.secondary,
-                       search_backend=args.search_backend)
+    aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
+                       candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
+                       batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet)
     log.info(summary.line())
@@ -131,27 +153,51 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the output is aborted as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _os_error_line(err: OSError) -> str:
+    where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+    return f"{where}{err.strerror or err}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Errors of the user's making (dnaesa's own error classes, and what the
+    operating system says: a missing folder, a full disk) print one line and exit 2; Ctrl-C and
+    SIGTERM stop quietly (130, 143), leaving no output file."""
     argv = sys.argv[1:] if argv is None else argv
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr,
                         force=True)
     logging.getLogger("faiss").setLevel(logging.WARNING)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         if args.command == "align":
             return _run_align(args, argv)
         if args.command == "index":
             return _run_index(args)
         return _import(args.module).run(args)
-    except (DnaesaError, ValueError, TypeError) as err:
+    except DnaesaError as err:
         print(f"dnaesa: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dnaesa: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # e.g. `dnaesa align ... | head`: stop quietly, as other tools do
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:
+        print(f"dnaesa: error: {_os_error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnaesa: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("dnaesa: terminated (SIGTERM); no output written", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

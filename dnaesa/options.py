@@ -4,7 +4,7 @@ The CLI reads its defaults from here, so a number that matters lives in one plac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from dnaesa.errors import OptionsError
 
@@ -103,3 +103,19 @@ class MapOptions:
             raise OptionsError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def resolve_options(preset: str = "sr", **given) -> tuple[IndexOptions, MapOptions]:
+    """Options as minimap2 layers them: the defaults, then the preset (`-x`), then the options the
+    user gave (None means "not given"). An unknown name or preset is an OptionsError."""
+    if preset not in PRESETS:
+        raise OptionsError(f"unknown preset {preset!r}: use {' or '.join(sorted(PRESETS))}")
+    given = {k: v for k, v in given.items() if v is not None}
+    index_names = {f.name for f in fields(IndexOptions)}
+    map_names = {f.name for f in fields(MapOptions)}
+    unknown = set(given) - index_names - map_names
+    if unknown:
+        raise OptionsError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    layered = {**PRESETS[preset], **given}
+    return (IndexOptions(**{k: v for k, v in layered.items() if k in index_names}),
+            MapOptions(**{k: v for k, v in layered.items() if k in map_names}))

@@ -15,19 +15,20 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dnaesa.align.refine import Candidate, Refiner
+from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 from dnaesa.engine.local import MIN_PARALLEL_READS, CandidateBatch, LocalEngine
-from dnaesa.io.fastx import read_batches
+from dnaesa.errors import OptionsError
+from dnaesa.io.fastx import read_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder, resolve_device
-from dnaesa.options import IndexOptions, MapOptions
+from dnaesa.options import resolve_options
 from dnaesa.reference import Reference, reverse_complement
 from dnaesa.store.index_dir import Index, open_index
 
@@ -48,30 +49,21 @@ class Summary:
         return f"[dnaesa] {self.reads} reads, {self.mapped} mapped ({pct:.2f}%), {self.seconds:.1f} s, {rate:.0f} reads/s"
 
 
-def split_options(options: dict) -> tuple[IndexOptions, MapOptions]:
-    """Keyword options -> (IndexOptions, MapOptions); an unknown name is a TypeError."""
-    index_names = {f.name for f in fields(IndexOptions)}
-    map_names = {f.name for f in fields(MapOptions)}
-    unknown = set(options) - index_names - map_names
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    return (IndexOptions(**{k: v for k, v in options.items() if k in index_names}),
-            MapOptions(**{k: v for k, v in options.items() if k in map_names}))
-
-
 class Aligner:
     """Maps reads to one reference.
 
     `ref` is a FASTA path (plain or gz) or a loaded `Reference`; `model` an encoder name (`kmer`,
     `default`) or a model directory; `index` the index directory (default: beside the reference).
-    Other keywords are fields of `IndexOptions` and `MapOptions` (e.g. `top_k=16`).
+    `preset` a named preset (`sr`, `divergent`: see `dnaesa.options.PRESETS`), applied before the
+    other keywords, which are fields of `IndexOptions` and `MapOptions` (e.g. `top_k=16`).
     """
 
     def __init__(self, ref: str | Path | Reference, model: str | None = None, index: str | Path | None = None, *,
                  encoder: Encoder | None = None, device: str = "auto", threads: int | None = None,
-                 rebuild: bool = False, progress: bool = False, **options):
-        self.index_options, self.options = split_options(options)
+                 rebuild: bool = False, progress: bool = False, preset: str = "sr", **options):
+        self.index_options, self.options = resolve_options(preset, **options)
         self.device = resolve_device(device)
+        threads = _check_threads(threads)
         if threads:
             set_threads(threads)
         self.encoder = encoder or load_encoder(model, self.device)
@@ -93,10 +85,6 @@ class Aligner:
     def map_batch(self, seqs: Sequence[str]) -> list[list[Alignment]]:
         """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
         return self.engine.place(seqs, self._search(seqs)).get()
-
-    def _batch_candidates(self, seqs: Sequence[str]) -> list[list[Candidate]]:
-        """Embed and search a batch: the candidate windows of each read."""
-        return self._search(seqs).lists()
 
     def _search(self, seqs: Sequence[str]) -> CandidateBatch:
         """Embed and search a batch: the candidate windows of each read, as flat arrays."""
@@ -173,38 +161,100 @@ class Aligner:
         format them. Up to `workers + 2` batches are in flight, so the workers are never idle."""
         summary, t0 = Summary(), time.perf_counter()
         command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
-        bar = _progress_bar("align", None, progress)
+        bar = AlignProgress(reads, progress)
         engine, worker_search = self.engine, self.search_in_workers
         limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
         in_flight: deque = deque()
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
-                       secondary=self.options.secondary, threads=engine.workers) as writer:
+                       secondary=self.options.secondary, threads=engine.workers,
+                       inputs=(reads, self.reference.path), reference=self.reference) as writer:
             engine.start(writer.formatter, self._search if worker_search else None)
             try:
-                for batch in read_batches(reads, self.options.batch_size):
+                for batch, position in read_batches_at(reads, self.options.batch_size):
                     names, seqs, quals = [r.name for r in batch], [r.seq for r in batch], [r.qual for r in batch]
                     searched_there = worker_search and engine.parallel and len(batch) >= MIN_PARALLEL_READS
-                    in_flight.append((len(batch), engine.submit(names, seqs, quals, None if searched_there else self._search(seqs))))
+                    job = engine.submit(names, seqs, quals, None if searched_there else self._search(seqs))
+                    in_flight.append((len(batch), position, job))
                     while len(in_flight) > limit:
                         self._write_batch(*in_flight.popleft(), writer, summary, bar)
                 while in_flight:
                     self._write_batch(*in_flight.popleft(), writer, summary, bar)
             except BaseException:
                 engine.terminate()
+                bar.close()
                 raise
+        bar.close()
         engine.close()
         summary.seconds = time.perf_counter() - t0
         return summary
 
     @staticmethod
-    def _write_batch(n_reads: int, job, writer: SamWriter, summary: Summary, bar) -> None:
+    def _write_batch(n_reads: int, position: int | None, job, writer: SamWriter, summary: Summary,
+                     bar: AlignProgress) -> None:
         texts, mapped = job.get()
         for text in texts:
             writer.write_text(text)
         summary.reads += n_reads
         summary.mapped += mapped
-        if bar:
-            bar(n_reads)
+        bar.update(n_reads, position)
+
+
+class AlignProgress:
+    """The alignment progress bar on stderr (when enabled and stderr is a terminal): reads
+    written, and, for a reads file, the share of its bytes read (compressed bytes for gzip), which
+    gives tqdm's percentage and ETA."""
+
+    def __init__(self, reads: str, enabled: bool):
+        self._bar, self._done, self._reads = None, 0, 0
+        if not enabled or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        try:
+            total = os.path.getsize(reads) if reads != "-" and os.path.isfile(reads) else None
+        except OSError:
+            total = None
+        self._bar = tqdm(total=total, desc="align", unit="B", unit_scale=True, file=sys.stderr,
+                         **_bar_size(), bar_format=None if total else "{desc}: {postfix} [{elapsed}]")
+
+    def update(self, n_reads: int, position: int | None) -> None:
+        if self._bar is None:
+            return
+        self._reads += n_reads
+        self._bar.set_postfix_str(f"{self._reads:,} reads", refresh=False)
+        if position is not None and self._bar.total:
+            self._bar.update(position - self._done)
+            self._done = position
+        else:
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _bar_size() -> dict:
+    """tqdm's ncols and nrows for stderr's terminal, with a default where it reports 0 (a bar in
+    a terminal of 0 columns or 0 rows is not drawn at all)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"ncols": size.columns or 80, "nrows": size.lines or 24}
+
+
+def _check_threads(threads: int | None) -> int | None:
+    """`threads` as asked, capped at the cores this process may use (more only adds contention)."""
+    if threads is None:
+        return None
+    if threads < 1:
+        raise OptionsError(f"threads must be at least 1, got {threads}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:
+        log.warning("[dnaesa] -t %d is more than the %d cores here: using %d", threads, cores, cores)
+        return cores
+    return threads
 
 
 def set_threads(threads: int) -> None:
@@ -222,5 +272,6 @@ def _progress_bar(what: str, total: int | None, enabled: bool):
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=what, unit=" frag" if what == "index" else " reads", file=sys.stderr)
+    bar = tqdm(total=total, desc=what, unit=" frag" if what == "index" else " reads", file=sys.stderr,
+               **_bar_size())
     return bar.update

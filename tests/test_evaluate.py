@@ -8,8 +8,7 @@ import pysam
 import pytest
 
 from dnaesa.errors import InputError
-from dnaesa.evaluate import (THRESHOLDS, add_arguments, evaluate_sam, format_tsv, is_correct,
-                             run)
+from dnaesa.evaluate import THRESHOLDS, add_arguments, evaluate_sam, format_tsv, is_correct, run
 from dnaesa.simulate import Truth
 
 HEADER = {"HD": {"VN": "1.6"}, "SQ": [{"SN": "chr_A", "LN": 10000}, {"SN": "chrB", "LN": 5000}]}

@@ -78,7 +78,7 @@ def test_sam_agrees_with_reference(kmer_aligner, lambda_contigs, tmp_path):
                          and rec.query_sequence[q] != contig[r])
         gaps = sum(n for op, n in rec.cigartuples if op in (1, 2))
         assert rec.get_tag("NM") == mismatches + gaps
-        for q, r, b in pairs:
+        for _q, r, b in pairs:
             if r is not None:
                 assert b.upper() == contig[r]
         # POS is the first aligned reference base

@@ -11,8 +11,17 @@ import parasail
 import pytest
 
 from dnaesa.align import refine
-from dnaesa.align.refine import (Candidate, Refiner, _orientation, _pieces_absent, _query_codes, build_alignment,
-                                 clip_ends, masked_code, triplet_code)
+from dnaesa.align.refine import (
+    Candidate,
+    Refiner,
+    _orientation,
+    _pieces_absent,
+    _query_codes,
+    build_alignment,
+    clip_ends,
+    masked_code,
+    triplet_code,
+)
 from dnaesa.options import PRESETS, MapOptions
 from dnaesa.reference import Reference, reverse_complement
 

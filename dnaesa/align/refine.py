@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 from dataclasses import dataclass
 
 import edlib
@@ -26,6 +27,10 @@ from dnaesa.reference import Reference, reverse_complement
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: BAM op codes of parasail's CIGAR that the alignment uses (others never come)
 _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
+#: reads longer than this are aligned by edit distance (edlib), not parasail's 16-bit affine DP,
+#: whose scores overflow from about 32 kb (a NULL CIGAR, then a crash) and whose traceback table
+#: grows as read length x window
+LONG_READ = 16_000
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
 #: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
@@ -262,6 +267,18 @@ class Refiner:
                 if not runs:
                     return None
                 return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+        if len(query) > LONG_READ:
+            runs, ref_pos = _edit_alignment(query, ref, lo)
+        else:
+            runs, ref_pos = self._parasail_runs(query, ref, lo)
+        runs, ref_pos = clip_ends(runs, ref_pos, o)
+        if not runs:
+            return None
+        return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+
+    def _parasail_runs(self, query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
+        """parasail's affine alignment of `query` in `ref` (which starts at `lo`): runs, start."""
+        o = self.opts
         res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
         cigar = res.cigar
         raw = cigar.pointer[0]
@@ -273,10 +290,17 @@ class Refiner:
             ref_pos += runs.pop(0)[0]
         while runs and runs[-1][1] == "D":
             runs.pop()
-        runs, ref_pos = clip_ends(runs, ref_pos, o)
-        if not runs:
-            return None
-        return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+        return runs, ref_pos
+
+
+def _edit_alignment(query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
+    """edlib's fewest-edits alignment of the whole `query` inside `ref` (which starts at `lo`):
+    runs and start. For reads too long for parasail's 16-bit scores (their score would overflow,
+    and its traceback table grows as read x window); edlib's traceback needs linear memory."""
+    res = edlib.align(query, ref, mode="HW", task="path")
+    start = res["locations"][0][0]
+    runs = [(int(n), op) for n, op in re.findall(r"(\d+)([=XID])", res["cigar"])]
+    return runs, lo + start
 
 
 def _edlib_hits(query: str, window: str, limit: int, rev: bool) -> list[tuple[int, int, int, bool]]:

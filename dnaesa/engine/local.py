@@ -21,9 +21,12 @@ import numpy as np
 from dnaesa.align.mapq import assign_mapq
 from dnaesa.align.refine import Candidate, Refiner
 from dnaesa.align.types import Alignment
+from dnaesa.errors import WorkerError
 
 #: below this many reads a batch is aligned in-process (sending work costs more than it saves)
 MIN_PARALLEL_READS = 256
+#: how often a wait for results checks that no worker died (a dead worker's batch never comes back)
+WATCH_SECONDS = 0.5
 #: what the forked workers use, set just before the fork: "refiner", "search", "formatter"
 _WORKER: dict = {}
 
@@ -111,9 +114,13 @@ def _search_batch(seqs: list[str]) -> CandidateBatch:
 
 def _init_worker() -> None:
     """One thread per worker for torch and FAISS: the workers are the parallelism (and OpenMP's
-    thread pool does not survive the fork: a forked worker using it would hang)."""
+    thread pool does not survive the fork: a forked worker using it would hang). Ctrl-C reaches
+    the whole process group: the workers leave it to the main process, which stops them."""
+    import signal
     import sys
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler: terminate() sends it
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if "faiss" in sys.modules:
@@ -131,12 +138,15 @@ class Done:
 
 
 class Pending:
-    """Chunks placed by the worker pool; `get()` waits and joins them in order."""
+    """Chunks placed by the worker pool; `get()` waits (watching the workers) and joins them in order."""
 
-    def __init__(self, async_result):
-        self.async_result = async_result
+    def __init__(self, async_result, engine: LocalEngine):
+        self.async_result, self._engine = async_result, engine
 
     def get(self) -> list[list[Alignment]]:
+        while not self.async_result.ready():
+            self._engine.check_workers()
+            self.async_result.wait(WATCH_SECONDS)
         return [placed for chunk in self.async_result.get() for placed in chunk]
 
 
@@ -176,7 +186,8 @@ class BatchJob:
         self._done.set()
 
     def get(self) -> tuple[list[str], int]:
-        self._done.wait()
+        while not self._done.wait(WATCH_SECONDS):
+            self._engine.check_workers()
         if self._error is not None:
             raise self._error
         assert self._value is not None
@@ -203,6 +214,7 @@ class LocalEngine:
     def __init__(self, refiner: Refiner, workers: int = 1):
         self.refiner, self.workers = refiner, max(1, workers)
         self._pool = None
+        self._workers: list = []
         self._context: dict = {}
 
     @property
@@ -220,10 +232,10 @@ class LocalEngine:
             return Done([place_read(self.refiner, s, c, r) for s, (c, r) in zip(seqs, _as_tiers(candidates))])
         if not isinstance(candidates, CandidateBatch):
             lists = list(candidates)
-            return Pending(self._get_pool().map_async(_place_lists, [(seqs[lo:hi], lists[lo:hi]) for lo, hi in self.chunks(len(seqs))]))
+            return Pending(self._get_pool().map_async(_place_lists, [(seqs[lo:hi], lists[lo:hi]) for lo, hi in self.chunks(len(seqs))]), self)
         seqs = list(seqs)
         jobs = [(seqs[lo:hi], candidates.slice(lo, hi)) for lo, hi in self.chunks(len(seqs))]
-        return Pending(self._get_pool().map_async(_place_chunk, jobs))
+        return Pending(self._get_pool().map_async(_place_chunk, jobs), self)
 
     def start(self, formatter, search: Callable[[list[str]], CandidateBatch] | None = None) -> None:
         """Get ready for `submit`: workers format records with `formatter` and, when `search` is
@@ -249,9 +261,22 @@ class LocalEngine:
             _WORKER.clear()
             _WORKER.update(self._context, refiner=self.refiner)  # inherited by the forked workers
             self._pool = _Pool(self.workers)
+            self._workers = list(self._pool._pool)
         return self._pool
 
+    def check_workers(self) -> None:
+        """Raise WorkerError when a worker process has died (killed, or by the OOM killer): the
+        pool would start another, but the dead one's batch would never come back."""
+        for process in self._workers:
+            if process.exitcode is not None:
+                code = process.exitcode
+                self.terminate()
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                hint = " (out of memory?)" if code == -9 else ""
+                raise WorkerError(f"a worker process died ({how}{hint}); stopped, no output written")
+
     def close(self) -> None:
+        self._workers = []
         if self._pool is not None:
             self._pool.close()
             self._pool.join()
@@ -259,6 +284,7 @@ class LocalEngine:
 
     def terminate(self) -> None:
         """Stop the workers at once (after an error: queued work is dropped)."""
+        self._workers = []
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None

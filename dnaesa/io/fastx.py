@@ -12,12 +12,13 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import re
 import sys
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, TextIO
 
-from dnaesa.errors import InputError
+from dnaesa.errors import InputError, OptionsError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BAD = 0  # byte that marks an illegal character after translation
@@ -37,6 +38,10 @@ def _sequence_table() -> bytes:
 _SEQ_TABLE = _sequence_table()
 _QUAL_CHARS = bytes(range(ord("!"), ord("~") + 1))
 _BAD_BYTE = bytes([_BAD])
+#: SAM's QNAME: [!-?A-~]{1,254}; and its rule for reference names (RNAME, @SQ SN)
+MAX_READ_NAME = 254
+_QNAME = re.compile(r"[!-?A-~]+")
+_RNAME = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*")
 
 
 @dataclass(slots=True)
@@ -48,8 +53,9 @@ class Read:
     qual: str | None
 
 
-def _open_binary(path: str) -> BinaryIO:
-    """Binary stream of the (possibly gzip-compressed) file, or of stdin for '-'."""
+def _open_binary(path: str, raw_files: list | None = None) -> BinaryIO:
+    """Binary stream of the (possibly gzip-compressed) file, or of stdin for '-'. The file itself
+    is appended to `raw_files` (its position says how much of it was read, compressed or not)."""
     if path == "-":
         raw = getattr(sys.stdin, "buffer", None)
         if raw is None:  # a text stream with no bytes underneath (e.g. io.StringIO in tests)
@@ -64,6 +70,8 @@ def _open_binary(path: str) -> BinaryIO:
             raise InputError(path, "is a directory, not a file") from None
         except OSError as e:
             raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    if raw_files is not None:
+        raw_files.append(stream)
     if stream.peek(2)[:2] == _GZIP_MAGIC:
         return io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)
     return stream
@@ -76,9 +84,9 @@ def open_text(path: str) -> TextIO:
     return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="replace")
 
 
-def _lines(path: str) -> Iterator[bytes]:
+def _lines(path: str, raw_files: list | None = None) -> Iterator[bytes]:
     """Lines of the file as bytes; unreadable or corrupt gzip data becomes an InputError."""
-    stream = _open_binary(path)
+    stream = _open_binary(path, raw_files)
     try:
         yield from stream
     except (OSError, EOFError, zlib.error) as e:
@@ -102,6 +110,31 @@ def _name(header: bytes, path: str, record: int) -> str:
     if not words:
         raise InputError(path, "header has no read name", record=record)
     return words[0].decode("utf-8", "replace")
+
+
+def _read_name(header: bytes, path: str, record: int) -> str:
+    """A read's name as SAM's QNAME takes it: a mate suffix `/1` or `/2` dropped (as bwa does), at
+    most 254 characters of '!'..'~' other than '@' (the SAM specification's rule)."""
+    name = _name(header, path, record)
+    if name.endswith(("/1", "/2")) and len(name) > 2:
+        name = name[:-2]
+    if len(name) > MAX_READ_NAME:
+        raise InputError(path, f"read name of {len(name)} characters; SAM allows at most {MAX_READ_NAME}",
+                         record=record, name=name[:40] + "...")
+    if not _QNAME.fullmatch(name):
+        raise InputError(path, "read name with a character SAM does not allow ('@' or beyond ASCII '!'..'~')",
+                         record=record, name=name)
+    return name
+
+
+def _contig_name(header: bytes, path: str, record: int) -> str:
+    """A contig's name, checked against the SAM specification's rule for reference names (no
+    leading '*' or '=', no commas, brackets, braces, quotes or backslashes)."""
+    name = _name(header, path, record)
+    if not _RNAME.fullmatch(name):
+        raise InputError(path, "contig name that SAM does not allow (it may not start with '*' or '=', nor "
+                         "contain , \\ \" ' ` ( ) [ ] { } < >)", record=record, name=name)
+    return name
 
 
 def _sequence(raw: bytes, path: str, record: int, name: str) -> str:
@@ -181,7 +214,7 @@ def _parse_fastq(lines: Iterator[bytes], path: str) -> Iterator[Read]:
             raise InputError(path, f"expected a header line starting with '@', found {found!r}",
                              record=record + 1)
         record += 1
-        name = _name(header, path, record)
+        name = _read_name(header, path, record)
         seq_line = next(lines, b"")
         plus = next(lines, b"")
         qual_line = next(lines, b"") if plus[:1] == b"+" else None
@@ -195,15 +228,15 @@ def _parse_fastq(lines: Iterator[bytes], path: str) -> Iterator[Read]:
         yield Read(name, seq, _quality(qual_raw, len(seq), path, record, name))
 
 
-def _parse_fasta(lines: Iterator[bytes], path: str) -> Iterator[tuple[int, str, bytes]]:
-    """(record number, name, raw joined sequence) of each FASTA record."""
+def _parse_fasta(lines: Iterator[bytes], path: str, naming=_name) -> Iterator[tuple[int, str, bytes]]:
+    """(record number, name, raw joined sequence) of each FASTA record; `naming` reads the header."""
     record, name, parts = 0, "", []
     for line in lines:
         if line[:1] == b">":
             if record:
                 yield record, name, b"".join(parts)
             record += 1
-            name, parts = _name(line, path, record), []
+            name, parts = naming(line, path, record), []
         elif record:
             parts.append(line.rstrip())
         elif not line.isspace():
@@ -212,13 +245,13 @@ def _parse_fasta(lines: Iterator[bytes], path: str) -> Iterator[tuple[int, str, 
         yield record, name, b"".join(parts)
 
 
-def read_fastx(path: str) -> Iterator[Read]:
+def read_fastx(path: str, raw_files: list | None = None) -> Iterator[Read]:
     """Stream the reads of a FASTA or FASTQ file (format from the first non-blank character).
 
     Validates as it goes, so an InputError may come after earlier reads were yielded. An empty
-    file (or one of blank lines only) yields nothing.
+    file (or one of blank lines only) yields nothing. The opened file goes into `raw_files`.
     """
-    lines = _lines(path)
+    lines = _lines(path, raw_files)
     first = _first_line(lines)
     if not first:
         return
@@ -226,7 +259,7 @@ def read_fastx(path: str) -> Iterator[Read]:
     if first[:1] == b"@":
         yield from _parse_fastq(lines, path)
     elif first[:1] == b">":
-        for record, name, raw in _parse_fasta(lines, path):
+        for record, name, raw in _parse_fasta(lines, path, _read_name):
             yield Read(name, _sequence(raw, path, record, name), None)
     else:
         found = first.rstrip()[:30].decode("utf-8", "replace")
@@ -235,11 +268,26 @@ def read_fastx(path: str) -> Iterator[Read]:
 
 def read_batches(path: str, batch_size: int) -> Iterator[list[Read]]:
     """`read_fastx` in lists of `batch_size` reads (the last one may be shorter)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    reads = read_fastx(path)
-    while batch := list(itertools.islice(reads, batch_size)):
+    for batch, _ in read_batches_at(path, batch_size):
         yield batch
+
+
+def read_batches_at(path: str, batch_size: int) -> Iterator[tuple[list[Read], int | None]]:
+    """(batch, bytes of the file read so far, None for a stream) of `read_fastx`'s reads: the
+    position, against the file's size, makes a progress bar for plain and gzip input alike."""
+    if batch_size < 1:
+        raise OptionsError(f"batch_size must be >= 1, not {batch_size}")
+    raw_files: list = []
+    reads = read_fastx(path, raw_files)
+    while batch := list(itertools.islice(reads, batch_size)):
+        yield batch, _position(raw_files)
+
+
+def _position(raw_files: list) -> int | None:
+    try:
+        return raw_files[0].tell() if raw_files and raw_files[0].seekable() else None
+    except (OSError, ValueError):
+        return None
 
 
 def read_reference(path: str) -> Iterator[tuple[str, str]]:
@@ -251,7 +299,7 @@ def read_reference(path: str) -> Iterator[tuple[str, str]]:
     if first[:1] != b">":
         raise InputError(path, "not FASTA: the first line does not start with '>'")
     seen: set[str] = set()
-    for record, name, raw in _parse_fasta(itertools.chain([first], lines), path):
+    for record, name, raw in _parse_fasta(itertools.chain([first], lines), path, _contig_name):
         if name in seen:
             raise InputError(path, "duplicate contig name", record=record, name=name)
         seen.add(name)

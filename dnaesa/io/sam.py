@@ -6,17 +6,25 @@ header from pysam; for BAM the lines are parsed by `pysam.AlignedSegment.fromstr
 times faster than setting fields one by one) and written with `pysam.AlignmentFile`, whose SAM
 output is the same text byte for byte. Files are written to a temporary
 name next to the target and renamed by `close()`; `abort()` deletes them, so a failed run leaves
-no partial output. BAM output is coordinate-sorted (`pysam.sort`) and indexed (`pysam.index`).
-Output to stdout ('-' or None) is SAM text written to `sys.stdout`, in input order.
+no partial output; temporaries that a killed run left are removed by the next run. Devices, FIFOs
+and pipes are written through, never replaced; an output that is one of the inputs is refused.
+The format follows the name: `.bam`/`.cram` coordinate-sorted (`pysam.sort`) and indexed
+(`pysam.index`), `.sam.gz` BGZF-compressed SAM, anything else SAM. Output to stdout ('-' or None)
+is SAM text written to `sys.stdout`, in input order.
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import secrets
+import shutil
+import stat
 import sys
+import tempfile
 from types import TracebackType
-from typing import Sequence, TextIO
+from typing import Sequence
 
 import pysam
 
@@ -25,6 +33,7 @@ from dnaesa.errors import OptionsError, OutputError
 from dnaesa.io.fastx import Read
 from dnaesa.reference import reverse_complement
 
+log = logging.getLogger("dnaesa")
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
 FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
 MAX_MAPQ = 254  # 255 means "unavailable" in SAM
@@ -121,51 +130,152 @@ class SamFormatter:
                 f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{self.rg_tag}\n")
 
 
-class SamWriter:
-    """Writes reads and their alignments as SAM (to a file or stdout) or sorted, indexed BAM.
+#: output formats by file name ending (case-insensitive); anything else is SAM text, so that
+#: `/dev/null`, `/dev/stdout` and `>(cmd)` work
+_FORMATS = ((".sam.gz", "sam.gz"), (".gz", "sam.gz"), (".bam", "bam"), (".cram", "cram"), (".sam", "sam"))
+_REFUSED = (".bz2", ".xz", ".zst", ".zip", ".bai", ".crai", ".csi", ".tbi", ".fai")
 
-    `sort` None sorts BAM output and leaves SAM in input order. `secondary` is how many secondary
-    records `formatter.records` writes per read; `threads` (up to `SORT_THREADS`) sort and index.
-    Use as a context manager: an
+
+def output_format(path: str) -> str:
+    """"sam", "sam.gz" (BGZF-compressed SAM), "bam" or "cram" by the name's ending; OutputError for
+    an ending that names another format."""
+    low = path.lower()
+    if low.endswith(_REFUSED):
+        raise OutputError(f"{path}: cannot write {low.rsplit('.', 1)[-1]} output; "
+                          "use a name ending in .sam, .sam.gz, .bam or .cram")
+    return next((fmt for end, fmt in _FORMATS if low.endswith(end)), "sam")
+
+
+def remove_stale_temporaries(folder: str, base: str) -> list[str]:
+    """Delete temporaries `.{base}.PID.*.tmp*` that an earlier run of ours (same user) left in
+    `folder` when it was killed (its process PID no longer exists). Returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(base)}\.(\d+)\.[0-9a-f]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        found = pattern.match(name)
+        path = os.path.join(folder, name)
+        if not found or int(found.group(1)) == os.getpid() or _alive(int(found.group(1))):
+            continue
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class SamWriter:
+    """Writes reads and their alignments as SAM (to a file or stdout), BGZF SAM (`.sam.gz`), or
+    coordinate-sorted, indexed BAM (`.bam`) or CRAM (`.cram`, which needs `reference`).
+
+    A regular file (or a new one) is written to a hidden temporary beside it (beside the target
+    of a symlink: the link stays) and renamed over it by `close()`, so a failed run leaves nothing.
+    A device, FIFO or pipe (`/dev/null`, `/dev/stdout`, `>(cmd)`) is written through, never
+    replaced. An output that is one of `inputs` is refused. `sort` None sorts BAM/CRAM output and
+    leaves SAM in input order. `secondary` is how many secondary records `formatter.records`
+    writes per read; `threads` (up to `SORT_THREADS`) sort and index. Use as a context manager: an
     exception inside the block aborts (no output file is left), a normal exit closes.
     """
 
     def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
                  read_group: str | None = None, program_version: str | None = None,
-                 sort: bool | None = None, secondary: int = 0, threads: int = 1):
+                 sort: bool | None = None, secondary: int = 0, threads: int = 1,
+                 inputs: Sequence[str] = (), reference=None):
         self.path = None if path in (None, "-") else str(path)
-        self.bam = self.path is not None and self.path.endswith(".bam")
+        self.format = output_format(self.path) if self.path else "sam"
+        self.bam = self.format in ("bam", "cram")
         self.sort = self.bam if sort is None else sort
         self.threads = max(1, threads)
+        self._reference = reference
         if self.sort and self.path is None:
-            raise ValueError("sorted output needs an output file, not stdout")
+            raise OptionsError("sorted output needs an output file, not stdout")
+        if self.format == "cram" and reference is None:
+            raise OptionsError(f"{self.path}: CRAM output needs the reference")
         group = parse_read_group(read_group) if read_group else None
         #: formats the records (`write` uses it; workers use a copy, then `write_text`)
         self.formatter = SamFormatter([name for name, _ in contigs], f"\tRG:Z:{group['ID']}" if group else "",
                                       secondary)
         self.header = _header(contigs, command_line, group, program_version or _dnaesa_version())
         self._tmp: str | None = None
+        self._target: str | None = None  # the regular file the temporary is renamed onto
+        self._through = False  # writing straight into a device, FIFO or pipe
         self._out: pysam.AlignmentFile | None = None
-        self._text: TextIO | None = None  # unsorted SAM file: text as on stdout (pysam would write the same)
+        self._text = None  # unsorted SAM: a text (or BGZF) stream, text as on stdout
         self._closed = False
         if self.path is None:
             sys.stdout.write(str(self.header))
         else:
-            self._open_temporary()
+            self._check_target(inputs)
+            self._open()
 
-    def _open_temporary(self) -> None:
-        """Open the temporary output next to the target (uncompressed BAM when sorting later)."""
-        assert self.path is not None
-        folder, base = os.path.split(os.path.abspath(self.path))
+    def _check_target(self, inputs: Sequence[str]) -> None:
+        """Where the output goes: refuse a directory, a missing or read-only folder, an input."""
+        path = self.path
+        assert path is not None
+        try:
+            st = os.stat(path)  # follows symlinks
+        except FileNotFoundError:
+            st = None
+        except OSError as err:
+            raise OutputError(f"{path}: cannot write there ({err.strerror})") from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"{path}: is a directory; give a file name for -o")
+        for other in inputs:
+            if other not in (None, "-") and st is not None and os.path.exists(other) and os.path.samefile(path, other):
+                raise OutputError(f"{path}: is one of the inputs ({other}); choose another output")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            self._through = True
+            return
+        self._target = os.path.realpath(path)
+        folder = os.path.dirname(self._target)
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"cannot write {self.path}: no folder {folder}")
+            raise OutputError(f"{path}: cannot write there: no folder {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{path}: cannot write there: the folder {folder} is not writable")
+
+    def _open(self) -> None:
+        """Open the temporary output beside the target, or the device/pipe itself."""
+        assert self.path is not None
+        if self._through:
+            # a device or pipe: SAM straight in; sorted output is made in the temporary folder
+            folder, base = tempfile.gettempdir(), "dnaesa-" + os.path.basename(self.path)
+        else:
+            assert self._target is not None
+            folder, base = os.path.split(self._target)
+            for stale in remove_stale_temporaries(folder, base):
+                log.info("removed %s, left by an earlier run that was stopped", stale)
         # not tempfile.mkstemp: its 0600 mode would survive the rename
         self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        if not self.sort and not self.bam:
-            self._text = open(self._tmp, "w", encoding="utf-8", newline="\n")
-            self._text.write(str(self.header))
-            return
-        self._out = pysam.AlignmentFile(self._tmp, "wbu" if self.sort else "wb", header=self.header)
+        try:
+            if self.sort or self.format in ("bam", "cram"):
+                # compressed: an uncompressed temporary is ~10x the final BAM
+                self._out = pysam.AlignmentFile(self._tmp, "wb", header=self.header)
+            else:
+                target = self.path if self._through else self._tmp
+                if self.format == "sam.gz":
+                    self._text = io.TextIOWrapper(pysam.BGZFile(target, "wb"), encoding="utf-8", newline="\n")
+                else:
+                    self._text = open(target, "w", encoding="utf-8", newline="\n")
+                self._text.write(str(self.header))
+        except OSError as err:
+            self._remove_temporaries()
+            raise OutputError(f"{self.path}: cannot write ({err.strerror or err})") from None
 
     def write(self, read: Read, alignment: Alignment | None,
               secondary: Sequence[Alignment] = ()) -> None:
@@ -193,30 +303,68 @@ class SamWriter:
         if self._out is None and self._text is None:
             sys.stdout.flush()
             return
-        self._close_temporary()
         try:
+            self._close_streams()
             self._finish()
+        except OSError as err:
+            self._remove_temporaries()
+            raise OutputError(f"{self.path}: cannot write ({err.strerror or err}); nothing was written") from None
         except BaseException:
             self._remove_temporaries()
             raise
 
     def _finish(self) -> None:
-        """Sort/index the closed temporary file and rename the results onto the target."""
+        """Sort/index the closed temporary file and rename (or copy) the results onto the target."""
         assert self.path is not None and self._tmp is not None
+        if self._through and self._out is None:
+            return
         if not self.sort:
-            os.replace(self._tmp, self.path)
+            self._deliver(self._tmp, None)
             return
         sorted_tmp = f"{self._tmp}.sorted"
-        fmt = "BAM" if self.bam else "SAM"
+        fmt = {"bam": "BAM", "cram": "CRAM"}.get(self.format, "SAM")
         extra = min(self.threads, SORT_THREADS) - 1  # samtools' -@: threads besides its own
         # more threads, the same memory in all (samtools' default 768M per thread); same output
         parallel = ["-@", str(extra), "-m", f"{768 // (extra + 1)}M"] if extra else []
-        pysam.sort("-o", sorted_tmp, "-O", fmt, "-T", f"{self._tmp}.sort", "--no-PG", *parallel, self._tmp)
+        # CRAM carries the reference slices it needs (embed_ref): readable without our reference,
+        # which samtools could not use when it is gzip-compressed
+        ref = ["--reference", self._reference_fasta(), "--output-fmt-option", "embed_ref=1"] if fmt == "CRAM" else []
+        pysam.sort("-o", sorted_tmp, "-O", fmt, "-T", f"{self._tmp}.sort", "--no-PG", *ref, *parallel, self._tmp)
         os.remove(self._tmp)
-        if self.bam:  # index first, so the index is younger than the BAM it describes
-            pysam.index(*parallel[:2], "-o", f"{sorted_tmp}.bai", sorted_tmp)
-            os.replace(f"{sorted_tmp}.bai", f"{self.path}.bai")
-        os.replace(sorted_tmp, self.path)
+        for path in (f"{self._tmp}.ref.fa", f"{self._tmp}.ref.fa.fai"):
+            if os.path.exists(path):
+                os.remove(path)
+        index = None
+        if self.bam and not self._through:  # index first, so the index is younger than the file
+            index = f"{sorted_tmp}.{'crai' if fmt == 'CRAM' else 'bai'}"
+            pysam.index(*parallel[:2], "-o", index, sorted_tmp)
+        self._deliver(sorted_tmp, index)
+
+    def _deliver(self, done: str, index: str | None) -> None:
+        """Move the finished temporary onto the target (copy it into a device or pipe)."""
+        assert self.path is not None
+        if self._through:
+            with open(done, "rb") as src, open(self.path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.remove(done)
+            return
+        assert self._target is not None
+        if index is not None:
+            os.replace(index, f"{self._target}.{index.rsplit('.', 1)[-1]}")
+        os.replace(done, self._target)
+
+    def _reference_fasta(self) -> str:
+        """A plain FASTA of the reference beside the temporaries, for CRAM's encoder (htslib cannot
+        read a gzip-compressed reference)."""
+        assert self._tmp is not None and self._reference is not None
+        path = f"{self._tmp}.ref.fa"
+        with open(path, "w") as fh:
+            for name, seq in zip(self._reference.names, self._reference.seqs):
+                fh.write(f">{name}\n")
+                for lo in range(0, len(seq), 1 << 16):
+                    fh.write(seq[lo : lo + (1 << 16)])
+                fh.write("\n")
+        return path
 
     def abort(self) -> None:
         """Stop writing and delete the temporary output; the target path is left untouched."""
@@ -224,20 +372,32 @@ class SamWriter:
             return
         self._closed = True
         if self._out is not None or self._text is not None:
-            self._close_temporary()
+            try:
+                self._close_streams()
+            except OSError:
+                pass
             self._remove_temporaries()
 
-    def _close_temporary(self) -> None:
-        if self._out is not None:
-            self._out.close()
-        if self._text is not None:
-            self._text.close()
+    def _close_streams(self) -> None:
+        out, text = self._out, self._text
+        self._out = self._text = None
+        try:
+            if out is not None:
+                out.close()
+        finally:
+            if text is not None:
+                text.close()
 
     def _remove_temporaries(self) -> None:
-        assert self._tmp is not None
-        for path in (self._tmp, f"{self._tmp}.sorted", f"{self._tmp}.sorted.bai"):
-            if os.path.exists(path):
-                os.remove(path)
+        if self._tmp is None:
+            return
+        folder, base = os.path.split(self._tmp)
+        for name in os.listdir(folder):
+            if name.startswith(base):
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
 
     def __enter__(self) -> SamWriter:
         return self
