@@ -170,6 +170,18 @@ def remove_stale_temporaries(folder: str, base: str) -> list[str]:
     return removed
 
 
+def _why(err: Exception) -> str:
+    """What went wrong in a write: the system's words; samtools' last line; or, for htslib, which
+    reports a full disk as a failed write with no errno, a guess."""
+    if isinstance(err, pysam.SamtoolsError):
+        lines = [ln.strip() for ln in str(err).replace("\\n", "\n").splitlines() if ln.strip(" '\"")]
+        last = lines[-1].strip(" '\"") if lines else "samtools failed"
+        return last.split("stderr=")[-1][-200:]
+    if getattr(err, "strerror", None):
+        return err.strerror
+    return f"{err}; is the disk full?"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -262,6 +274,8 @@ class SamWriter:
                 log.info("removed %s, left by an earlier run that was stopped", stale)
         # not tempfile.mkstemp: its 0600 mode would survive the rename
         self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # htslib would print its own lines ([E::bgzf_flush] ...) before our one error line
+        self._verbosity = pysam.set_verbosity(0)
         try:
             if self.sort or self.format in ("bam", "cram"):
                 # compressed: an uncompressed temporary is ~10x the final BAM
@@ -274,8 +288,9 @@ class SamWriter:
                     self._text = open(target, "w", encoding="utf-8", newline="\n")
                 self._text.write(str(self.header))
         except OSError as err:
+            self._restore_verbosity()
             self._remove_temporaries()
-            raise OutputError(f"{self.path}: cannot write ({err.strerror or err})") from None
+            raise OutputError(f"{self.path}: cannot write ({_why(err)})") from None
 
     def write(self, read: Read, alignment: Alignment | None,
               secondary: Sequence[Alignment] = ()) -> None:
@@ -288,12 +303,17 @@ class SamWriter:
         """Write records already formatted by `self.formatter` (lines ending in a newline)."""
         if self._closed:
             raise ValueError("write to a closed SamWriter")
-        if self._out is None:
-            (self._text or sys.stdout).write(text)
-        else:
-            header = self.header
-            for line in text.splitlines():
-                self._out.write(pysam.AlignedSegment.fromstring(line, header))
+        try:
+            if self._out is None:
+                (self._text or sys.stdout).write(text)
+            else:
+                header = self.header
+                for line in text.splitlines():
+                    self._out.write(pysam.AlignedSegment.fromstring(line, header))
+        except OSError as err:
+            if self.path is None:
+                raise
+            raise OutputError(f"{self.path}: cannot write ({_why(err)}); nothing was written") from None
 
     def close(self) -> None:
         """Finish the output: sort and index if asked, then move it to its final path."""
@@ -306,12 +326,14 @@ class SamWriter:
         try:
             self._close_streams()
             self._finish()
-        except OSError as err:
+        except (OSError, pysam.SamtoolsError) as err:
             self._remove_temporaries()
-            raise OutputError(f"{self.path}: cannot write ({err.strerror or err}); nothing was written") from None
+            raise OutputError(f"{self.path}: cannot write ({_why(err)}); nothing was written") from None
         except BaseException:
             self._remove_temporaries()
             raise
+        finally:
+            self._restore_verbosity()
 
     def _finish(self) -> None:
         """Sort/index the closed temporary file and rename (or copy) the results onto the target."""
@@ -376,6 +398,8 @@ class SamWriter:
                 self._close_streams()
             except OSError:
                 pass
+            finally:
+                self._restore_verbosity()
             self._remove_temporaries()
 
     def _close_streams(self) -> None:
@@ -387,6 +411,11 @@ class SamWriter:
         finally:
             if text is not None:
                 text.close()
+
+    def _restore_verbosity(self) -> None:
+        if getattr(self, "_verbosity", None) is not None:
+            pysam.set_verbosity(self._verbosity)
+            self._verbosity = None
 
     def _remove_temporaries(self) -> None:
         if self._tmp is None:
