@@ -89,7 +89,12 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
 
     from dnaesa.model.kmer import SketchModelEncoder
 
-    if SketchModelEncoder.supports(json.loads((path / "config.json").read_text())):
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") == "dnaesa-compact-sketch":  # compact encoder (numpy, no torch import)
+        from dnaesa.model.compact import CompactSketchEncoder
+
+        return CompactSketchEncoder(path, device=device)
+    if SketchModelEncoder.supports(config):
         return SketchModelEncoder(path, device=device)
     from dnaesa.model.transformer import TransformerEncoder
 

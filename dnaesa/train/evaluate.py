@@ -33,6 +33,7 @@ class RecallEvaluator:
     ks: tuple[int, ...] = (1, 8, 16)
     seed: int = 1
     name: str = ""
+    decoys: Sequence[str] = ()
     reads: list[str] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -62,10 +63,16 @@ class RecallEvaluator:
         w = self.windows[frag_idx]
         return (w[:, 0] == ci) & (w[:, 1] <= start) & (w[:, 2] >= end)
 
-    def __call__(self, encoder: Encoder, batch_size: int = 256) -> dict[str, float]:
+    def __call__(self, encoder: Encoder, batch_size: int = 256, cache: dict | None = None) -> dict[str, float]:
         import faiss
 
-        frag_vecs = encoder.encode(self.fragments, batch_size=batch_size)
+        key = (encoder.identity(), self.region.spec, self.fragment_len, self.stride, len(self.decoys))
+        if cache is not None and key in cache:
+            frag_vecs = cache[key]
+        else:
+            frag_vecs = encoder.encode(list(self.fragments) + list(self.decoys), batch_size=batch_size)
+            if cache is not None:
+                cache[key] = frag_vecs
         index = faiss.IndexFlatIP(frag_vecs.shape[1])
         index.add(np.ascontiguousarray(frag_vecs, dtype=np.float32))
         kmax = max(self.ks)
@@ -82,7 +89,9 @@ class RecallEvaluator:
             merged_scores = np.concatenate([scores[i], scores[n + i]])
             order = np.argsort(-merged_scores, kind="stable")
             ranked = list(dict.fromkeys(int(j) for j in merged_ids[order] if j >= 0))
-            true = self._is_true(i, np.array(ranked, dtype=np.int64)) if ranked else np.zeros(0, bool)
+            ranked = np.array(ranked, dtype=np.int64)
+            ranked[ranked >= len(self.fragments)] = -1  # a decoy: never true
+            true = self._is_true(i, ranked) & (ranked >= 0) if ranked.size else np.zeros(0, bool)
             first = int(np.argmax(true)) if true.any() else None
             for k in self.ks:
                 hits[k] += first is not None and first < k

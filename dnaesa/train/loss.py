@@ -61,3 +61,46 @@ class InfoNCELoss(nn.Module):
             mask[torch.arange(b), torch.arange(b)] = False
             sims = sims.masked_fill(mask, float("-inf"))
         return float((sims.argmax(1) == torch.arange(b, device=reads.device)).float().mean())
+
+
+class ZScoreLoss(nn.Module):
+    """Cross-entropy over per-read standardised similarities (a recall-shaped alternative to InfoNCE).
+
+    For read i, z_ij = (s_ij - mean_i) / std_i, with mean_i and std_i over read i's negatives (its
+    fragments other than its own, masked ones left out); loss = CE(z_i / tau, own fragment). Genome-wide
+    recall asks whether the positive beats the largest of millions of negatives, which lies about
+    5-6 standard deviations above their mean, so what matters is the positive's margin in units of
+    the negatives' spread. InfoNCE at t = 0.05 scores raw cosines: it rewards raising every positive's
+    cosine, and barely sees the spread (MODEL.md, "Why InfoNCE drove the spaced-seed scale to 0").
+    Here shrinking the spread counts as much as raising the positive. Same call signature as InfoNCELoss."""
+
+    def __init__(self, tau: float = 1.0):
+        super().__init__()
+        self.tau = tau
+        self.log_temperature = nn.Parameter(torch.tensor(0.0), requires_grad=False)  # trainer interface
+
+    @property
+    def temperature(self) -> float:
+        return self.tau
+
+    def forward(self, reads: torch.Tensor, fragments: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b = reads.shape[0]
+        sims = reads @ fragments.T
+        eye = torch.zeros_like(sims, dtype=torch.bool)
+        eye[torch.arange(b), torch.arange(b)] = True
+        drop = eye if mask is None else (mask | eye)
+        if mask is not None:
+            drop = drop.clone()
+            drop[torch.arange(b), torch.arange(b)] = True
+        keep = (~drop).float()
+        count = keep.sum(1, keepdim=True).clamp_min(2.0)
+        mean = (sims * keep).sum(1, keepdim=True) / count
+        var = (((sims - mean) ** 2) * keep).sum(1, keepdim=True) / (count - 1)
+        z = (sims - mean) / var.clamp_min(1e-12).sqrt()
+        other = drop & ~eye  # second positives: out of the softmax
+        logits = (z / self.tau).masked_fill(other, float("-inf"))
+        return F.cross_entropy(logits, torch.arange(b, device=reads.device))
+
+    @torch.no_grad()
+    def accuracy(self, reads, fragments, mask=None) -> float:
+        return InfoNCELoss.accuracy(self, reads, fragments, mask)
