@@ -19,22 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
+from dnaesa.align.candidates import CandidateFinder
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
-from dnaesa.engine.local import MIN_PARALLEL_READS, CandidateBatch, LocalEngine
+from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine
 from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder, resolve_device
 from dnaesa.options import resolve_options
-from dnaesa.reference import Reference, reverse_complement
+from dnaesa.reference import Reference
 from dnaesa.store.index_dir import Index, open_index
 
 log = logging.getLogger("dnaesa")
-#: bases added on each side of a candidate fragment beyond the read's length
-WINDOW_SLACK = 16
 
 
 @dataclass
@@ -76,7 +73,9 @@ class Aligner:
         #: `align_file` lets the worker processes embed and search batches (they fork with the
         #: store in memory) on CPU; on CUDA the search stays in this process, on the device
         self.search_in_workers = self.device == "cpu"
-        self._contig_lengths = np.asarray(self.reference.lengths, dtype=np.int64)
+        #: reads -> candidate windows (embed, search, prune): in this process or in the workers
+        self.find_candidates = CandidateFinder(self.encoder, self.index.store, self.index.fragments,
+                                               self.reference.lengths, self.options, self.index_options.fragment_len)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""
@@ -84,74 +83,7 @@ class Aligner:
 
     def map_batch(self, seqs: Sequence[str]) -> list[list[Alignment]]:
         """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
-        return self.engine.place(seqs, self._search(seqs)).get()
-
-    def _search(self, seqs: Sequence[str]) -> CandidateBatch:
-        """Embed and search a batch: the candidate windows of each read, as flat arrays."""
-        if not seqs:
-            return CandidateBatch.empty(0)
-        o = self.options
-        n = len(seqs)
-        symmetric = self.encoder.strand_symmetric
-        queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
-        rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
-        k = o.rescue_top_k if rescue else o.top_k
-        scores, ids = self.index.store.search(self.encoder.encode(queries), k)
-        if not symmetric:
-            scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
-        read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
-        first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates)
-        if rescue:
-            expected = np.sqrt(read_lens / self.index_options.fragment_len)
-            eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
-            first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
-        return first
-
-    def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
-              read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:
-        """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
-        (bool per read), none for the reads where it is False."""
-        if symmetric:  # one search serves both strands: candidates carry no strand
-            scores, ids = scores[:, :depth], ids[:, :depth]
-            strands = np.full(ids.shape, -1, dtype=np.int8)
-        else:  # hits are [forward k | reverse k]
-            cols = np.r_[0:depth, k : k + depth]
-            scores, ids = scores[:, cols], ids[:, cols]
-            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), ids.shape)
-        return self._candidates(scores, ids, strands, read_lens, ratio, limit, eligible)
-
-    def _candidates(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_lens: np.ndarray,
-                    ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None) -> CandidateBatch:
-        """Windows around each read's best-scoring fragments, pruned against its best score.
-
-        Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
-        1 (reverse) or -1 (either: align both orientations). Per read: the hits scoring at least
-        `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
-        at most `max_candidates`, each widened by the read's length plus `WINDOW_SLACK` per side."""
-        o = self.options
-        ratio = o.candidate_ratio if ratio is None else ratio
-        limit = o.max_candidates if limit is None else limit
-        ok = ids >= 0
-        best = np.where(ok, scores, -np.inf).max(axis=1, initial=-np.inf)
-        # float32 throughout, as the per-read scalar code computed it (rows with best <= 0 keep nothing)
-        threshold = np.maximum(best, 0) * scores.dtype.type(ratio)
-        keep = ok & (scores >= threshold[:, None]) & (best > 0)[:, None]
-        if eligible is not None:
-            keep &= eligible[:, None]
-        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, :limit]
-        counts = np.minimum(keep.sum(axis=1), limit)
-        rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
-        picked = order[rows, cols]
-        frags = self.index.fragments[ids[rows, picked]]
-        pad = read_lens[rows] + WINDOW_SLACK
-        windows = np.empty((len(rows), 4), dtype=np.int64)
-        windows[:, 0] = frags[:, 0]
-        windows[:, 1] = np.maximum(frags[:, 1] - pad, 0)
-        windows[:, 2] = np.minimum(frags[:, 2] + pad, self._contig_lengths[frags[:, 0]])
-        windows[:, 3] = strands[rows, picked]
-        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return CandidateBatch(offsets, windows)
+        return self.engine.place(seqs, self.find_candidates(seqs)).get()
 
     def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,
                    command_line: str | None = None, progress: bool = False) -> Summary:
@@ -168,12 +100,12 @@ class Aligner:
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
                        secondary=self.options.secondary, threads=engine.workers,
                        inputs=(reads, self.reference.path), reference=self.reference) as writer:
-            engine.start(writer.formatter, self._search if worker_search else None)
+            engine.start(writer.formatter, self.find_candidates if worker_search else None)
             try:
                 for batch, position in read_batches_at(reads, self.options.batch_size):
                     names, seqs, quals = [r.name for r in batch], [r.seq for r in batch], [r.qual for r in batch]
                     searched_there = worker_search and engine.parallel and len(batch) >= MIN_PARALLEL_READS
-                    job = engine.submit(names, seqs, quals, None if searched_there else self._search(seqs))
+                    job = engine.submit(names, seqs, quals, None if searched_there else self.find_candidates(seqs))
                     in_flight.append((len(batch), position, job))
                     while len(in_flight) > limit:
                         self._write_batch(*in_flight.popleft(), writer, summary, bar)

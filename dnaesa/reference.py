@@ -13,14 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from dnaesa.dna import reverse_complement  # noqa: F401  (re-exported: older imports)
 from dnaesa.errors import InputError
 from dnaesa.io.fastx import read_reference
-
-_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 def fragment_windows(lengths: Sequence[int], fragment_len: int, stride: int) -> np.ndarray:

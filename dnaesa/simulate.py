@@ -34,9 +34,9 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from dnaesa.dna import reverse_complement
 from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_reference
-from dnaesa.reference import reverse_complement
 
 BASES = "ACGT"
 _OURS = re.compile(r"^(\S+)_(\d+)_(\d+)_(\d+):(\d+):(\d+)_([FR])_([0-9a-f]+)(?:/[12])?$")

@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import pytest
 
-from dnaesa.align.refine import Candidate
-from dnaesa.engine.local import MIN_PARALLEL_READS, CandidateBatch, LocalEngine
+from dnaesa.align.candidates import WINDOW_SLACK, Candidate, CandidateBatch, CandidateFinder
+from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine
 from dnaesa.io.sam import SamFormatter
-from dnaesa.pipeline import WINDOW_SLACK, Aligner
+from dnaesa.pipeline import Aligner
 from dnaesa.simulate import simulate_reads, write_fastq
 
 
@@ -70,7 +70,7 @@ def test_vectorised_candidates_match_per_read_code(kmer_aligner, max_candidates,
     object.__setattr__(opts, "max_candidates", max_candidates)
     object.__setattr__(opts, "candidate_ratio", ratio)
     try:
-        got = kmer_aligner._candidates(scores, ids, strands, lens).lists()
+        got = kmer_aligner.find_candidates.windows_from_hits(scores, ids, strands, lens).lists()
         want = [_reference_candidates(kmer_aligner, scores[i], ids[i], strands[i], int(lens[i])) for i in range(n)]
     finally:
         object.__setattr__(opts, "max_candidates", 16)
@@ -85,7 +85,7 @@ def test_search_of_a_strand_aware_encoder(kmer_aligner, lambda_contigs, monkeypa
     reads = simulate_reads(lambda_contigs, 20, 150, seed=3)
     seqs = [r.seq for r in reads]
     monkeypatch.setattr(kmer_aligner.encoder, "strand_symmetric", False, raising=False)
-    batch = kmer_aligner._search(seqs)
+    batch = kmer_aligner.find_candidates(seqs)
     assert len(batch) == 20 and set(batch.windows[:, 3].tolist()) <= {0, 1}
     assert {c.reverse for cands in batch.lists() for c in cands} == {False, True}
 
@@ -114,8 +114,8 @@ def test_parallel_output_equals_serial(small_batch_aligner, lambda_contigs, tmp_
     a = small_batch_aligner
     reads, fq = _reads_file(tmp_path, lambda_contigs)
     calls = []
-    search = a._search
-    monkeypatch.setattr(a, "_search", lambda seqs: calls.append(len(seqs)) or search(seqs))
+    search = a.find_candidates
+    monkeypatch.setattr(a, "find_candidates", lambda seqs: calls.append(len(seqs)) or search(seqs))
     summary = a.align_file(str(fq), str(tmp_path / f"par.{suffix}"), read_group="g", command_line="cl")
     assert a.engine.parallel and a.engine._pool is None  # closed at the end
     # full batches were searched in the workers; only the short last one (< MIN_PARALLEL_READS) here
@@ -177,10 +177,10 @@ def test_worker_error_reaches_the_caller(kmer_aligner, lambda_contigs):
         with pytest.raises(RuntimeError, match=f"search failed on {len(seqs)} reads"):
             engine.submit(names, seqs, quals).get()
         # a formatter that rejects every record: the error of an aligning chunk
-        engine.start(SamFormatter([]), kmer_aligner._search)
+        engine.start(SamFormatter([]), kmer_aligner.find_candidates)
         with pytest.raises(IndexError):
             engine.submit(names, seqs, quals).get()
-        engine.start(SamFormatter([lambda_contigs[0][0]]), kmer_aligner._search)
+        engine.start(SamFormatter([lambda_contigs[0][0]]), kmer_aligner.find_candidates)
         texts, mapped = engine.submit(names, seqs, quals).get()
         assert mapped == len(seqs) and "".join(texts).count("\n") == len(seqs)
     finally:
@@ -193,7 +193,7 @@ def test_pool_waits_on_workers_not_results(kmer_aligner, lambda_contigs):
     result); many results come back and the pool closes cleanly."""
     engine = LocalEngine(kmer_aligner.refiner, 2)
     seqs = [lambda_contigs[0][1][i : i + 120] for i in range(0, 120 * MIN_PARALLEL_READS, 120)]
-    candidates = kmer_aligner._search(seqs)
+    candidates = kmer_aligner.find_candidates(seqs)
     try:
         jobs = [engine.place(seqs, candidates) for _ in range(4)]
         pool = engine._pool
@@ -228,7 +228,7 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
     seq = kmer_aligner.reference.seqs[0]
     rng = np.random.default_rng(5)
     unrelated = "".join(rng.choice(list("ACGT"), 150))
-    batch = kmer_aligner._search([seq[30_000:30_150], unrelated])
+    batch = kmer_aligner.find_candidates([seq[30_000:30_150], unrelated])
     assert batch.rescue is not None
     counts = np.diff(batch.rescue.offsets)
     n_frag = len(kmer_aligner.index.fragments)
@@ -236,10 +236,10 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
     assert o.max_candidates < counts[0] <= min(o.rescue_candidates, n_frag, o.rescue_top_k) and counts[1] == 0
     assert np.diff(batch.offsets)[0] <= o.max_candidates
     # the first tier is what a search of top_k alone gives
-    plain = Aligner.__new__(Aligner)
-    plain.__dict__.update(kmer_aligner.__dict__)
     from dataclasses import replace
 
-    plain.options = replace(o, rescue_top_k=0)
-    alone = plain._search([seq[30_000:30_150], unrelated])
+    finder = kmer_aligner.find_candidates
+    plain = CandidateFinder(finder.encoder, finder.store, finder.fragments, kmer_aligner.reference.lengths,
+                            replace(o, rescue_top_k=0), finder.fragment_len)
+    alone = plain([seq[30_000:30_150], unrelated])
     assert alone.rescue is None and alone.lists() == batch.lists()

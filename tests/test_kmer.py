@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnaesa.dna import reverse_complement
 from dnaesa.model.kmer import KmerSketchEncoder, canonical_kmers
-from dnaesa.reference import reverse_complement
 
 
 def test_canonical_kmers_are_distinct_and_strand_free():

@@ -22,8 +22,9 @@ from dnaesa.align.refine import (
     masked_code,
     triplet_code,
 )
+from dnaesa.dna import reverse_complement
 from dnaesa.options import PRESETS, MapOptions
-from dnaesa.reference import Reference, reverse_complement
+from dnaesa.reference import Reference
 
 _CIGAR_RE = re.compile(r"(\d+)([=XIDM])")
 

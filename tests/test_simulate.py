@@ -9,7 +9,7 @@ import numpy as np
 import pysam
 import pytest
 
-from dnaesa.reference import reverse_complement as revcomp
+from dnaesa.dna import reverse_complement as revcomp
 from dnaesa.simulate import Truth, add_arguments, mutate, parse_truth, read_fasta, run, simulate_reads, write_fastq
 
 LAMBDA = Path(__file__).parent / "data" / "lambda_phage.fa.gz"

@@ -14,15 +14,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-from dataclasses import dataclass
 
 import edlib
 import numpy as np
 import parasail
 
+from dnaesa.align.candidates import Candidate
 from dnaesa.align.types import Alignment
+from dnaesa.dna import reverse_complement
 from dnaesa.options import MapOptions
-from dnaesa.reference import Reference, reverse_complement
+from dnaesa.reference import Reference
 
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: BAM op codes of parasail's CIGAR that the alignment uses (others never come)
@@ -48,17 +49,6 @@ _RC_CODE = {25 * a + 5 * b + c: chr(25 * _COMP_CODE[c] + 5 * _COMP_CODE[b] + _CO
 _DROP_ACGT = str.maketrans("", "", "ACGT")
 #: stands for masked positions in a code string: no 3-mer has this code
 _MASK_CODE = "\xff"
-
-
-@dataclass
-class Candidate:
-    """A window to search: reference [start, end) of a contig, and the read's orientation there
-    (True: reverse complement; None: unknown, try both)."""
-
-    contig_index: int
-    start: int
-    end: int
-    reverse: bool | None
 
 
 def score_matrix(opts: MapOptions):

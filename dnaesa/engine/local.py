@@ -13,13 +13,11 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import threading
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
-
+from dnaesa.align.candidates import Candidate, CandidateBatch
 from dnaesa.align.mapq import assign_mapq
-from dnaesa.align.refine import Candidate, Refiner
+from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 from dnaesa.errors import WorkerError
 
@@ -31,48 +29,6 @@ WATCH_SECONDS = 0.5
 _WORKER: dict = {}
 
 
-@dataclass
-class CandidateBatch:
-    """The candidate windows of a batch of reads as flat arrays (cheap to pickle, built vectorised).
-
-    Read i's candidates are rows `offsets[i]:offsets[i + 1]` of `windows`, each (contig index,
-    start, end, orientation) with orientation 0 (forward), 1 (reverse) or -1 (unknown: try both).
-    """
-
-    offsets: np.ndarray  # int64, (n + 1,)
-    windows: np.ndarray  # int64, (m, 4)
-    #: the rescue tier: candidates tried only for a read that none of the first tier places
-    rescue: CandidateBatch | None = None
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @classmethod
-    def empty(cls, n: int) -> CandidateBatch:
-        return cls(np.zeros(n + 1, dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
-
-    def slice(self, lo: int, hi: int) -> CandidateBatch:
-        """The candidates of reads lo..hi-1."""
-        a, b = int(self.offsets[lo]), int(self.offsets[hi])
-        rescue = self.rescue.slice(lo, hi) if self.rescue is not None else None
-        return CandidateBatch(self.offsets[lo : hi + 1] - a, self.windows[a:b], rescue)
-
-    def lists(self) -> list[list[Candidate]]:
-        """`Candidate` lists, one per read (first tier)."""
-        rows = self.windows.tolist()
-        bounds = self.offsets.tolist()
-        return [[Candidate(ci, st, en, None if o < 0 else bool(o)) for ci, st, en, o in rows[lo:hi]]
-                for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-    def tiers(self) -> list[tuple[list[Candidate], Callable[[], list[Candidate]] | None]]:
-        """Per read: its first-tier candidates and a function giving its rescue tier (or None)."""
-        first = self.lists()
-        if self.rescue is None:
-            return [(c, None) for c in first]
-        rescue = self.rescue
-        return [(c, (lambda i=i: rescue.slice(i, i + 1).lists()[0])) for i, c in enumerate(first)]
-
-
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
                rescue: Callable[[], list[Candidate]] | None = None) -> list[Alignment]:
     """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
@@ -82,10 +38,6 @@ def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
         alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
     assign_mapq(alignments, refiner.opts)
     return alignments
-
-
-def _as_tiers(candidates: Sequence[list[Candidate]] | CandidateBatch):
-    return candidates.tiers() if isinstance(candidates, CandidateBatch) else [(c, None) for c in candidates]
 
 
 def _place_chunk(jobs: tuple[list[str], CandidateBatch]) -> list[list[Alignment]]:
@@ -226,13 +178,10 @@ class LocalEngine:
         size = max(1, -(-n // (self.workers * 4)))
         return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
-    def place(self, seqs: Sequence[str], candidates: Sequence[list[Candidate]] | CandidateBatch) -> Done | Pending:
+    def place(self, seqs: Sequence[str], candidates: CandidateBatch) -> Done | Pending:
         """Start placing a batch; the returned object's `get()` gives the placements in order."""
         if not self.parallel or len(seqs) < MIN_PARALLEL_READS:
-            return Done([place_read(self.refiner, s, c, r) for s, (c, r) in zip(seqs, _as_tiers(candidates))])
-        if not isinstance(candidates, CandidateBatch):
-            lists = list(candidates)
-            return Pending(self._get_pool().map_async(_place_lists, [(seqs[lo:hi], lists[lo:hi]) for lo, hi in self.chunks(len(seqs))]), self)
+            return Done([place_read(self.refiner, s, c, r) for s, (c, r) in zip(seqs, candidates.tiers())])
         seqs = list(seqs)
         jobs = [(seqs[lo:hi], candidates.slice(lo, hi)) for lo, hi in self.chunks(len(seqs))]
         return Pending(self._get_pool().map_async(_place_chunk, jobs), self)
@@ -292,8 +241,3 @@ class LocalEngine:
     def __del__(self):
         if self._pool is not None:
             self._pool.terminate()
-
-
-def _place_lists(jobs: tuple[list[str], list[list[Candidate]]]) -> list[list[Alignment]]:
-    seqs, candidates = jobs
-    return [place_read(_WORKER["refiner"], s, c) for s, c in zip(seqs, candidates)]

@@ -29,9 +29,9 @@ from typing import Sequence
 import pysam
 
 from dnaesa.align.types import Alignment
+from dnaesa.dna import reverse_complement
 from dnaesa.errors import OptionsError, OutputError
 from dnaesa.io.fastx import Read
-from dnaesa.reference import reverse_complement
 
 log = logging.getLogger("dnaesa")
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")

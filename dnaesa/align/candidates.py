@@ -1,0 +1,152 @@
+"""Candidate windows: where each read is aligned, chosen from its embedding search hits.
+
+The one home of candidate selection. Owns `Candidate` (one window, as the refiner takes it),
+`CandidateBatch` (a batch's windows as flat arrays, cheap to send to worker processes) and
+`CandidateFinder`, which embeds a batch of reads, searches the store and turns the hits into
+windows, pruned against each read's best score, with a deeper rescue tier for reads the first
+does not place. Engines only run these stages in parallel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dnaesa.dna import reverse_complement
+from dnaesa.options import MapOptions
+
+#: bases added on each side of a candidate fragment beyond the read's length
+WINDOW_SLACK = 16
+
+
+@dataclass
+class Candidate:
+    """A window to search: reference [start, end) of a contig, and the read's orientation there
+    (True: reverse complement; None: unknown, try both)."""
+
+    contig_index: int
+    start: int
+    end: int
+    reverse: bool | None
+
+
+@dataclass
+class CandidateBatch:
+    """The candidate windows of a batch of reads as flat arrays (cheap to pickle, built vectorised).
+
+    Read i's candidates are rows `offsets[i]:offsets[i + 1]` of `windows`, each (contig index,
+    start, end, orientation) with orientation 0 (forward), 1 (reverse) or -1 (unknown: try both).
+    """
+
+    offsets: np.ndarray  # int64, (n + 1,)
+    windows: np.ndarray  # int64, (m, 4)
+    #: the rescue tier: candidates tried only for a read that none of the first tier places
+    rescue: CandidateBatch | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def empty(cls, n: int) -> CandidateBatch:
+        return cls(np.zeros(n + 1, dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
+
+    def slice(self, lo: int, hi: int) -> CandidateBatch:
+        """The candidates of reads lo..hi-1."""
+        a, b = int(self.offsets[lo]), int(self.offsets[hi])
+        rescue = self.rescue.slice(lo, hi) if self.rescue is not None else None
+        return CandidateBatch(self.offsets[lo : hi + 1] - a, self.windows[a:b], rescue)
+
+    def lists(self) -> list[list[Candidate]]:
+        """`Candidate` lists, one per read (first tier)."""
+        rows = self.windows.tolist()
+        bounds = self.offsets.tolist()
+        return [[Candidate(ci, st, en, None if o < 0 else bool(o)) for ci, st, en, o in rows[lo:hi]]
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def tiers(self) -> list[tuple[list[Candidate], Callable[[], list[Candidate]] | None]]:
+        """Per read: its first-tier candidates and a function giving its rescue tier (or None)."""
+        first = self.lists()
+        if self.rescue is None:
+            return [(c, None) for c in first]
+        rescue = self.rescue
+        return [(c, (lambda i=i: rescue.slice(i, i + 1).lists()[0])) for i, c in enumerate(first)]
+
+
+class CandidateFinder:
+    """Reads -> `CandidateBatch`: embed with `encoder`, search `store`, and map the hits to windows
+    of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i."""
+
+    def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
+                 fragment_len: int):
+        self.encoder, self.store, self.fragments, self.options = encoder, store, fragments, options
+        self.fragment_len = fragment_len
+        self._contig_lengths = np.asarray(contig_lengths, dtype=np.int64)
+
+    def __call__(self, seqs: Sequence[str]) -> CandidateBatch:
+        """Embed and search a batch: the candidate windows of each read, as flat arrays."""
+        if not seqs:
+            return CandidateBatch.empty(0)
+        o = self.options
+        n = len(seqs)
+        symmetric = self.encoder.strand_symmetric
+        queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
+        rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
+        k = o.rescue_top_k if rescue else o.top_k
+        scores, ids = self.store.search(self.encoder.encode(queries), k)
+        if not symmetric:
+            scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
+        read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
+        first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates)
+        if rescue:
+            expected = np.sqrt(read_lens / self.fragment_len)
+            eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
+            first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
+        return first
+
+    def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
+              read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:
+        """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
+        (bool per read), none for the reads where it is False."""
+        if symmetric:  # one search serves both strands: candidates carry no strand
+            scores, ids = scores[:, :depth], ids[:, :depth]
+            strands = np.full(ids.shape, -1, dtype=np.int8)
+        else:  # hits are [forward k | reverse k]
+            cols = np.r_[0:depth, k : k + depth]
+            scores, ids = scores[:, cols], ids[:, cols]
+            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), ids.shape)
+        return self.windows_from_hits(scores, ids, strands, read_lens, ratio, limit, eligible)
+
+    def windows_from_hits(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_lens: np.ndarray,
+                    ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None) -> CandidateBatch:
+        """Windows around each read's best-scoring fragments, pruned against its best score.
+
+        Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
+        1 (reverse) or -1 (either: align both orientations). Per read: the hits scoring at least
+        `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
+        at most `max_candidates`, each widened by the read's length plus `WINDOW_SLACK` per side."""
+        o = self.options
+        ratio = o.candidate_ratio if ratio is None else ratio
+        limit = o.max_candidates if limit is None else limit
+        ok = ids >= 0
+        best = np.where(ok, scores, -np.inf).max(axis=1, initial=-np.inf)
+        # float32 throughout, as the per-read scalar code computed it (rows with best <= 0 keep nothing)
+        threshold = np.maximum(best, 0) * scores.dtype.type(ratio)
+        keep = ok & (scores >= threshold[:, None]) & (best > 0)[:, None]
+        if eligible is not None:
+            keep &= eligible[:, None]
+        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, :limit]
+        counts = np.minimum(keep.sum(axis=1), limit)
+        rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
+        picked = order[rows, cols]
+        frags = self.fragments[ids[rows, picked]]
+        pad = read_lens[rows] + WINDOW_SLACK
+        windows = np.empty((len(rows), 4), dtype=np.int64)
+        windows[:, 0] = frags[:, 0]
+        windows[:, 1] = np.maximum(frags[:, 1] - pad, 0)
+        windows[:, 2] = np.minimum(frags[:, 2] + pad, self._contig_lengths[frags[:, 0]])
+        windows[:, 3] = strands[rows, picked]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return CandidateBatch(offsets, windows)
+
