@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from dnaesa import runtime
 from dnaesa.align.candidates import CandidateFinder
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine
-from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at
 from dnaesa.io.sam import SamWriter
-from dnaesa.model.base import Encoder, load_encoder, resolve_device
+from dnaesa.model.base import Encoder, load_encoder
 from dnaesa.options import resolve_options
 from dnaesa.reference import Reference
 from dnaesa.store.index_dir import Index, open_index
@@ -59,10 +59,10 @@ class Aligner:
                  encoder: Encoder | None = None, device: str = "auto", threads: int | None = None,
                  rebuild: bool = False, progress: bool = False, preset: str = "sr", **options):
         self.index_options, self.options = resolve_options(preset, **options)
-        self.device = resolve_device(device)
-        threads = _check_threads(threads)
+        self.device = runtime.resolve_device(device)
+        threads = runtime.check_threads(threads)
         if threads:
-            set_threads(threads)
+            runtime.set_threads(threads)
         self.encoder = encoder or load_encoder(model, self.device)
         self.reference = ref if isinstance(ref, Reference) else Reference.load(ref)
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
@@ -176,26 +176,9 @@ def _bar_size() -> dict:
     return {"ncols": size.columns or 80, "nrows": size.lines or 24}
 
 
-def _check_threads(threads: int | None) -> int | None:
-    """`threads` as asked, capped at the cores this process may use (more only adds contention)."""
-    if threads is None:
-        return None
-    if threads < 1:
-        raise OptionsError(f"threads must be at least 1, got {threads}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads > cores:
-        log.warning("[dnaesa] -t %d is more than the %d cores here: using %d", threads, cores, cores)
-        return cores
-    return threads
-
-
 def set_threads(threads: int) -> None:
-    """Use `threads` CPU threads in torch and FAISS."""
-    import faiss
-    import torch
-
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    """Kept for older imports: `dnaesa.runtime.set_threads`."""
+    runtime.set_threads(threads)
 
 
 def _progress_bar(what: str, total: int | None, enabled: bool):

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from dnaesa.errors import OptionsError
+from dnaesa.runtime import resolve_device
 
 #: bundled models, one directory each; `weights/default` is what `align` uses (MODEL.md)
 BUNDLED_DIR = Path(__file__).parent / "weights"
@@ -42,19 +43,6 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def encode(self, seqs: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed `seqs` (upper or lower case ACGTN strings) -> (len(seqs), dim) float32, unit rows."""
-
-
-def resolve_device(device: str = "auto") -> str:
-    """`auto` -> `cuda` when torch sees a GPU, else `cpu`; `cuda` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OptionsError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
-    if device not in ("cpu", "cuda"):
-        raise OptionsError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return device
 
 
 def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
