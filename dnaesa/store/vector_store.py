@@ -129,8 +129,8 @@ class VectorStore:
         self.device, self.backend = "cpu", "faiss"
         self._gpu_shards: list | None = None
         self._torch_matrix = None
-        #: code kinds, prepared by `to`: torch views of the shards, their 1 / |codes|, the compute dtype
-        self._code_search: tuple[list, list, object] | None = None
+        #: code kinds, prepared by `to`: torch views of the shards and their 1 / |codes|
+        self._code_search: tuple[list, list] | None = None
 
     @property
     def codes(self) -> bool:
@@ -187,13 +187,14 @@ class VectorStore:
         "auto": faiss-gpu when installed, else torch, on cuda; torch-bf16 on a CPU with fast
         bfloat16, else faiss. With a torch backend and `keep_faiss=False` the FAISS shards are
         dropped (a search-only store: half the memory of a bfloat16 one), and it cannot move again.
-        Code kinds are always searched by torch, shard by shard ("faiss" is refused); their shards
-        are read and checked here, once, so worker processes forked later share them."""
+        Code kinds are always searched shard by shard by torch (exact integer products on CPU,
+        float16 on CUDA, whatever torch backend is named; "faiss" is refused); their shards are
+        read and checked here, once, so worker processes forked later share them."""
         if not self.shards and not self._unread and self._torch_matrix is not None:
             raise ValueError("this store released its FAISS shards; load it again to search elsewhere")
         if backend == "auto":
             if self.codes:
-                backend = "torch-bf16" if device == "cpu" and cpu_has_fast_bf16() else "torch"
+                backend = "torch"
             elif device == "cuda":
                 backend = "faiss" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "torch"
             else:
@@ -225,7 +226,7 @@ class VectorStore:
             inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
             tensors.append(torch.from_numpy(shard).to(self.device))
             inv_norms.append(torch.from_numpy(inv).to(self.device))
-        self._code_search = (tensors, inv_norms, self._dtype())
+        self._code_search = (tensors, inv_norms)
 
     def _to_matrix(self, keep_faiss: bool) -> None:
         """FAISS shards -> one torch matrix, converted slice by slice into a preallocated matrix;
@@ -260,8 +261,8 @@ class VectorStore:
         if self.codes:
             if self._code_search is None:
                 self.to(self.device, "auto")
-            tensors, inv_norms, dtype = self._code_search
-            scores, ids = search_code_shards(queries, tensors, inv_norms, self.kind, self.dim, k_eff, self.device, dtype)
+            tensors, inv_norms = self._code_search
+            scores, ids = search_code_shards(queries, tensors, inv_norms, self.kind, self.dim, k_eff, self.device)
         elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
         else:
