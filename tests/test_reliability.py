@@ -256,3 +256,21 @@ def test_stale_temporary_of_a_dead_run_is_removed(tmp_path, run, reads):
     code, err = run(reads, "-o", tmp_path / "o.sam")
     assert code == 0, err
     assert not stale.exists() and other.exists()
+
+
+def test_workers_die_with_a_killed_main_process(tmp_path, lambda_ref, many_reads):
+    proc = _start(tmp_path, lambda_ref, many_reads, tmp_path / "o.sam")
+    workers = _wait_for_workers(proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers):
+        time.sleep(0.1)
+    assert all(not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z" for pid in workers), "orphaned workers"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.pool
+import os
 import threading
 from typing import Callable, Sequence
 
@@ -64,6 +65,22 @@ def _search_batch(seqs: list[str]) -> CandidateBatch:
     return _WORKER["search"](seqs)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the main process dies (even by SIGKILL), so no
+    orphan keeps computing or prints tracebacks about the broken result pipe."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != _WORKER.get("parent", os.getppid()):  # it died before prctl took effect
+        os._exit(1)
+
+
 def _init_worker() -> None:
     """One thread per worker for torch and FAISS: the workers are the parallelism (and OpenMP's
     thread pool does not survive the fork: a forked worker using it would hang). Ctrl-C reaches
@@ -73,6 +90,7 @@ def _init_worker() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler: terminate() sends it
+    _die_with_parent()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if "faiss" in sys.modules:
@@ -208,7 +226,7 @@ class LocalEngine:
     def _get_pool(self):
         if self._pool is None:
             _WORKER.clear()
-            _WORKER.update(self._context, refiner=self.refiner)  # inherited by the forked workers
+            _WORKER.update(self._context, refiner=self.refiner, parent=os.getpid())  # inherited by the forked workers
             self._pool = _Pool(self.workers)
             self._workers = list(self._pool._pool)
         return self._pool
