@@ -48,8 +48,16 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it matches")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line `dnaesa: error: ...` (exit 2), not usage + error."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"dnaesa: error: {command + ': ' if command else ''}{message} (see {self.prog} -h)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dnaesa", description="DNA read alignment by embedding, search and alignment.")
+    parser = _Parser(prog="dnaesa", description="DNA read alignment by embedding, search and alignment.")
     parser.add_argument("--version", action="version", version=f"dnaesa {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

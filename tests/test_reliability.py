@@ -104,7 +104,8 @@ def test_output_in_read_only_folder(tmp_path, run, reads):
 def test_negative_threads_is_a_usage_error(tmp_path, reads, lambda_ref, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["align", str(reads), str(lambda_ref), "-t", "-1"])
-    assert stop.value.code == 2 and "at least 1" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("dnaesa: error: ") and "at least 1" in err[0]
 
 
 def test_failing_final_write_leaves_no_temporary(tmp_path, monkeypatch):
