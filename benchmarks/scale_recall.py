@@ -6,7 +6,7 @@ read's true span (same contig, fragment start <= read start, fragment end >= rea
 TSV line: index, kind, fragments, bytes/fragment (shard files), reads, recall@1/8/16, search
 queries/s (embedding excluded, one process, torch threads as set).
 
-    python benchmarks/scale_recall.py REF.fa INDEX_DIR reads.fq [--encoder default] [--threads 2]
+    python benchmarks/scale_recall.py REF.fa INDEX_DIR reads.fq [--store auto] [--threads 2] [--max-reads N]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--store", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--max-reads", type=int, default=0, help="stop after this many reads (0: all)")
     args = p.parse_args()
     set_threads(args.threads)
     encoder = load_encoder(args.encoder, "cpu")
@@ -61,6 +62,8 @@ def main() -> None:
         for k in KS:
             hits[k] += int(ok[:, :k].any(axis=1).sum())
         n += len(batch)
+        if args.max_reads and n >= args.max_reads:
+            break
     shard_bytes = sum((Path(args.index) / name).stat().st_size for name in index.manifest["shards"])
     print("\t".join(map(str, [args.index, store.kind, store.ntotal, round(shard_bytes / store.ntotal), n,
                               *(f"{100 * hits[k] / n:.2f}" for k in KS), f"{n / search_s:.1f}"])))

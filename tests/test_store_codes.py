@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from dnaesa.errors import IndexDirError
 from dnaesa.model.base import load_encoder
@@ -98,3 +99,14 @@ def test_non_finite_vectors_are_not_stored():
     for kind in ("flat", "int4"):
         with pytest.raises(ValueError, match="NaN"):
             VectorStore(16, kind).add(bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_code_search_matches_cpu():
+    base, queries = _unit(5000, 64, 0), _unit(200, 64, 1)
+    store = VectorStore(64, "int4", shard_size=2000)
+    store.add(base)
+    s1, i1 = store.to("cpu").search(queries, 8)
+    s2, i2 = store.to("cuda").search(queries, 8)
+    assert (i1[:, 0] == i2[:, 0]).mean() > 0.99 and np.allclose(s1, s2, atol=2e-3)
