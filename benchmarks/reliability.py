@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,10 +66,10 @@ CASES: list[tuple[str, str]] = [
     ("kill -9 of one worker", "$D -q align many.fq ref.fa.gz -t 2 -o o.bam & sleep 4; kill -9 $(pgrep -P $! | head -1); wait $!; "
      "echo rc=$?; ls -A | tr '\\n' ' '"),
     ("SIGTERM to the run", "$D -q align many.fq ref.fa.gz -t 2 -o o.bam & sleep 4; kill -TERM $!; wait $!; echo rc=$?; ls -A | tr '\\n' ' '"),
-    ("Ctrl-C (SIGINT to the process group)", "set -m; $D -q align many.fq ref.fa.gz -t 2 -o o.bam & sleep 4; kill -INT -- -$!; wait $!; "
+    ("Ctrl-C (SIGINT to the process group)", "set -m; $D -q align many.fq ref.fa.gz -t 2 -o o.bam & sleep 4; kill -INT -- -$!; wait $! 2>/dev/null; "
      "echo rc=$?; ls -A | tr '\\n' ' '"),
     ("kill -9 of the main process, then a new run", "$D -q align many.fq ref.fa.gz -t 2 -o o.sam & sleep 4; kill -9 $!; sleep 1; "
-     "left=\"$(ls -A | grep -c tmp) temporaries and $(pgrep -fc 'many.fq' || true) processes left\"; "
+     "left=\"$(ls -A | grep -c tmp) temporaries and $(pgrep -fc 'dnaesa -q align [m]any' || true) dnaesa processes left\"; "
      "$D -q align reads.fq.gz ref.fa.gz -o o.sam; echo rc=$?; echo \"$left; next run: $(ls -A | tr '\\n' ' ')\""),
 ]
 
@@ -86,7 +87,9 @@ def run_case(template: Path, name: str, script: str) -> tuple[str, str, str]:
     for item in template.iterdir():
         (shutil.copytree if item.is_dir() else shutil.copy)(item, folder / item.name)
     env = dict(os.environ, D=D, KMER=KMER)
-    proc = subprocess.run(["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    # Ctrl-C as in a terminal: SIGINT not ignored, even when this script runs in the background
+    proc = subprocess.run(["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     codes = [ln for ln in lines if ln.startswith("rc=")]
     stderr = [ln for ln in proc.stderr.splitlines() if ln.strip()]
