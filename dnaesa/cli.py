@@ -14,7 +14,7 @@ import sys
 import threading
 
 from dnaesa import __version__
-from dnaesa.errors import DnaesaError
+from dnaesa.errors import DnaesaError, OptionsError
 from dnaesa.options import PRESETS, IndexOptions, MapOptions
 
 log = logging.getLogger("dnaesa")
@@ -69,7 +69,13 @@ def _build_parser() -> argparse.ArgumentParser:
     align = sub.add_parser("align", help="align reads to a reference, write SAM/BAM", parents=[quiet],
                            description="Align reads (FASTQ/FASTA, plain/gz, - for stdin) to REF (FASTA).")
     align.add_argument("reads", metavar="READS", help="reads: FASTQ or FASTA, plain or gzip; - for stdin")
-    align.add_argument("ref", metavar="REF", help="reference: FASTA, plain or gzip (indexed on first use)")
+    align.add_argument("more", nargs="+", metavar="[MATES] REF",
+                       help="MATES (optional): mate 2 of each read of READS, same order; REF: the reference, "
+                            "FASTA, plain or gzip (indexed on first use)")
+    pairs = align.add_argument_group("paired-end reads")
+    pairs.add_argument("--interleaved", action="store_true", help="READS alternates mate 1 and mate 2")
+    pairs.add_argument("-I", "--insert-size", metavar="MEAN,SD",
+                       help="insert-size distribution (FR); else estimated from the first 2,000 pairs")
     out = align.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="OUT",
                      help="out.sam; out.sam.gz (BGZF); out.bam or out.cram (sorted and indexed); a device "
@@ -145,11 +151,15 @@ def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
+    if len(args.more) > 2:
+        raise OptionsError(f"align takes READS [MATES] REF, got {len(args.more) + 1} files")
+    mates, args.ref = (None, args.more[0]) if len(args.more) == 1 else tuple(args.more)
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
-                                 command_line="dnaesa " + shlex.join(argv), progress=not args.quiet)
+                                 command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
+                                 mates=mates, interleaved=args.interleaved, insert_size=args.insert_size)
     log.info(summary.line())
     return 0
 

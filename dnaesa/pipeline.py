@@ -10,6 +10,7 @@ written in input order.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -17,14 +18,17 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from dnaesa import runtime
 from dnaesa.align.candidates import CandidateFinder
+from dnaesa.align.pairing import InsertSize, PairChoice, estimate_insert_size, parse_insert_size
+from dnaesa.align.place import place_pair
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
-from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine
-from dnaesa.io.fastx import read_batches_at
+from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine, PairContext
+from dnaesa.errors import OptionsError
+from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder
 from dnaesa.options import resolve_options
@@ -32,6 +36,8 @@ from dnaesa.reference import Reference
 from dnaesa.store.index_dir import Index, open_index
 
 log = logging.getLogger("dnaesa")
+#: pairs whose placements estimate the insert size when it is not given (BWA-MEM: each batch)
+INSERT_SAMPLE = 2000
 
 
 @dataclass
@@ -85,24 +91,48 @@ class Aligner:
         """Placements of each read of a batch, primary first; empty lists for unmapped reads."""
         return self.engine.place(seqs, self.find_candidates(seqs)).get()
 
+    def map_pair(self, seq1: str, seq2: str, insert_size: InsertSize | str | None = None) -> PairChoice:
+        """Placements of a pair's mates, chosen jointly (`insert_size`: an `InsertSize` or "MEAN,SD";
+        None: no insert-size prior, so no proper pair and no mate rescue)."""
+        insert = parse_insert_size(insert_size) if isinstance(insert_size, str) else insert_size
+        seqs = [seq1.upper(), seq2.upper()]
+        tiers = self.find_candidates(seqs).tiers()
+        return place_pair(self.refiner, (seqs[0], seqs[1]), tiers, insert, self.reference.lengths)
+
     def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,
-                   command_line: str | None = None, progress: bool = False) -> Summary:
+                   command_line: str | None = None, progress: bool = False, mates: str | None = None,
+                   interleaved: bool = False, insert_size: InsertSize | str | None = None) -> Summary:
         """Align every read of `reads` (FASTQ/FASTA, plain/gz, '-' for stdin) to `out` (SAM/BAM/stdout).
 
-        The main process parses reads and writes records; the workers search (on CPU), align and
-        format them. Up to `workers + 2` batches are in flight, so the workers are never idle."""
+        Paired-end: `mates` is the file of mate 2, or `interleaved` says `reads` alternates mate 1
+        and mate 2. `insert_size` ("MEAN,SD" or an `InsertSize`) is otherwise estimated from the
+        first `INSERT_SAMPLE` pairs. The main process parses reads and writes records; the workers
+        search (on CPU), align and format them. Up to `workers + 2` batches are in flight, so the
+        workers are never idle."""
+        paired = mates is not None or interleaved
+        if mates is not None and interleaved:
+            raise OptionsError("give either a mate file or --interleaved, not both")
         summary, t0 = Summary(), time.perf_counter()
         command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         bar = AlignProgress(reads, progress)
         engine, worker_search = self.engine, self.search_in_workers
         limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
         in_flight: deque = deque()
+        if paired:
+            batches = read_pair_batches_at(reads, mates, self.options.batch_size)
+            insert = parse_insert_size(insert_size) if isinstance(insert_size, str) else insert_size
+            if insert is None:
+                batches, insert = self._estimate_insert_size(batches)
+            pairing = PairContext(insert, tuple(self.reference.lengths))
+        else:
+            batches, pairing = read_batches_at(reads, self.options.batch_size), None
+        inputs = (reads, mates, self.reference.path)
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
-                       secondary=self.options.secondary, threads=engine.workers,
-                       inputs=(reads, self.reference.path), reference=self.reference) as writer:
-            engine.start(writer.formatter, self.find_candidates if worker_search else None)
+                       secondary=0 if paired else self.options.secondary, threads=engine.workers,
+                       inputs=inputs, reference=self.reference) as writer:
+            engine.start(writer.formatter, self.find_candidates if worker_search else None, pairing)
             try:
-                for batch, position in read_batches_at(reads, self.options.batch_size):
+                for batch, position in batches:
                     names, seqs, quals = [r.name for r in batch], [r.seq for r in batch], [r.qual for r in batch]
                     searched_there = worker_search and engine.parallel and len(batch) >= MIN_PARALLEL_READS
                     job = engine.submit(names, seqs, quals, None if searched_there else self.find_candidates(seqs))
@@ -119,6 +149,29 @@ class Aligner:
         engine.close()
         summary.seconds = time.perf_counter() - t0
         return summary
+
+    def _estimate_insert_size(self, batches: Iterator) -> tuple[Iterator, InsertSize | None]:
+        """The insert size from the first `INSERT_SAMPLE` pairs (read ahead, then given back with
+        the rest of `batches`), so that it does not depend on the batch size."""
+        ahead, reads = [], []
+        for batch in batches:
+            ahead.append(batch)
+            reads += batch[0]
+            if len(reads) >= 2 * INSERT_SAMPLE:
+                break
+        sample = reads[: 2 * INSERT_SAMPLE]
+        seqs = [r.seq for r in sample]
+        placed = []
+        for lo in range(0, len(seqs), self.options.batch_size):
+            placed += self.map_batch(seqs[lo : lo + self.options.batch_size])
+        insert = estimate_insert_size(list(zip(placed[0::2], placed[1::2])))
+        if insert is None:
+            log.warning("[dnaesa] too few confidently placed pairs among the first %d to estimate the insert "
+                        "size: no pair is marked proper and no mate is rescued; give it with -I MEAN,SD",
+                        len(sample) // 2)
+        else:
+            log.info("[dnaesa] %s", insert.describe())
+        return itertools.chain(ahead, batches), insert
 
     @staticmethod
     def _write_batch(n_reads: int, position: int | None, job, writer: SamWriter, summary: Summary,

@@ -27,6 +27,7 @@ span is the reference covered by those bases. Qualities are all 'I' (Phred 40).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,34 @@ def simulate_reads(contigs: list[tuple[str, str]] | dict[str, str], n: int, leng
     sampler = _Sampler(_load_contigs(contigs), np.random.default_rng(seed))
     rates = (sub_rate, indel_rate, divergence)
     return [_one_read(sampler, i, length, rates, max_indel) for i in range(n)]
+
+
+def simulate_pairs(contigs: list[tuple[str, str]] | dict[str, str], n: int, length: int, insert_mean: int = 400,
+                   insert_sd: int = 40, seed: int = 0, sub_rate: float = 0.01) -> list[tuple[SimRead, SimRead]]:
+    """`n` FR pairs of `length`-base mates from fragments of Normal(insert_mean, insert_sd) bases
+    (at least `length`), with substitution errors at `sub_rate`. Named as wgsim names pairs
+    (`{contig}_{left1}_{right1}_{e}:0:0_{e}:0:0_{index}`, the fragment's 1-based ends), with `/1` and
+    `/2` suffixes, so `parse_truth` and `dnaesa evaluate` read them: the forward mate starts at the
+    fragment's start, the reverse one ends at its end. Mate 1 is the forward one half of the time."""
+    if length < 1 or n < 0 or insert_mean < length:
+        raise OptionsError("length must be >= 1, n >= 0 and insert_mean >= length")
+    sampler = _Sampler(_load_contigs(contigs), np.random.default_rng(seed))
+    rng = sampler.rng
+    pairs = []
+    for i in range(n):
+        size = max(length, int(round(rng.normal(insert_mean, insert_sd))))
+        ci, start = sampler.draw(size)
+        name, contig = sampler.contigs[ci]
+        fragment = contig[start : start + size]
+        fwd = _mutate_round(fragment[:length], rng, sub_rate, 0.0, 1)
+        rev = _mutate_round(fragment[size - length :], rng, sub_rate, 0.0, 1)
+        errors = (len(fwd.events), len(rev.events))
+        base = f"{name}_{start + 1}_{start + size}_{errors[0]}:0:0_{errors[1]}:0:0_{i:x}"
+        forward = SimRead("", fwd.seq, "I" * length, name, start, start + length, False)
+        reverse = SimRead("", reverse_complement(rev.seq), "I" * length, name, start + size - length, start + size, True)
+        one, two = (forward, reverse) if rng.random() < 0.5 else (reverse, forward)
+        pairs.append((dataclasses.replace(one, name=base + "/1"), dataclasses.replace(two, name=base + "/2")))
+    return pairs
 
 
 def parse_truth(name: str) -> Truth | None:

@@ -206,7 +206,7 @@ def test_pool_waits_on_workers_not_results(kmer_aligner, lambda_contigs):
 
 
 def test_rescue_tier_is_tried_only_when_the_first_tier_places_nothing(kmer_aligner):
-    from dnaesa.engine.local import place_read
+    from dnaesa.align.place import place_read
 
     seq = kmer_aligner.reference.seqs[0]
     read = seq[20_000:20_150]

@@ -14,10 +14,12 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import threading
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from dnaesa.align.candidates import Candidate, CandidateBatch
-from dnaesa.align.mapq import assign_mapq
+from dnaesa.align.candidates import CandidateBatch
+from dnaesa.align.pairing import InsertSize
+from dnaesa.align.place import place_pair, place_read
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 from dnaesa.errors import WorkerError
@@ -28,17 +30,6 @@ MIN_PARALLEL_READS = 256
 WATCH_SECONDS = 0.5
 #: what the forked workers use, set just before the fork: "refiner", "search", "formatter"
 _WORKER: dict = {}
-
-
-def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
-               rescue: Callable[[], list[Candidate]] | None = None) -> list[Alignment]:
-    """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
-    the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried."""
-    alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
-    if not alignments and rescue is not None:
-        alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
-    assign_mapq(alignments, refiner.opts)
-    return alignments
 
 
 def _place_chunk(jobs: tuple[list[str], CandidateBatch]) -> list[list[Alignment]]:
@@ -57,8 +48,36 @@ def format_reads(refiner: Refiner, formatter, names: Sequence[str], seqs: Sequen
     return "".join(parts), mapped
 
 
+def format_pairs(refiner: Refiner, formatter, pairing: PairContext, names: Sequence[str], seqs: Sequence[str],
+                 quals: Sequence[str | None], candidates: CandidateBatch) -> tuple[str, int]:
+    """Place pairs (reads 2i and 2i + 1 are mates 1 and 2 of pair i; names[2i] its name) and format
+    their records: (the records' text, how many reads mapped)."""
+    parts, mapped = [], 0
+    tiers = candidates.tiers()
+    for i in range(0, len(seqs), 2):
+        choice = place_pair(refiner, (seqs[i], seqs[i + 1]), tiers[i : i + 2], pairing.insert, pairing.contig_lengths)
+        mates = ((seqs[i], quals[i]), (seqs[i + 1], quals[i + 1]))
+        parts.append(formatter.pair(names[i], mates, (choice.first, choice.second), choice.proper))
+        mapped += (choice.first is not None) + (choice.second is not None)
+    return "".join(parts), mapped
+
+
+@dataclass(frozen=True)
+class PairContext:
+    """What pairing needs besides the refiner: the insert size (None: unknown) and contig lengths."""
+
+    insert: InsertSize | None
+    contig_lengths: tuple[int, ...]
+
+
+def _format(refiner: Refiner, context: dict, job: tuple) -> tuple[str, int]:
+    if context.get("pairing") is not None:
+        return format_pairs(refiner, context["formatter"], context["pairing"], *job)
+    return format_reads(refiner, context["formatter"], *job)
+
+
 def _format_chunk(job: tuple) -> tuple[str, int]:
-    return format_reads(_WORKER["refiner"], _WORKER["formatter"], *job)
+    return _format(_WORKER["refiner"], _WORKER, job)
 
 
 def _search_batch(seqs: list[str]) -> CandidateBatch:
@@ -192,8 +211,11 @@ class LocalEngine:
         return self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
 
     def chunks(self, n: int) -> list[tuple[int, int]]:
-        """(lo, hi) ranges of a batch of n reads: four chunks per worker, for an even load."""
+        """(lo, hi) ranges of a batch of n reads: four chunks per worker, for an even load; with
+        pairs, of an even size (a pair's mates stay together)."""
         size = max(1, -(-n // (self.workers * 4)))
+        if self._context.get("pairing") is not None:
+            size += size % 2
         return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
     def place(self, seqs: Sequence[str], candidates: CandidateBatch) -> Done | Pending:
@@ -204,11 +226,13 @@ class LocalEngine:
         jobs = [(seqs[lo:hi], candidates.slice(lo, hi)) for lo, hi in self.chunks(len(seqs))]
         return Pending(self._get_pool().map_async(_place_chunk, jobs), self)
 
-    def start(self, formatter, search: Callable[[list[str]], CandidateBatch] | None = None) -> None:
+    def start(self, formatter, search: Callable[[list[str]], CandidateBatch] | None = None,
+              pairing: PairContext | None = None) -> None:
         """Get ready for `submit`: workers format records with `formatter` and, when `search` is
-        given, search batches themselves. A pool forked before is replaced (it lacks them)."""
+        given, search batches themselves; with `pairing`, consecutive reads are the mates of a
+        pair. A pool forked before is replaced (it lacks them)."""
         self.close()
-        self._context = {"formatter": formatter, "search": search}
+        self._context = {"formatter": formatter, "search": search, "pairing": pairing}
 
     def submit(self, names: list[str], seqs: list[str], quals: list[str | None],
                candidates: CandidateBatch | None = None) -> Done | BatchJob:
@@ -217,7 +241,7 @@ class LocalEngine:
         if not self.parallel or len(seqs) < MIN_PARALLEL_READS:
             if candidates is None:
                 candidates = self._context["search"](seqs)
-            text, mapped = format_reads(self.refiner, self._context["formatter"], names, seqs, quals, candidates)
+            text, mapped = _format(self.refiner, self._context, (names, seqs, quals, candidates))
             return Done(([text], mapped))
         if candidates is None and self._context.get("search") is None:
             raise ValueError("no candidates, and the workers cannot search")

@@ -283,6 +283,46 @@ def read_batches_at(path: str, batch_size: int) -> Iterator[tuple[list[Read], in
         yield batch, _position(raw_files)
 
 
+def read_pair_batches_at(path: str, mates: str | None, batch_size: int) -> Iterator[tuple[list[Read], int | None]]:
+    """Batches of mates, interleaved (mate 1, mate 2, mate 1, ...), with the position in `path` as
+    `read_batches_at` gives it. `mates` is the file of mate 2 (same order, same names but for a
+    `/1` `/2` suffix); None for an interleaved `path`. `batch_size` counts reads (pairs x 2).
+    Mates whose names differ, or files that end at different reads, are an InputError naming the
+    record."""
+    if batch_size < 1:
+        raise OptionsError(f"batch_size must be >= 1, not {batch_size}")
+    raw_files: list = []
+    pairs = _pairs(path, mates, raw_files)
+    per_batch = max(1, batch_size // 2)
+    while batch := list(itertools.islice(pairs, per_batch)):
+        yield [read for pair in batch for read in pair], _position(raw_files)
+
+
+def _pairs(path: str, mates: str | None, raw_files: list) -> Iterator[tuple[Read, Read]]:
+    first = read_fastx(path, raw_files)
+    if mates is None:  # interleaved: records 2i + 1 and 2i + 2
+        for pair, one in enumerate(first):
+            record, two = 2 * pair + 1, next(first, None)
+            if two is None:
+                raise InputError(path, "interleaved reads end with a mate 1 and no mate 2 (odd number of records)",
+                                 record=record, name=one.name)
+            if two.name != one.name:
+                raise InputError(path, f"mate 2 is named {two.name!r}, mate 1 {one.name!r}: not interleaved pairs",
+                                 record=record + 1, name=two.name)
+            yield one, two
+        return
+    second = read_fastx(mates)
+    for record, (one, two) in enumerate(itertools.zip_longest(first, second), start=1):
+        if one is None or two is None:
+            short, longer = (path, mates) if one is None else (mates, path)
+            raise InputError(short, f"ends after {record - 1} reads, but {longer} has more: the mate files must "
+                             "hold the same reads in the same order", record=record)
+        if two.name != one.name:
+            raise InputError(mates, f"named {two.name!r}, but its mate in {path} is {one.name!r}: the mate files "
+                             "must hold the same reads in the same order", record=record, name=two.name)
+        yield one, two
+
+
 def _position(raw_files: list) -> int | None:
     try:
         return raw_files[0].tell() if raw_files and raw_files[0].seekable() else None

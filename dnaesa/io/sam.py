@@ -36,6 +36,7 @@ from dnaesa.io.fastx import Read
 log = logging.getLogger("dnaesa")
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
 FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
+FLAG_PAIRED, FLAG_PROPER, FLAG_MATE_UNMAPPED, FLAG_MATE_REVERSE, FLAG_FIRST, FLAG_LAST = 1, 2, 8, 32, 64, 128
 MAX_MAPQ = 254  # 255 means "unavailable" in SAM
 #: at most this many threads sort and index BAM output (the output is the same with any number)
 SORT_THREADS = 4
@@ -120,14 +121,66 @@ class SamFormatter:
         lines.extend(self._mapped(name, FLAG_SECONDARY, other, 0, "*", "*") for other in secondary)
         return "".join(lines)
 
-    def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str) -> str:
-        """SAM line of a mapped record."""
+    def pair(self, name: str, mates: Sequence[tuple[str, str | None]], placed: Sequence[Alignment | None],
+             proper: bool) -> str:
+        """The two records of a pair, mate 1 then mate 2: flags 0x1, 0x2 (proper), 0x8, 0x20, 0x40,
+        0x80; RNEXT, PNEXT, TLEN (positive for the leftmost mate); MC and MQ. An unmapped mate of
+        a mapped one takes its RNAME and POS, as the SAM specification says."""
+        lines = []
+        for i in (0, 1):
+            seq, qual = mates[i]
+            qual = qual or "*"
+            me, mate = placed[i], placed[1 - i]
+            flag = FLAG_PAIRED | (FLAG_FIRST if i == 0 else FLAG_LAST)
+            if proper:
+                flag |= FLAG_PROPER
+            if mate is None:
+                flag |= FLAG_MATE_UNMAPPED
+            elif mate.reverse:
+                flag |= FLAG_MATE_REVERSE
+            if me is None:
+                flag |= FLAG_UNMAPPED
+                where = f"{self.names[mate.contig_index]}\t{mate.ref_start + 1}" if mate else "*\t0"
+                nxt = f"=\t{mate.ref_start + 1}" if mate else "*\t0"
+                mate_tags = f"\tMC:Z:{mate.cigar_string}\tMQ:i:{_mapq(mate)}" if mate else ""
+                lines.append(f"{name}\t{flag}\t{where}\t0\t*\t{nxt}\t0\t{seq}\t{qual}{mate_tags}{self.rg_tag}\n")
+                continue
+            if me.query_length != len(seq):
+                raise ValueError(f"read {name}: CIGAR {me.cigar_string} covers {me.query_length} bases, "
+                                 f"the read has {len(seq)}")
+            if me.reverse:
+                seq, qual = reverse_complement(seq), qual[::-1]
+            if mate is None:
+                nxt, tlen, mate_tags = f"=\t{me.ref_start + 1}", 0, ""
+            else:
+                same = mate.contig_index == me.contig_index
+                nxt = f"{'=' if same else self.names[mate.contig_index]}\t{mate.ref_start + 1}"
+                tlen = _template_length(me, mate, i == 0) if same else 0
+                mate_tags = f"\tMC:Z:{mate.cigar_string}\tMQ:i:{_mapq(mate)}"
+            lines.append(self._mapped(name, flag, me, _mapq(me), seq, qual, f"{nxt}\t{tlen}", mate_tags))
+        return "".join(lines)
+
+    def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str,
+                mate: str = "*\t0\t0", mate_tags: str = "") -> str:
+        """SAM line of a mapped record (`mate`: RNEXT, PNEXT and TLEN, tab-separated)."""
         if aln.reverse:
             flag |= FLAG_REVERSE
         xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
         return (f"{name}\t{flag}\t{self.names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
-                f"{aln.cigar_string}\t*\t0\t0\t{seq}\t{qual}\t"
-                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{self.rg_tag}\n")
+                f"{aln.cigar_string}\t{mate}\t{seq}\t{qual}\t"
+                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{mate_tags}{self.rg_tag}\n")
+
+
+def _mapq(aln: Alignment) -> int:
+    return min(max(aln.mapq, 0), MAX_MAPQ)
+
+
+def _template_length(me: Alignment, mate: Alignment, first: bool) -> int:
+    """SAM's TLEN: leftmost to rightmost mapped base of the two, positive for the leftmost mate
+    (mate 1 when both start at one place), negative for the other."""
+    span = max(me.ref_end, mate.ref_end) - min(me.ref_start, mate.ref_start)
+    leftmost = me.ref_start < mate.ref_start or (me.ref_start == mate.ref_start and first)
+    return span if leftmost else -span
 
 
 #: output formats by file name ending (case-insensitive); anything else is SAM text, so that
