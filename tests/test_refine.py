@@ -334,3 +334,24 @@ def test_window_code_cache_is_bounded(monkeypatch):
         window = ref.fetch(0, start, start + 1500)
         assert fast._window_code(cand, window) == triplet_code(window)
         assert fast._code_chars <= 3000 + 1500 and len(fast._codes) <= 3
+
+
+@pytest.mark.parametrize("foreign_first, reverse", [(False, False), (True, True)])
+def test_read_with_foreign_end_is_placed_clipped(lambda_contigs, foreign_first, reverse):
+    """110 bases of genome and 140 foreign (adapter, contamination): bwa gives 110M140S at MAPQ 60,
+    and so must we, where no window holds the read end to end (it used to come out unmapped)."""
+    from dnaesa.align.candidates import Candidate as Window
+    from dnaesa.align.place import place_read
+
+    name, seq = lambda_contigs[0]
+    rng = random.Random(9)
+    foreign = "".join(rng.choice("ACGT") for _ in range(140))
+    genome = seq[20_000:20_110]
+    read = foreign + genome if foreign_first else genome + foreign
+    if reverse:
+        read = reverse_complement(read)
+    refiner = Refiner(Reference("lambda", [name], [seq]), MapOptions())
+    hits = place_read(refiner, read, [Window(0, 19_000, 21_000, None)])
+    assert hits and hits[0].ref_start == 20_000 and hits[0].reverse == reverse and hits[0].mapq >= 20
+    clipped = "140S110M" if foreign_first else "110M140S"  # CIGAR in reference orientation
+    assert hits[0].cigar_string == clipped and hits[0].nm == 0 and hits[0].score == 110

@@ -17,10 +17,13 @@ from dnaesa.align.types import Alignment
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
                rescue: Callable[[], list[Candidate]] | None = None) -> list[Alignment]:
     """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
-    the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried."""
+    the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried; when
+    still none does, local alignments (clipped at either end) in the best candidate windows."""
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
     if not alignments and rescue is not None:
         alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
+    if not alignments and candidates:  # no window holds the whole read: part of it, clipped
+        alignments = [a for a in refiner.align_local(seq, candidates) if a.score >= refiner.opts.min_score]
     assign_mapq(alignments, refiner.opts)
     return alignments
 

@@ -32,6 +32,8 @@ _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
 #: whose scores overflow from about 32 kb (a NULL CIGAR, then a crash) and whose traceback table
 #: grows as read length x window
 LONG_READ = 16_000
+#: windows tried by the local alignment of a read that no window holds end to end
+LOCAL_CANDIDATES = 2
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
 #: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
@@ -266,21 +268,60 @@ class Refiner:
             return None
         return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
 
+    def align_local(self, seq: str, candidates: list[Candidate]) -> list[Alignment]:
+        """Local alignments (either end of the read may be clipped) in the first `LOCAL_CANDIDATES`
+        windows, best first: for a read that no window holds end to end, such as 110 bases of
+        genome and 140 of adapter or contamination, or a read running off a contig's end. Costs a
+        Smith-Waterman alignment per window and orientation (~1 ms), so it is the last resort."""
+        o = self.opts
+        queries = (seq, reverse_complement(seq))
+        out = []
+        for cand in candidates[:LOCAL_CANDIDATES]:
+            window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
+            reverse = cand.reverse if cand.reverse is not None else _orientation(queries, window)
+            for rev in (False, True) if reverse is None else (reverse,):
+                query = queries[rev]
+                if len(query) > LONG_READ:
+                    continue
+                res = parasail.sw_trace_scan_16(query, window, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
+                if res.score < o.min_score:
+                    continue
+                runs, beg_query, beg_ref = _packed_runs(res)
+                while runs and runs[0][1] != "=":  # a local alignment starts and ends with matches
+                    n, op = runs.pop(0)
+                    beg_query += n if op in "=XMI" else 0
+                    beg_ref += n if op in "=XMD" else 0
+                while runs and runs[-1][1] != "=":
+                    runs.pop()
+                aligned = sum(n for n, op in runs if op in "=XMI")
+                if not runs:
+                    continue
+                runs = ([(beg_query, "S")] if beg_query else []) + runs
+                if len(query) - beg_query - aligned:
+                    runs.append((len(query) - beg_query - aligned, "S"))
+                out.append(build_alignment(self.reference, cand.contig_index, cand.start + beg_ref, rev, query, runs, o))
+        out.sort(key=lambda a: -a.score)
+        return _distinct(out)
+
     def _parasail_runs(self, query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
         """parasail's affine alignment of `query` in `ref` (which starts at `lo`): runs, start."""
         o = self.opts
         res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
-        cigar = res.cigar
-        raw = cigar.pointer[0]
-        ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
-        # parasail's packed CIGAR (length << 4 | BAM op code), as its decoded text would give it
-        runs = [(n >> 4, _PARASAIL_OPS[n & 15]) for n in ops if (n & 15) in _PARASAIL_OPS]
-        ref_pos = lo + raw.beg_ref
+        runs, _, beg_ref = _packed_runs(res)
+        ref_pos = lo + beg_ref
         while runs and runs[0][1] == "D":
             ref_pos += runs.pop(0)[0]
         while runs and runs[-1][1] == "D":
             runs.pop()
         return runs, ref_pos
+
+
+def _packed_runs(res) -> tuple[list[tuple[int, str]], int, int]:
+    """(runs, first query base, first reference base) of a parasail traceback result, read from its
+    packed CIGAR (length << 4 | BAM op code), as its decoded text would give it."""
+    raw = res.cigar.pointer[0]
+    ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
+    return [(n >> 4, _PARASAIL_OPS[n & 15]) for n in ops if (n & 15) in _PARASAIL_OPS], raw.beg_query, raw.beg_ref
 
 
 def _edit_alignment(query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
