@@ -1,5 +1,6 @@
-"""Paired-end reads: flags, mate fields and TLEN as the SAM specification says; the insert size
-estimated; mates chosen jointly (a unique mate vouches for one in a repeat); mate rescue; bad pairs."""
+"""Paired-end and split reads: flags, mate fields and TLEN as the SAM specification says; the insert
+size estimated; mates chosen jointly (a unique mate vouches for one in a repeat); mate rescue; bad pairs;
+supplementary records with SA tags for reads split by a deletion, a contig end or a chimera."""
 from __future__ import annotations
 
 import random
@@ -182,3 +183,42 @@ def test_insert_size_estimate_ignores_outliers():
     pairs += [([aln(500_000 + i, False)], [aln(900_000, True)]) for i in range(3)]  # chimeras
     est = estimate_insert_size(pairs)
     assert est.orientation == "FR" and 415 <= est.mean <= 425 and 5 <= est.sd <= 20 and est.pairs == 103
+
+
+@pytest.fixture(scope="module")
+def split_reads(tmp_path_factory, lambda_contigs):
+    """Reads across a 300 bp deletion, across the contig's end and start (a circular genome's
+    origin), and a chimera of two distant loci on opposite strands."""
+    from dnaesa.dna import reverse_complement
+
+    seq = lambda_contigs[0][1]
+    reads = {"deletion": seq[20_000:20_125] + seq[20_425:20_550], "origin": seq[-130:] + seq[:120],
+             "chimera": seq[5_000:5_125] + reverse_complement(seq[30_000:30_125])}
+    path = tmp_path_factory.mktemp("split") / "split.fq"
+    path.write_text("".join(f"@{name}\n{read}\n+\n{'I' * len(read)}\n" for name, read in reads.items()))
+    return path
+
+
+@pytest.mark.parametrize("mark_secondary", [False, True])
+def test_split_reads_get_supplementary_records_with_sa(split_reads, align, tmp_path, lambda_contigs, mark_secondary):
+    length = len(lambda_contigs[0][1])
+    code, err = align(split_reads, tmp_path / "o.sam", extra=["-M"] if mark_secondary else [])
+    assert code == 0, err
+    recs = _records(tmp_path / "o.sam")
+    by_name: dict = {}
+    for r in recs:
+        by_name.setdefault(r.query_name, []).append(r)
+    want = {"deletion": {20_000, 20_425}, "origin": {0, length - 130}, "chimera": {5_000, 30_000}}
+    for name, starts in want.items():
+        primary = [r for r in by_name[name] if not r.is_supplementary and not r.is_secondary]
+        other = [r for r in by_name[name] if (r.is_secondary if mark_secondary else r.is_supplementary)]
+        assert len(primary) == 1 and len(other) == 1, name
+        assert {primary[0].reference_start, other[0].reference_start} == starts, name
+        assert primary[0].mapping_quality >= 20, name  # the other half is no rival placement
+        assert other[0].query_sequence and len(other[0].query_sequence) == 250
+        for me, part in ((primary[0], other[0]), (other[0], primary[0])):
+            rname, pos, strand, cigar, _, _ = me.get_tag("SA").rstrip(";").split(",")
+            assert int(pos) - 1 == part.reference_start and cigar == part.cigarstring
+            assert strand == ("-" if part.is_reverse else "+")
+    chimera = by_name["chimera"]
+    assert chimera[0].is_reverse != chimera[1].is_reverse

@@ -13,19 +13,91 @@ from dnaesa.align.pairing import InsertSize, PairChoice, choose_pair, proper_par
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 
+SOFT_CLIP = 4
+#: a primary alignment leaving at least this many bases clipped gets them placed (supplementary)
+MIN_SPLIT = 30
+#: the parts of a split read may overlap by this many bases of the read
+SPLIT_OVERLAP = 10
+
 
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
-               rescue: Callable[[], list[Candidate]] | None = None) -> list[Alignment]:
+               rescue: Callable[[], list[Candidate]] | None = None, split: bool = True) -> list[Alignment]:
     """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
     the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried; when
-    still none does, local alignments (clipped at either end) in the best candidate windows."""
+    still none does, local alignments (clipped at either end) in the best candidate windows. With
+    `split`, a read whose primary leaves a long part clipped gets that part's placement as a
+    supplementary alignment, in `alignments[0].extra["supplementary"]`."""
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
     if not alignments and rescue is not None:
         alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
     if not alignments and candidates:  # no window holds the whole read: part of it, clipped
         alignments = [a for a in refiner.align_local(seq, candidates) if a.score >= refiner.opts.min_score]
+    parts = _split_parts(refiner, seq, alignments, candidates) if split and alignments else []
     assign_mapq(alignments, refiner.opts)
+    if parts:
+        for part in parts:
+            if part.extra.pop("taken", False):  # it was found with the primary, in its windows
+                part.mapq, part.sub_score = alignments[0].mapq, None
+        alignments[0].extra["supplementary"] = parts
     return alignments
+
+
+def query_span(aln: Alignment) -> tuple[int, int]:
+    """[start, end) of the read that `aln` aligns, in the read's own orientation (clips excluded)."""
+    length = aln.query_length
+    left = aln.cigar[0][1] if aln.cigar and aln.cigar[0][0] == SOFT_CLIP else 0
+    right = aln.cigar[-1][1] if aln.cigar and aln.cigar[-1][0] == SOFT_CLIP else 0
+    return (right, length - left) if aln.reverse else (left, length - right)
+
+
+def _split_parts(refiner: Refiner, seq: str, alignments: list[Alignment], candidates: list[Candidate]) -> list[Alignment]:
+    """The supplementary part of a chimeric or split read (a deletion longer than the DP allows, a
+    contig end or circular origin, a structural variant): when the primary leaves at least
+    `MIN_SPLIT` bases clipped, the best placement of that clipped part, as an alignment of the
+    whole read (the rest soft-clipped). A placement among `alignments` that aligns that part is
+    taken out of them (it is not a rival of the primary, so it does not lower its MAPQ); else the
+    part is aligned in the read's candidate windows."""
+    primary = alignments[0]
+    start, end = query_span(primary)
+    gaps = [(0, start), (end, len(seq))]
+    lo, hi = max(gaps, key=lambda g: g[1] - g[0])
+    if hi - lo < MIN_SPLIT:
+        return []
+    for other in alignments[1:]:
+        o_start, o_end = query_span(other)
+        if o_end - o_start >= MIN_SPLIT and min(o_end, end) - max(o_start, start) <= SPLIT_OVERLAP and \
+                min(o_end, hi) - max(o_start, lo) >= 0.8 * (hi - lo):
+            alignments.remove(other)
+            other.extra["taken"] = True
+            return [other]
+    piece = seq[lo:hi]
+    found = [a for a in refiner.align(piece, candidates) if a.score >= refiner.opts.min_score]
+    if not found:
+        found = [a for a in refiner.align_local(piece, candidates) if a.score >= refiner.opts.min_score]
+    found = [a for a in found if not _overlaps(a, primary)]
+    if not found:
+        return []
+    assign_mapq(found, refiner.opts)
+    part = found[0]
+    # the piece's alignment as one of the whole read: the bases outside the piece soft-clipped
+    before, after = (len(seq) - hi, lo) if part.reverse else (lo, len(seq) - hi)
+    cigar = list(part.cigar)
+    if before:
+        cigar = _merge_clip([(SOFT_CLIP, before)], cigar)
+    if after:
+        cigar = _merge_clip(cigar, [(SOFT_CLIP, after)])
+    part.cigar = cigar
+    return [part]
+
+
+def _merge_clip(left: list[tuple[int, int]], right: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if left and right and left[-1][0] == SOFT_CLIP and right[0][0] == SOFT_CLIP:
+        return left[:-1] + [(SOFT_CLIP, left[-1][1] + right[0][1])] + right[1:]
+    return left + right
+
+
+def _overlaps(a: Alignment, b: Alignment) -> bool:
+    return a.contig_index == b.contig_index and a.ref_start < b.ref_end and b.ref_start < a.ref_end
 
 
 def place_pair(refiner: Refiner, seqs: tuple[str, str], tiers: Sequence[tuple], insert: InsertSize | None,
@@ -33,7 +105,7 @@ def place_pair(refiner: Refiner, seqs: tuple[str, str], tiers: Sequence[tuple], 
     """The placements of a pair's mates, chosen jointly. `tiers[i]` is mate i's (candidates,
     rescue tier or None). With an insert size, a mate whose partner's primary placement has no
     proper partner among its own placements is searched for beside it (mate rescue)."""
-    placed = [place_read(refiner, seq, cands, rescue) for seq, (cands, rescue) in zip(seqs, tiers)]
+    placed = [place_read(refiner, seq, cands, rescue, split=False) for seq, (cands, rescue) in zip(seqs, tiers)]
     if insert is not None:
         for i in (0, 1):
             anchors, other = placed[i], placed[1 - i]

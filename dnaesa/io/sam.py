@@ -35,7 +35,7 @@ from dnaesa.io.fastx import Read
 
 log = logging.getLogger("dnaesa")
 _RG_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9]:.+")
-FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY = 16, 4, 256
+FLAG_REVERSE, FLAG_UNMAPPED, FLAG_SECONDARY, FLAG_SUPPLEMENTARY = 16, 4, 256, 2048
 FLAG_PAIRED, FLAG_PROPER, FLAG_MATE_UNMAPPED, FLAG_MATE_REVERSE, FLAG_FIRST, FLAG_LAST = 1, 2, 8, 32, 64, 128
 MAX_MAPQ = 254  # 255 means "unavailable" in SAM
 #: at most this many threads sort and index BAM output (the output is the same with any number)
@@ -94,8 +94,11 @@ class SamFormatter:
     """SAM text of a read's records, exactly as `SamWriter` writes them; picklable and free of
     pysam, so worker processes can format records and the main process only writes text."""
 
-    def __init__(self, contig_names: Sequence[str], rg_tag: str = "", secondary: int = 0):
+    def __init__(self, contig_names: Sequence[str], rg_tag: str = "", secondary: int = 0,
+                 split_as_secondary: bool = False):
         self.names, self.rg_tag, self.secondary = list(contig_names), rg_tag, secondary
+        #: the flag of a split read's other parts: 2048 (supplementary), or 256 with `-M`
+        self.split_flag = FLAG_SECONDARY if split_as_secondary else FLAG_SUPPLEMENTARY
 
     def records(self, name: str, seq: str, qual: str | None, alignments: Sequence[Alignment]) -> str:
         """Records of a read placed at `alignments` (primary first; none: unmapped), with up to
@@ -114,10 +117,13 @@ class SamFormatter:
         if alignment.query_length != len(seq):
             raise ValueError(f"read {name}: CIGAR {alignment.cigar_string} covers "
                              f"{alignment.query_length} bases, the read has {len(seq)}")
-        if alignment.reverse:
-            seq, qual = reverse_complement(seq), qual[::-1]
-        mapq = min(max(alignment.mapq, 0), MAX_MAPQ)
-        lines = [self._mapped(name, 0, alignment, mapq, seq, qual)]
+        parts = alignment.extra.get("supplementary", ())
+        whole = [alignment, *parts]
+        lines = [self._mapped(name, 0, alignment, _mapq(alignment), *_oriented(seq, qual, alignment),
+                              tags=_sa_tag(self.names, whole, 0))]
+        for i, part in enumerate(parts, start=1):  # split reads: the other parts, soft-clipped (bwa -Y)
+            lines.append(self._mapped(name, self.split_flag, part, _mapq(part), *_oriented(seq, qual, part),
+                                      tags=_sa_tag(self.names, whole, i)))
         lines.extend(self._mapped(name, FLAG_SECONDARY, other, 0, "*", "*") for other in secondary)
         return "".join(lines)
 
@@ -161,14 +167,28 @@ class SamFormatter:
         return "".join(lines)
 
     def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str,
-                mate: str = "*\t0\t0", mate_tags: str = "") -> str:
-        """SAM line of a mapped record (`mate`: RNEXT, PNEXT and TLEN, tab-separated)."""
+                mate: str = "*\t0\t0", tags: str = "") -> str:
+        """SAM line of a mapped record (`mate`: RNEXT, PNEXT and TLEN, tab-separated; `tags`: more
+        optional fields, each with its leading tab)."""
         if aln.reverse:
             flag |= FLAG_REVERSE
         xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
         return (f"{name}\t{flag}\t{self.names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
                 f"{aln.cigar_string}\t{mate}\t{seq}\t{qual}\t"
-                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{mate_tags}{self.rg_tag}\n")
+                f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{tags}{self.rg_tag}\n")
+
+
+def _oriented(seq: str, qual: str, aln: Alignment) -> tuple[str, str]:
+    return (reverse_complement(seq), qual[::-1]) if aln.reverse else (seq, qual)
+
+
+def _sa_tag(names: Sequence[str], parts: Sequence[Alignment], me: int) -> str:
+    """SA:Z of part `me` of a split read: the other parts as rname,pos,strand,CIGAR,mapQ,NM;"""
+    if len(parts) < 2:
+        return ""
+    others = "".join(f"{names[a.contig_index]},{a.ref_start + 1},{a.strand},{a.cigar_string},{_mapq(a)},{a.nm};"
+                     for i, a in enumerate(parts) if i != me)
+    return f"\tSA:Z:{others}"
 
 
 def _mapq(aln: Alignment) -> int:
@@ -261,7 +281,7 @@ class SamWriter:
     def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
                  read_group: str | None = None, program_version: str | None = None,
                  sort: bool | None = None, secondary: int = 0, threads: int = 1,
-                 inputs: Sequence[str] = (), reference=None):
+                 inputs: Sequence[str] = (), reference=None, split_as_secondary: bool = False):
         self.path = None if path in (None, "-") else str(path)
         self.format = output_format(self.path) if self.path else "sam"
         self.bam = self.format in ("bam", "cram")
@@ -275,7 +295,7 @@ class SamWriter:
         group = parse_read_group(read_group) if read_group else None
         #: formats the records (`write` uses it; workers use a copy, then `write_text`)
         self.formatter = SamFormatter([name for name, _ in contigs], f"\tRG:Z:{group['ID']}" if group else "",
-                                      secondary)
+                                      secondary, split_as_secondary)
         self.header = _header(contigs, command_line, group, program_version or _dnaesa_version())
         self._tmp: str | None = None
         self._target: str | None = None  # the regular file the temporary is renamed onto
