@@ -355,3 +355,17 @@ def test_read_with_foreign_end_is_placed_clipped(lambda_contigs, foreign_first, 
     assert hits and hits[0].ref_start == 20_000 and hits[0].reverse == reverse and hits[0].mapq >= 20
     clipped = "140S110M" if foreign_first else "110M140S"  # CIGAR in reference orientation
     assert hits[0].cigar_string == clipped and hits[0].nm == 0 and hits[0].score == 110
+
+
+@pytest.mark.parametrize("deletion, cut", [(45, 76), (60, 143), (80, 120)])
+def test_read_across_a_45_to_80_bp_deletion_keeps_its_bases(lambda_contigs, deletion, cut):
+    """edlib counts the deletion as more edits than mismatching the read's end, so the DP window
+    used to stop short and the end was soft-clipped (15S61M45D174M where bwa gives 76M45D174M)."""
+    from dnaesa.align.candidates import Candidate as Window
+
+    name, seq = lambda_contigs[0]
+    read = seq[20_000 : 20_000 + cut] + seq[20_000 + cut + deletion : 20_250 + deletion]
+    refiner = Refiner(Reference("lambda", [name], [seq]), MapOptions())
+    hits = refiner.align(read, [Window(0, 19_500, 21_000, None)])
+    assert hits[0].ref_start == 20_000 and hits[0].cigar_string == f"{cut}M{deletion}D{250 - cut}M"
+    assert hits[0].score == 250 - (6 + deletion)

@@ -32,6 +32,8 @@ _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
 #: whose scores overflow from about 32 kb (a NULL CIGAR, then a crash) and whose traceback table
 #: grows as read length x window
 LONG_READ = 16_000
+#: an alignment clipping this many bases is tried again in a window wider by half a read
+WIDEN_CLIP = 10
 #: windows tried by the local alignment of a read that no window holds end to end
 LOCAL_CANDIDATES = 2
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
@@ -266,7 +268,19 @@ class Refiner:
         runs, ref_pos = clip_ends(runs, ref_pos, o)
         if not runs:
             return None
-        return build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+        found = build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+        if len(query) <= LONG_READ and _clipped(runs) >= WIDEN_CLIP and found.score >= o.min_score:
+            # edlib counts a long deletion as more edits than mismatching the read's end, so its
+            # place can stop short of the true end; the window widened by half a read finds the gap
+            wide = len(query) // 2 + pad
+            lo = max(st - wide, 0)
+            runs, ref_pos = self._parasail_runs(query, self.reference.fetch(ci, lo, en + wide), lo)
+            runs, ref_pos = clip_ends(runs, ref_pos, o)
+            if runs:
+                wider = build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
+                if wider.score > found.score:
+                    return wider
+        return found
 
     def align_local(self, seq: str, candidates: list[Candidate]) -> list[Alignment]:
         """Local alignments (either end of the read may be clipped) in the first `LOCAL_CANDIDATES`
@@ -314,6 +328,10 @@ class Refiner:
         while runs and runs[-1][1] == "D":
             runs.pop()
         return runs, ref_pos
+
+
+def _clipped(runs: list[tuple[int, str]]) -> int:
+    return sum(n for n, op in runs if op == "S")
 
 
 def _packed_runs(res) -> tuple[list[tuple[int, str]], int, int]:
