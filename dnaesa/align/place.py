@@ -68,6 +68,9 @@ def _split_parts(refiner: Refiner, seq: str, alignments: list[Alignment], candid
         if o_end - o_start >= MIN_SPLIT and min(o_end, end) - max(o_start, start) <= SPLIT_OVERLAP and \
                 min(o_end, hi) - max(o_start, lo) >= 0.8 * (hi - lo):
             alignments.remove(other)
+            if other.score == primary.score and o_start < start:  # as bwa: of equal parts, the read's first
+                alignments[0] = other
+                other, primary = primary, other
             other.extra["taken"] = True
             return [other]
     piece = seq[lo:hi]
