@@ -79,6 +79,10 @@ class MapOptions:
     clip_penalty: int = 5
     #: alignments scoring below this are reported unmapped (BWA-MEM's -T)
     min_score: int = 30
+    #: a read that these scores leave unplaced is aligned again in its best `divergent_candidates`
+    #: windows with the `divergent` preset's scores (reads 15-20% divergent from the reference)
+    auto_divergent: bool = True
+    divergent_candidates: int = 4
     #: extra alignments reported as secondary (flag 256)
     secondary: int = 0
     batch_size: int = 2048

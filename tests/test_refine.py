@@ -369,3 +369,25 @@ def test_read_across_a_45_to_80_bp_deletion_keeps_its_bases(lambda_contigs, dele
     hits = refiner.align(read, [Window(0, 19_500, 21_000, None)])
     assert hits[0].ref_start == 20_000 and hits[0].cigar_string == f"{cut}M{deletion}D{250 - cut}M"
     assert hits[0].score == 250 - (6 + deletion)
+
+
+def test_read_20_percent_divergent_is_placed_with_divergent_scores(lambda_contigs):
+    """BWA-MEM's scores leave such a read below the threshold (or clip most of it); the default now
+    aligns it again with the `divergent` preset's scores, whose MAPQ is still calibrated."""
+    from dnaesa.align.candidates import Candidate as Window
+    from dnaesa.align.place import place_read
+
+    name, seq = lambda_contigs[0]
+    rng = random.Random(20)
+    reference = Reference("lambda", [name], [seq])
+    auto, strict = Refiner(reference, MapOptions()), Refiner(reference, MapOptions(auto_divergent=False))
+    placed = {"auto": 0, "strict": 0}
+    for i in range(20):
+        at = 1_000 + 2_000 * i
+        read = "".join(b if rng.random() > 0.2 else "ACGT"[("ACGT".index(b) + rng.randrange(1, 4)) % 4]
+                       for b in seq[at : at + 250])
+        for key, refiner in (("auto", auto), ("strict", strict)):
+            hits = place_read(refiner, read, [Window(0, at - 400, at + 650, None)])
+            aligned = sum(n for op, n in hits[0].cigar if op != 4) if hits else 0
+            placed[key] += bool(hits) and abs(hits[0].ref_start - at) <= 5 and aligned >= 200
+    assert placed["auto"] >= 17 and placed["strict"] <= 5, placed

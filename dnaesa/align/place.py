@@ -16,6 +16,9 @@ from dnaesa.align.types import Alignment
 SOFT_CLIP = 4
 #: a primary alignment leaving at least this many bases clipped gets them placed (supplementary)
 MIN_SPLIT = 30
+#: a read whose best alignment leaves more than this share unaligned (or that none places) is
+#: aligned again with the divergent scores, which win when they align more of it
+DIVERGENT_BELOW = 0.8
 #: the parts of a split read may overlap by this many bases of the read
 SPLIT_OVERLAP = 10
 
@@ -30,16 +33,28 @@ def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
     if not alignments and rescue is not None:
         alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
+    scoring = refiner
+    if refiner.divergent is not None and candidates and \
+            (not alignments or _aligned(alignments[0]) < DIVERGENT_BELOW * len(seq)):  # far from the reference?
+        relaxed = [a for a in refiner.divergent.align(seq, candidates[: refiner.opts.divergent_candidates])
+                   if a.score >= refiner.divergent.opts.min_score]
+        if relaxed and (not alignments or _aligned(relaxed[0]) >= _aligned(alignments[0]) + len(seq) // 5):
+            alignments, scoring = relaxed, refiner.divergent
     if not alignments and candidates:  # no window holds the whole read: part of it, clipped
         alignments = [a for a in refiner.align_local(seq, candidates) if a.score >= refiner.opts.min_score]
-    parts = _split_parts(refiner, seq, alignments, candidates) if split and alignments else []
-    assign_mapq(alignments, refiner.opts)
+    parts = _split_parts(scoring, seq, alignments, candidates) if split and alignments else []
+    assign_mapq(alignments, scoring.opts)
     if parts:
         for part in parts:
             if part.extra.pop("taken", False):  # it was found with the primary, in its windows
                 part.mapq, part.sub_score = alignments[0].mapq, None
         alignments[0].extra["supplementary"] = parts
     return alignments
+
+
+def _aligned(aln: Alignment) -> int:
+    """Read bases that `aln` aligns (not clipped)."""
+    return sum(n for op, n in aln.cigar if op != SOFT_CLIP)
 
 
 def query_span(aln: Alignment) -> tuple[int, int]:

@@ -12,6 +12,7 @@ Scores are BWA-MEM's: match +1, mismatch -4, a gap of n bases -(6 + n), N -1.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import re
 
@@ -22,7 +23,7 @@ import parasail
 from dnaesa.align.candidates import Candidate
 from dnaesa.align.types import Alignment
 from dnaesa.dna import reverse_complement
-from dnaesa.options import MapOptions
+from dnaesa.options import PRESETS, MapOptions
 from dnaesa.reference import Reference
 
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
@@ -33,7 +34,7 @@ _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
 #: grows as read length x window
 LONG_READ = 16_000
 #: an alignment clipping this many bases is tried again in a window wider by half a read
-WIDEN_CLIP = 10
+WIDEN_CLIP = 1
 #: windows tried by the local alignment of a read that no window holds end to end
 LOCAL_CANDIDATES = 2
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
@@ -78,6 +79,12 @@ class Refiner:
         if gap > mismatch and opts.gap_extend >= 1 and opts.match >= 1:
             self._ungapped_max = ((2 * mismatch - opts.gap_open) // opts.gap_extend,
                                   (2 * mismatch - opts.gap_open) // (opts.gap_extend + opts.match))
+        #: the same reference with the `divergent` preset's scores, for reads these scores leave
+        #: unplaced (None when they are no stricter, or `auto_divergent` is off)
+        self.divergent: Refiner | None = None
+        relaxed = dataclasses.replace(opts, **PRESETS["divergent"])
+        if opts.auto_divergent and (opts.mismatch, opts.gap_open) > (relaxed.mismatch, relaxed.gap_open):
+            self.divergent = Refiner(reference, dataclasses.replace(relaxed, auto_divergent=False))
 
     def align(self, seq: str, candidates: list[Candidate]) -> list[Alignment]:
         """All distinct placements found, best score first (ties keep candidate order)."""
@@ -269,7 +276,8 @@ class Refiner:
         if not runs:
             return None
         found = build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
-        if len(query) <= LONG_READ and _clipped(runs) >= WIDEN_CLIP and found.score >= o.min_score:
+        found_clip = _clipped(runs)
+        if len(query) <= LONG_READ and found_clip >= WIDEN_CLIP and found.score >= o.min_score:
             # edlib counts a long deletion as more edits than mismatching the read's end, so its
             # place can stop short of the true end; the window widened by half a read finds the gap
             wide = len(query) // 2 + pad
@@ -278,7 +286,9 @@ class Refiner:
             runs, ref_pos = clip_ends(runs, ref_pos, o)
             if runs:
                 wider = build_alignment(self.reference, ci, ref_pos, reverse, query, runs, o)
-                if wider.score > found.score:
+                # as bwa: an end is clipped only when that gains more than the clip penalty
+                less_clipped = _clipped(runs) < found_clip
+                if wider.score > found.score or (less_clipped and wider.score + o.clip_penalty >= found.score):
                     return wider
         return found
 
