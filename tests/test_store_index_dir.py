@@ -156,6 +156,7 @@ def test_changed_store_kind_is_caught_by_the_manifest(small_ref, tmp_path, encod
     assert sorted(p.name for p in folder.glob("shard*")) == ["shard000.npy", "shard001.npy", "shard002.npy"]
     caplog.clear()
     assert open_index(small_ref, encoder, IndexOptions(shard_size=1000, index_kind="int4"), folder).store.kind == "int4"
+    assert open_index(small_ref, encoder, OPTS, folder).store.kind == "int4"  # auto keeps the index's kind
     assert "rebuilding" not in caplog.text
 
 

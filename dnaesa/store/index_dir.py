@@ -31,7 +31,7 @@ from dnaesa.errors import IndexDirError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference
-from dnaesa.store.vector_store import VectorStore, file_checksum
+from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
 
 log = logging.getLogger("dnaesa")
 FORMAT_VERSION = 2
@@ -119,14 +119,19 @@ def check_replaceable(directory: Path) -> None:
 
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None) -> Index:
-    """Load the index in `directory` when its manifest matches, else build it there.
+    """Load the index in `directory` when its manifest matches, else build it there. With
+    `index_kind="auto"` an existing index keeps its store kind (`dnaesa index --store int4` then
+    `dnaesa align` uses that int4 index); a new one gets the kind `resolve_options` picks.
 
     `progress(total)`, when given, is called only if a build happens and returns an `update(n)`
     callable (or None) that is told how many fragments each step embedded."""
     directory = Path(directory) if directory else default_index_dir(reference.path)
-    expected = expected_manifest(reference, encoder, options)
     check_replaceable(directory)
     found = _read_manifest(directory)
+    if found is not None and options.index_kind == "auto" and not rebuild:  # auto: the existing index's kind
+        kind = found.get("options", {}).get("index_kind")
+        options = replace(options, index_kind=kind) if kind in STORE_KINDS else options
+    expected = expected_manifest(reference, encoder, options)
     if found is not None and not rebuild:
         why = _mismatch(found, expected)
         if why is None:
