@@ -5,7 +5,7 @@ These are the per-read stage that engines run in parallel; they hold no state of
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from dnaesa.align.candidates import Candidate
 from dnaesa.align.mapq import assign_mapq
@@ -24,12 +24,14 @@ SPLIT_OVERLAP = 10
 
 
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
-               rescue: Callable[[], list[Candidate]] | None = None, split: bool = True) -> list[Alignment]:
+               rescue: Callable[[], list[Candidate]] | None = None, split: bool = True,
+               search: Callable[[list[str]], Any] | None = None) -> list[Alignment]:
     """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
     the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried; when
     still none does, local alignments (clipped at either end) in the best candidate windows. With
     `split`, a read whose primary leaves a long part clipped gets that part's placement as a
-    supplementary alignment, in `alignments[0].extra["supplementary"]`."""
+    supplementary alignment, in `alignments[0].extra["supplementary"]`; `search` (reads ->
+    `CandidateBatch`), when given, finds windows for that part when the read's own do not hold it."""
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
     if not alignments and rescue is not None:
         alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
@@ -42,7 +44,7 @@ def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
             alignments, scoring = relaxed, refiner.divergent
     if not alignments and candidates:  # no window holds the whole read: part of it, clipped
         alignments = [a for a in refiner.align_local(seq, candidates) if a.score >= refiner.opts.min_score]
-    parts = _split_parts(scoring, seq, alignments, candidates) if split and alignments else []
+    parts = _split_parts(scoring, seq, alignments, candidates, search) if split and alignments else []
     assign_mapq(alignments, scoring.opts)
     if parts:
         for part in parts:
@@ -65,7 +67,8 @@ def query_span(aln: Alignment) -> tuple[int, int]:
     return (right, length - left) if aln.reverse else (left, length - right)
 
 
-def _split_parts(refiner: Refiner, seq: str, alignments: list[Alignment], candidates: list[Candidate]) -> list[Alignment]:
+def _split_parts(refiner: Refiner, seq: str, alignments: list[Alignment], candidates: list[Candidate],
+                 search: Callable[[list[str]], Any] | None = None) -> list[Alignment]:
     """The supplementary part of a chimeric or split read (a deletion longer than the DP allows, a
     contig end or circular origin, a structural variant): when the primary leaves at least
     `MIN_SPLIT` bases clipped, the best placement of that clipped part, as an alignment of the
@@ -90,9 +93,13 @@ def _split_parts(refiner: Refiner, seq: str, alignments: list[Alignment], candid
             return [other]
     piece = seq[lo:hi]
     found = [a for a in refiner.align(piece, candidates) if a.score >= refiner.opts.min_score]
+    found = [a for a in found if not _overlaps(a, primary)]
+    if not found and search is not None:  # the part's own search: the read's hits are the other part's
+        own = search([piece]).lists()[0]
+        found = [a for a in refiner.align(piece, own) if a.score >= refiner.opts.min_score and not _overlaps(a, primary)]
     if not found:
         found = [a for a in refiner.align_local(piece, candidates) if a.score >= refiner.opts.min_score]
-    found = [a for a in found if not _overlaps(a, primary)]
+        found = [a for a in found if not _overlaps(a, primary)]
     if not found:
         return []
     assign_mapq(found, refiner.opts)

@@ -38,11 +38,13 @@ def _place_chunk(jobs: tuple[list[str], CandidateBatch]) -> list[list[Alignment]
 
 
 def format_reads(refiner: Refiner, formatter, names: Sequence[str], seqs: Sequence[str],
-                 quals: Sequence[str | None], candidates: CandidateBatch) -> tuple[str, int]:
-    """Place reads and format their SAM records: (the records' text, how many reads mapped)."""
+                 quals: Sequence[str | None], candidates: CandidateBatch,
+                 search: Callable[[list[str]], CandidateBatch] | None = None) -> tuple[str, int]:
+    """Place reads and format their SAM records: (the records' text, how many reads mapped).
+    `search`, when given, looks for the clipped part of a split read (`place_read`)."""
     parts, mapped = [], 0
     for name, seq, qual, (cands, rescue) in zip(names, seqs, quals, candidates.tiers()):
-        alignments = place_read(refiner, seq, cands, rescue)
+        alignments = place_read(refiner, seq, cands, rescue, search=search)
         parts.append(formatter.records(name, seq, qual, alignments))
         mapped += bool(alignments)
     return "".join(parts), mapped
@@ -73,7 +75,7 @@ class PairContext:
 def _format(refiner: Refiner, context: dict, job: tuple) -> tuple[str, int]:
     if context.get("pairing") is not None:
         return format_pairs(refiner, context["formatter"], context["pairing"], *job)
-    return format_reads(refiner, context["formatter"], *job)
+    return format_reads(refiner, context["formatter"], *job, search=context.get("search"))
 
 
 def _format_chunk(job: tuple) -> tuple[str, int]:
