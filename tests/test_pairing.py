@@ -222,3 +222,25 @@ def test_split_reads_get_supplementary_records_with_sa(split_reads, align, tmp_p
             assert strand == ("-" if part.is_reverse else "+")
     chimera = by_name["chimera"]
     assert chimera[0].is_reverse != chimera[1].is_reverse
+
+
+def test_split_mate_in_a_pair(align, tmp_path, lambda_contigs):
+    """Mate 1 crosses a 300 bp deletion: its other part is a supplementary record that keeps the
+    pair's flags and mate fields (not proper, TLEN 0), with SA tags both ways."""
+    from dnaesa.dna import reverse_complement
+
+    seq = lambda_contigs[0][1]
+    one = seq[20_000:20_075] + seq[20_375:20_450]  # 75 + 75 across a 300 bp deletion
+    two = reverse_complement(seq[20_500:20_650])
+    (tmp_path / "s1.fq").write_text(f"@q/1\n{one}\n+\n{'I' * 150}\n")
+    (tmp_path / "s2.fq").write_text(f"@q/2\n{two}\n+\n{'I' * 150}\n")
+    code, err = align(tmp_path / "s1.fq", tmp_path / "s2.fq", tmp_path / "o.sam", extra=["-I", "500,80"])
+    assert code == 0, err
+    recs = _records(tmp_path / "o.sam")
+    supp = [r for r in recs if r.is_supplementary]
+    first = [r for r in recs if r.is_read1 and not r.is_supplementary]
+    assert len(supp) == 1 and len(first) == 1 and supp[0].is_read1 and supp[0].is_paired
+    assert {first[0].reference_start, supp[0].reference_start} == {20_000, 20_375}
+    mate = next(r for r in recs if r.is_read2)
+    assert supp[0].next_reference_start == mate.reference_start and supp[0].template_length == 0
+    assert first[0].has_tag("SA") and supp[0].has_tag("SA")

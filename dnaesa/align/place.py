@@ -126,11 +126,12 @@ def _overlaps(a: Alignment, b: Alignment) -> bool:
 
 
 def place_pair(refiner: Refiner, seqs: tuple[str, str], tiers: Sequence[tuple], insert: InsertSize | None,
-               contig_lengths: Sequence[int]) -> PairChoice:
+               contig_lengths: Sequence[int], search: Callable[[list[str]], Any] | None = None) -> PairChoice:
     """The placements of a pair's mates, chosen jointly. `tiers[i]` is mate i's (candidates,
     rescue tier or None). With an insert size, a mate whose partner's primary placement has no
-    proper partner among its own placements is searched for beside it (mate rescue)."""
-    placed = [place_read(refiner, seq, cands, rescue, split=False) for seq, (cands, rescue) in zip(seqs, tiers)]
+    proper partner among its own placements is searched for beside it (mate rescue). A split mate's
+    other parts stay with its primary placement (`place_read`), and are reported when it is chosen."""
+    placed = [place_read(refiner, seq, cands, rescue, search=search) for seq, (cands, rescue) in zip(seqs, tiers)]
     if insert is not None:
         for i in (0, 1):
             anchors, other = placed[i], placed[1 - i]

@@ -51,13 +51,15 @@ def format_reads(refiner: Refiner, formatter, names: Sequence[str], seqs: Sequen
 
 
 def format_pairs(refiner: Refiner, formatter, pairing: PairContext, names: Sequence[str], seqs: Sequence[str],
-                 quals: Sequence[str | None], candidates: CandidateBatch) -> tuple[str, int]:
+                 quals: Sequence[str | None], candidates: CandidateBatch,
+                 search: Callable[[list[str]], CandidateBatch] | None = None) -> tuple[str, int]:
     """Place pairs (reads 2i and 2i + 1 are mates 1 and 2 of pair i; names[2i] its name) and format
     their records: (the records' text, how many reads mapped)."""
     parts, mapped = [], 0
     tiers = candidates.tiers()
     for i in range(0, len(seqs), 2):
-        choice = place_pair(refiner, (seqs[i], seqs[i + 1]), tiers[i : i + 2], pairing.insert, pairing.contig_lengths)
+        choice = place_pair(refiner, (seqs[i], seqs[i + 1]), tiers[i : i + 2], pairing.insert, pairing.contig_lengths,
+                            search)
         mates = ((seqs[i], quals[i]), (seqs[i + 1], quals[i + 1]))
         parts.append(formatter.pair(names[i], mates, (choice.first, choice.second), choice.proper))
         mapped += (choice.first is not None) + (choice.second is not None)
@@ -74,7 +76,7 @@ class PairContext:
 
 def _format(refiner: Refiner, context: dict, job: tuple) -> tuple[str, int]:
     if context.get("pairing") is not None:
-        return format_pairs(refiner, context["formatter"], context["pairing"], *job)
+        return format_pairs(refiner, context["formatter"], context["pairing"], *job, search=context.get("search"))
     return format_reads(refiner, context["formatter"], *job, search=context.get("search"))
 
 

@@ -163,7 +163,15 @@ class SamFormatter:
                 nxt = f"{'=' if same else self.names[mate.contig_index]}\t{mate.ref_start + 1}"
                 tlen = _template_length(me, mate, i == 0) if same else 0
                 mate_tags = f"\tMC:Z:{mate.cigar_string}\tMQ:i:{_mapq(mate)}"
-            lines.append(self._mapped(name, flag, me, _mapq(me), seq, qual, f"{nxt}\t{tlen}", mate_tags))
+            parts = me.extra.get("supplementary", ())
+            whole = [me, *parts]
+            lines.append(self._mapped(name, flag, me, _mapq(me), seq, qual, f"{nxt}\t{tlen}",
+                                      _sa_tag(self.names, whole, 0) + mate_tags))
+            raw_seq, raw_qual = mates[i][0], mates[i][1] or "*"
+            for j, part in enumerate(parts, start=1):  # a split mate's other parts: no TLEN, not proper
+                part_flag = (flag & ~FLAG_PROPER) | self.split_flag
+                lines.append(self._mapped(name, part_flag, part, _mapq(part), *_oriented(raw_seq, raw_qual, part),
+                                          f"{nxt}\t0", _sa_tag(self.names, whole, j) + mate_tags))
         return "".join(lines)
 
     def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str,
