@@ -83,6 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("-M", dest="split_as_secondary", action="store_true",
                      help="flag the other parts of a split read secondary (256), not supplementary (2048), "
                           "for Picard-era tools (bwa's -M)")
+    out.add_argument("--hard-clip", action="store_true",
+                     help="hard-clip the other parts of a split read, as bwa does by default [soft, as bwa -Y]")
     out.add_argument("--read-group", metavar="RG", help="read group: an ID, or a full '@RG\\tID:x\\tSM:y' line")
     out.add_argument("--secondary", type=int, metavar="N",
                      help=f"also report up to N secondary alignments (flag 256) [{_MAP.secondary}]")
@@ -163,7 +165,7 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,
-                                 split_as_secondary=args.split_as_secondary)
+                                 split_as_secondary=args.split_as_secondary, hard_clip=args.hard_clip)
     log.info(summary.line())
     return 0
 

@@ -102,13 +102,14 @@ class Aligner:
     def align_file(self, reads: str, out: str | None = None, read_group: str | None = None,
                    command_line: str | None = None, progress: bool = False, mates: str | None = None,
                    interleaved: bool = False, insert_size: InsertSize | str | None = None,
-                   split_as_secondary: bool = False) -> Summary:
+                   split_as_secondary: bool = False, hard_clip: bool = False) -> Summary:
         """Align every read of `reads` (FASTQ/FASTA, plain/gz, '-' for stdin) to `out` (SAM/BAM/stdout).
 
         Paired-end: `mates` is the file of mate 2, or `interleaved` says `reads` alternates mate 1
         and mate 2. `insert_size` ("MEAN,SD" or an `InsertSize`) is otherwise estimated from the
         first `INSERT_SAMPLE` pairs. `split_as_secondary` flags the other parts of a split read 256
-        instead of 2048 (bwa's -M, for Picard-era tools). The main process parses reads and writes records; the workers
+        instead of 2048 (bwa's -M, for Picard-era tools); `hard_clip` hard-clips them (bwa's default; soft as
+        bwa -Y otherwise). The main process parses reads and writes records; the workers
         search (on CPU), align and format them. Up to `workers + 2` batches are in flight, so the
         workers are never idle."""
         paired = mates is not None or interleaved
@@ -131,7 +132,8 @@ class Aligner:
         inputs = (reads, mates, self.reference.path)
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
                        secondary=0 if paired else self.options.secondary, threads=engine.workers,
-                       inputs=inputs, reference=self.reference, split_as_secondary=split_as_secondary) as writer:
+                       inputs=inputs, reference=self.reference, split_as_secondary=split_as_secondary,
+                       hard_clip=hard_clip) as writer:
             engine.start(writer.formatter, self.find_candidates if worker_search else None, pairing)
             try:
                 for batch, position in batches:

@@ -244,3 +244,14 @@ def test_split_mate_in_a_pair(align, tmp_path, lambda_contigs):
     mate = next(r for r in recs if r.is_read2)
     assert supp[0].next_reference_start == mate.reference_start and supp[0].template_length == 0
     assert first[0].has_tag("SA") and supp[0].has_tag("SA")
+
+
+def test_hard_clipped_supplementary(split_reads, align, tmp_path):
+    code, err = align(split_reads, tmp_path / "o.sam", extra=["--hard-clip"])
+    assert code == 0, err
+    for rec in _records(tmp_path / "o.sam"):
+        if rec.is_supplementary:
+            assert "H" in rec.cigarstring and "S" not in rec.cigarstring
+            assert len(rec.query_sequence) == rec.query_alignment_length < 250
+        else:
+            assert "H" not in rec.cigarstring and len(rec.query_sequence) == 250

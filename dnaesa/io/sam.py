@@ -95,8 +95,10 @@ class SamFormatter:
     pysam, so worker processes can format records and the main process only writes text."""
 
     def __init__(self, contig_names: Sequence[str], rg_tag: str = "", secondary: int = 0,
-                 split_as_secondary: bool = False):
+                 split_as_secondary: bool = False, hard_clip: bool = False):
         self.names, self.rg_tag, self.secondary = list(contig_names), rg_tag, secondary
+        #: a split read's other parts hard-clipped (bwa's default) instead of soft-clipped (bwa -Y)
+        self.hard_clip = hard_clip
         #: the flag of a split read's other parts: 2048 (supplementary), or 256 with `-M`
         self.split_flag = FLAG_SECONDARY if split_as_secondary else FLAG_SUPPLEMENTARY
 
@@ -123,7 +125,7 @@ class SamFormatter:
                               tags=_sa_tag(self.names, whole, 0))]
         for i, part in enumerate(parts, start=1):  # split reads: the other parts, soft-clipped (bwa -Y)
             lines.append(self._mapped(name, self.split_flag, part, _mapq(part), *_oriented(seq, qual, part),
-                                      tags=_sa_tag(self.names, whole, i)))
+                                      tags=_sa_tag(self.names, whole, i), hard=self.hard_clip))
         lines.extend(self._mapped(name, FLAG_SECONDARY, other, 0, "*", "*") for other in secondary)
         return "".join(lines)
 
@@ -171,18 +173,24 @@ class SamFormatter:
             for j, part in enumerate(parts, start=1):  # a split mate's other parts: no TLEN, not proper
                 part_flag = (flag & ~FLAG_PROPER) | self.split_flag
                 lines.append(self._mapped(name, part_flag, part, _mapq(part), *_oriented(raw_seq, raw_qual, part),
-                                          f"{nxt}\t0", _sa_tag(self.names, whole, j) + mate_tags))
+                                          f"{nxt}\t0", _sa_tag(self.names, whole, j) + mate_tags, self.hard_clip))
         return "".join(lines)
 
     def _mapped(self, name: str, flag: int, aln: Alignment, mapq: int, seq: str, qual: str,
-                mate: str = "*\t0\t0", tags: str = "") -> str:
+                mate: str = "*\t0\t0", tags: str = "", hard: bool = False) -> str:
         """SAM line of a mapped record (`mate`: RNEXT, PNEXT and TLEN, tab-separated; `tags`: more
-        optional fields, each with its leading tab)."""
+        optional fields, each with its leading tab; `hard`: soft clips made hard, SEQ and QUAL cut)."""
         if aln.reverse:
             flag |= FLAG_REVERSE
+        cigar = aln.cigar_string
+        if hard and "S" in cigar:
+            left = aln.cigar[0][1] if aln.cigar[0][0] == 4 else 0
+            right = aln.cigar[-1][1] if aln.cigar[-1][0] == 4 else 0
+            seq, qual = seq[left : len(seq) - right], qual if qual == "*" else qual[left : len(qual) - right]
+            cigar = cigar.replace("S", "H")
         xs = "" if aln.sub_score is None else f"\tXS:i:{aln.sub_score}"
         return (f"{name}\t{flag}\t{self.names[aln.contig_index]}\t{aln.ref_start + 1}\t{mapq}\t"
-                f"{aln.cigar_string}\t{mate}\t{seq}\t{qual}\t"
+                f"{cigar}\t{mate}\t{seq}\t{qual}\t"
                 f"NM:i:{aln.nm}\tMD:Z:{aln.md}\tAS:i:{aln.score}{xs}{tags}{self.rg_tag}\n")
 
 
@@ -289,7 +297,8 @@ class SamWriter:
     def __init__(self, path: str | None, contigs: list[tuple[str, int]], command_line: str,
                  read_group: str | None = None, program_version: str | None = None,
                  sort: bool | None = None, secondary: int = 0, threads: int = 1,
-                 inputs: Sequence[str] = (), reference=None, split_as_secondary: bool = False):
+                 inputs: Sequence[str] = (), reference=None, split_as_secondary: bool = False,
+                 hard_clip: bool = False):
         self.path = None if path in (None, "-") else str(path)
         self.format = output_format(self.path) if self.path else "sam"
         self.bam = self.format in ("bam", "cram")
@@ -303,7 +312,7 @@ class SamWriter:
         group = parse_read_group(read_group) if read_group else None
         #: formats the records (`write` uses it; workers use a copy, then `write_text`)
         self.formatter = SamFormatter([name for name, _ in contigs], f"\tRG:Z:{group['ID']}" if group else "",
-                                      secondary, split_as_secondary)
+                                      secondary, split_as_secondary, hard_clip)
         self.header = _header(contigs, command_line, group, program_version or _dnaesa_version())
         self._tmp: str | None = None
         self._target: str | None = None  # the regular file the temporary is renamed onto
