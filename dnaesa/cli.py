@@ -41,7 +41,7 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
                    help=f"longest read the index serves wholly inside one fragment; sets the stride [{_IDX.max_read_len}]")
     g.add_argument("--fragment-len", type=int, metavar="N",
                    help=f"reference fragment length [{_IDX.fragment_len}]")
-    g.add_argument("--store", "--index-kind", dest="index_kind", default=_IDX.index_kind,
+    g.add_argument("--store", "--index-kind", dest="index_kind", default=None,
                    choices=["auto", "flat", "hnsw", "int8", "int4"],
                    help="vector store: exact float32 (flat), graph (hnsw), or exact search over 1-byte (int8) or "
                         "4-bit (int4) codes; auto: int4 from 100,000 fragments (~100 Mb) up, else flat [auto]")

@@ -10,6 +10,7 @@ written in input order.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -31,11 +32,12 @@ from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder
-from dnaesa.options import resolve_options
+from dnaesa.options import IndexOptions, resolve_options
 from dnaesa.reference import Reference
 from dnaesa.store.index_dir import Index, open_index
 
 log = logging.getLogger("dnaesa")
+INDEX_OPTION_NAMES = {f.name for f in dataclasses.fields(IndexOptions)}
 #: pairs whose placements estimate the insert size when it is not given (BWA-MEM: each batch)
 INSERT_SAMPLE = 2000
 
@@ -71,8 +73,12 @@ class Aligner:
             runtime.set_threads(threads)
         self.encoder = encoder or load_encoder(model, self.device)
         self.reference = ref if isinstance(ref, Reference) else Reference.load(ref)
+        given = {k for k, v in options.items() if v is not None and k in INDEX_OPTION_NAMES}
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
-                                       progress=lambda total: _progress_bar("index", total, progress))
+                                       progress=lambda total: _progress_bar("index", total, progress),
+                                       options_given=bool(given))
+        self.index_options = IndexOptions(**{k: v for k, v in self.index.manifest["options"].items()
+                                             if k in INDEX_OPTION_NAMES})
         self.index.store.to(self.device, self.options.search_backend, keep_faiss=False)
         self.refiner = Refiner(self.reference, self.options)
         self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)

@@ -128,3 +128,21 @@ def test_damaged_index_one_error_line_exit_2_no_output(tmp_path, lambda_ref, cap
     code, err, out = _align(tmp_path, GOOD, [str(lambda_ref), "--encoder", "kmer", "--device", "cpu", "--index", str(idx)],
                             capsys)
     assert code == 2 and len(err) == 1 and "rebuild" in err[0] and str(idx) in err[0] and not out.exists()
+
+
+def test_explicit_index_takes_its_own_options_and_refuses_others(tmp_path, lambda_ref, capsys):
+    """As minimap2 reads k and w back from its index and strobealign refuses a mismatched one."""
+    idx = tmp_path / "idx"
+    reads = tmp_path / "r.fq"
+    reads.write_text(GOOD)
+    base = ["--encoder", "kmer", "--device", "cpu", "--index", str(idx)]
+    assert main(["index", str(lambda_ref), "--max-read-len", "150", *base]) == 0
+    capsys.readouterr()
+    assert main(["align", str(reads), str(lambda_ref), "-o", str(tmp_path / "a.sam"), *base]) == 0
+    assert "building" not in capsys.readouterr().err  # reused with max_read_len 150, its manifest's
+    code = main(["-q", "align", str(reads), str(lambda_ref), "-o", str(tmp_path / "b.sam"), "--max-read-len", "200", *base])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--rebuild-index" in err[0] and "max_read_len" in err[0]
+    assert not (tmp_path / "b.sam").exists()
+    assert main(["-q", "align", str(reads), str(lambda_ref), "-o", str(tmp_path / "b.sam"), "--max-read-len", "200",
+                 "--rebuild-index", *base]) == 0

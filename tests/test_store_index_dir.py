@@ -150,8 +150,9 @@ def test_changed_store_kind_is_caught_by_the_manifest(small_ref, tmp_path, encod
     flat = open_index(small_ref, encoder, OPTS, folder)
     assert flat.manifest["options"]["index_kind"] == "flat"  # auto: 2,600 fragments are few
     caplog.set_level("INFO", logger="dnaesa")
-    compact = open_index(small_ref, encoder, IndexOptions(shard_size=1000, index_kind="int4"), folder)
-    assert "index_kind flat -> int4" in caplog.text
+    with pytest.raises(IndexDirError, match="index_kind flat -> int4"):  # an explicit folder: refused...
+        open_index(small_ref, encoder, IndexOptions(shard_size=1000, index_kind="int4"), folder)
+    compact = open_index(small_ref, encoder, IndexOptions(shard_size=1000, index_kind="int4"), folder, rebuild=True)
     assert compact.manifest["options"]["index_kind"] == "int4" and compact.store.kind == "int4"
     assert sorted(p.name for p in folder.glob("shard*")) == ["shard000.npy", "shard001.npy", "shard002.npy"]
     caplog.clear()

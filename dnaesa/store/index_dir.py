@@ -118,16 +118,28 @@ def check_replaceable(directory: Path) -> None:
 
 
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
-               rebuild: bool = False, progress: Callable | None = None) -> Index:
+               rebuild: bool = False, progress: Callable | None = None, options_given: bool = True) -> Index:
     """Load the index in `directory` when its manifest matches, else build it there. With
     `index_kind="auto"` an existing index keeps its store kind (`dnaesa index --store int4` then
     `dnaesa align` uses that int4 index); a new one gets the kind `resolve_options` picks.
 
+    As minimap2 reads k and w back from its index and strobealign refuses a mismatched one: an
+    explicit `directory` holding an index is used with the options of its manifest when none were
+    given (`options_given=False`), and one built for other input (reference, encoder or options)
+    is an IndexDirError unless `rebuild`; the default folder beside the reference is ours and is
+    rebuilt, saying why.
+
     `progress(total)`, when given, is called only if a build happens and returns an `update(n)`
     callable (or None) that is told how many fragments each step embedded."""
+    explicit = directory is not None
     directory = Path(directory) if directory else default_index_dir(reference.path)
     check_replaceable(directory)
     found = _read_manifest(directory)
+    if found is not None and explicit and not options_given and not rebuild:  # the manifest's own options
+        try:
+            options = IndexOptions(**found.get("options", {}))
+        except (TypeError, ValueError):
+            pass  # an older manifest: compared below like any other
     if found is not None and options.index_kind == "auto" and not rebuild:  # auto: the existing index's kind
         kind = found.get("options", {}).get("index_kind")
         options = replace(options, index_kind=kind) if kind in STORE_KINDS else options
@@ -136,6 +148,9 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         why = _mismatch(found, expected)
         if why is None:
             return load_index(directory)
+        if explicit:
+            raise IndexDirError(f"{directory}: this index was built for other input ({why}); rebuild it there "
+                                "with --rebuild-index, or choose another --index DIR")
         log.info("index %s was built for other input (%s): rebuilding", directory, why)
     elif not rebuild:
         log.info("no index at %s: building it", directory)
