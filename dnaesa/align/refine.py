@@ -37,6 +37,8 @@ LONG_READ = 16_000
 WIDEN_CLIP = 1
 #: windows tried by the local alignment of a read that no window holds end to end
 LOCAL_CANDIDATES = 2
+#: ...only where they share an exact seed this long with the read (bwa's minimum seed is 19)
+LOCAL_SEED = 20
 #: how far around edlib's hit the affine alignment may look, on top of the edits edlib counted
 NARROW_PAD = 8
 #: a second copy in the best hit's window matters to MAPQ only within this many edits of the best
@@ -302,10 +304,9 @@ class Refiner:
         out = []
         for cand in candidates[:LOCAL_CANDIDATES]:
             window = self.reference.fetch(cand.contig_index, cand.start, cand.end)
-            reverse = cand.reverse if cand.reverse is not None else _orientation(queries, window)
-            for rev in (False, True) if reverse is None else (reverse,):
+            for rev in (False, True) if cand.reverse is None else (cand.reverse,):
                 query = queries[rev]
-                if len(query) > LONG_READ:
+                if len(query) > LONG_READ or not _shares_seed(query, window):
                     continue
                 res = parasail.sw_trace_scan_16(query, window, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
                 if res.score < o.min_score:
@@ -338,6 +339,14 @@ class Refiner:
         while runs and runs[-1][1] == "D":
             runs.pop()
         return runs, ref_pos
+
+
+def _shares_seed(query: str, window: str) -> bool:
+    """Whether some `LOCAL_SEED`-mer of `query`, at every `LOCAL_SEED // 2`-th base, occurs in
+    `window`: a local alignment scoring the threshold holds such a seed, and a read of foreign
+    sequence, which has none, costs no Smith-Waterman."""
+    step = LOCAL_SEED // 2
+    return any(query[i : i + LOCAL_SEED] in window for i in range(0, len(query) - LOCAL_SEED + 1, step))
 
 
 def _clipped(runs: list[tuple[int, str]]) -> int:
