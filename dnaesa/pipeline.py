@@ -37,6 +37,9 @@ from dnaesa.reference import Reference
 from dnaesa.store.index_dir import Index, open_index
 
 log = logging.getLogger("dnaesa")
+#: flat stores of fewer fragments (about 2 Mb of reference) are searched by FAISS on CPU: the
+#: bfloat16 torch product is faster per batch, but importing torch costs more than it saves there
+SMALL_STORE = 2_000
 INDEX_OPTION_NAMES = {f.name for f in dataclasses.fields(IndexOptions)}
 #: pairs whose placements estimate the insert size when it is not given (BWA-MEM: each batch)
 INSERT_SAMPLE = 2000
@@ -79,7 +82,13 @@ class Aligner:
                                        options_given=bool(given))
         self.index_options = IndexOptions(**{k: v for k, v in self.index.manifest["options"].items()
                                              if k in INDEX_OPTION_NAMES})
-        self.index.store.to(self.device, self.options.search_backend, keep_faiss=False)
+        backend = self.options.search_backend
+        if backend == "auto" and self.device == "cpu" and self.index.store.kind == "flat" and \
+                self.index.store.ntotal < SMALL_STORE:
+            backend = "faiss"  # no torch import (a second or more) for a reference of a few Mb
+        self.index.store.to(self.device, backend, keep_faiss=False)
+        if threads:
+            runtime.set_threads(threads)  # again: torch may have been imported by the store
         self.refiner = Refiner(self.reference, self.options)
         self.engine = LocalEngine(self.refiner, threads or os.cpu_count() or 1)
         #: `align_file` lets the worker processes embed and search batches (they fork with the

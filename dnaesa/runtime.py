@@ -56,12 +56,13 @@ def check_threads(threads: int | None) -> int | None:
 
 
 def set_threads(threads: int) -> None:
-    """Use `threads` CPU threads in torch and FAISS."""
+    """Use `threads` CPU threads in FAISS, and in torch when it is imported (call again after
+    importing it: this does not import torch, which costs a second or more)."""
     import faiss
-    import torch
 
-    torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def cpu_has_fast_bf16() -> bool:

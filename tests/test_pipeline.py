@@ -158,3 +158,17 @@ def test_tandem_copy_in_the_same_window_counts_against_mapq(tmp_path):
     hits = aligner.map(unit[20:180])
     assert len(hits) == 2 and hits[0].score == hits[1].score and hits[0].mapq == 0
     assert sorted(h.ref_start for h in hits) == [4020, 4520]
+
+
+def test_small_reference_aligns_without_importing_torch(lambda_ref, tmp_path):
+    """Time to the first record: importing torch costs a second or more, and a flat store of a
+    few Mb is searched by FAISS, with the numpy encoder (issue 12)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dnaesa.pipeline import Aligner; "
+            f"a = Aligner({str(lambda_ref)!r}, index={str(tmp_path / 'idx')!r}, device='auto', threads=1); "
+            "s = a.reference.seqs[0]; assert a.map(s[1000:1150])[0].ref_start == 1000; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
