@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dnaesa.model.base import DEFAULT_MODEL_DIR, load_encoder
-from dnaesa.model.tokenizer import DnaTokenizer
 from dnaesa.model.kmer import KmerSketchEncoder
+from dnaesa.model.tokenizer import DnaTokenizer
 from dnaesa.model.transformer import DnaKmerWeightConfig, DnaKmerWeightModel, TransformerEncoder
 from dnaesa.train.data import reverse_complement
 

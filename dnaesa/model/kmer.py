@@ -100,7 +100,7 @@ def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarra
     comp = dtype(3) - base
     # codes of every window (valid or not) from contiguous slices, one run of adjacent 1s at a time;
     # then the N-free windows are gathered once (slices are views: no per-base gather)
-    n, m = codes.size, codes.size - span + 1
+    m = codes.size - span + 1
     runs, j = [], 0
     while j < k:
         start, length = care[j], 1
