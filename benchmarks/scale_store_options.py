@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--reads-n", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-pq", action="store_true", help="no IVF-PQ (its training is slow at 4,096 dims)")
+    p.add_argument("--options", default="torch,codes,sq,ivf", help="which groups to run (ivf: IVF, PQ, folds, HNSW)")
     p.add_argument("--hnsw-sample", type=int, default=30_000, help="HNSW is built on this many of the vectors")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,10 +104,12 @@ def main() -> None:
     xt = torch.from_numpy(x)
     for dtype, nbytes, label in ((torch.float32, 4 * d, "exact float32 (torch)"),
                                  (torch.bfloat16, 2 * d, "flat bfloat16 (torch, the flat store's search)")):
+        if "torch" not in args.options:
+            break
         matrix = xt.to(dtype)
-        (_, ids), t = timed(torch.topk, torch.from_numpy(q).to(dtype) @ matrix.T, K, 1)
+        (_, ids), t = timed(lambda m, dt: torch.topk(torch.from_numpy(q).to(dt) @ m.T, K, 1), matrix, dtype)
         report(label, nbytes, ids.numpy(), t)
-    for kind in ("int8", "int4"):
+    for kind in ("int8", "int4") if "codes" in args.options else ():
         codes = quantize(x, kind)[0]
         inv = 1.0 / np.maximum(code_norms(codes, kind, d), 1e-12)
         shards = [torch.from_numpy(codes[i : i + 16384]) for i in range(0, len(codes), 16384)]
@@ -115,6 +118,8 @@ def main() -> None:
         report(f"{kind} codes, shard by shard (exact int8 products)", codes.shape[1], ids, t)
     for qtype, label, nbytes in ((faiss.ScalarQuantizer.QT_fp16, "FAISS SQfp16", 2 * d),
                                  (faiss.ScalarQuantizer.QT_8bit, "FAISS SQ8", d), (faiss.ScalarQuantizer.QT_4bit, "FAISS SQ4", d // 2)):
+        if "sq" not in args.options:
+            break
         index = faiss.IndexScalarQuantizer(d, qtype, faiss.METRIC_INNER_PRODUCT)
         t0 = time.perf_counter()
         index.train(x[:20000])
@@ -123,6 +128,8 @@ def main() -> None:
         (_, ids), t = timed(index.search, q, K)
         report(label, nbytes, ids, t, build)
     nlist = max(16, min(1024, len(x) // 64))
+    if "ivf" not in args.options:
+        return
     t0 = time.perf_counter()
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.train(x[rng.choice(len(x), 40 * nlist, replace=False)])
