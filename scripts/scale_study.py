@@ -22,7 +22,7 @@ import numpy as np
 
 from dnaesa.model.kmer import canonical_kmers, canonical_spaced_kmers, sketch_coordinates
 from dnaesa.reference import fragment_windows, reverse_complement
-from dnaesa.train.data import MutationProfile, PairSampler, Region, containment_mask, mutate
+from dnaesa.train.data import MutationProfile, PairSampler, Region, mutate
 
 PATTERN = "11011011011"
 

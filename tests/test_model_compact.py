@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from dnaesa.model.base import load_encoder
-from dnaesa.model.compact import (DEFAULT_CHANNELS, CompactSketchEncoder, ProjectedSketchEncoder, _rank,
-                                  canonical_count, channel_bins, channel_offsets, compact_features,
-                                  normalize_channels)
+from dnaesa.model.compact import (
+    DEFAULT_CHANNELS,
+    CompactSketchEncoder,
+    ProjectedSketchEncoder,
+    _rank,
+    canonical_count,
+    channel_bins,
+    channel_offsets,
+    compact_features,
+    normalize_channels,
+)
 from dnaesa.model.compact_hf import CompactTorchEncoder, DnaCompactConfig, DnaCompactModel
 from dnaesa.model.kmer import canonical_kmer_occurrences, canonical_spaced_kmers, sketch_coordinates
 from dnaesa.reference import reverse_complement
@@ -96,7 +104,7 @@ def test_bad_channels_are_errors():
 
 def test_baselines_have_unit_rows_of_dimension_d():
     seqs = random_seqs(20, 1300, seed=3)
-    for enc in (ProjectedSketchEncoder.random(64), ProjectedSketchEncoder.pca(random_seqs(200, 1300, seed=4), 64)):
+    for enc in (ProjectedSketchEncoder.random(64, sketch_dim=256), ProjectedSketchEncoder.pca(random_seqs(200, 1300, seed=4), 64, sketch_dim=256)):
         v = enc.encode(seqs)
         assert v.shape == (20, 64)
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)

@@ -114,7 +114,7 @@ def compact_features(seqs: Sequence[str], channels: Sequence[dict], seed: int = 
 
     All contiguous k-mer codes come from one pass over the bases (the forward code of a k-mer is the
     top 2k bits of the longest one's, its reverse complement the low 2k bits of the reverse code);
-    the spaced seed from 2-mer codes. A k-mer or seed covering an N (or a sequence end) is skipped.
+    the spaced seed from the bases at its care positions. A k-mer or seed covering an N (or a sequence end) is skipped.
     A `distinct` channel clips each bin's count at 1."""
     seqs = list(seqs)
     offsets = channel_offsets(channels)
@@ -141,7 +141,6 @@ def compact_features(seqs: Sequence[str], channels: Sequence[dict], seed: int = 
             fwd <<= np.uint32(2)
             fwd |= b
             rev |= (np.uint32(3) - b) << np.uint32(2 * j)
-    d2f = d2r = None
     for j, ch in enumerate(channels):
         if ch["kind"] == "kmer":
             k = ch["k"]

@@ -18,8 +18,14 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
-from dnaesa.model.compact import (COMPACT_MODEL_TYPE, CompactSketchEncoder, DEFAULT_CHANNELS, channel_offsets,
-                                  compact_features, normalize_channels)
+from dnaesa.model.compact import (
+    COMPACT_MODEL_TYPE,
+    DEFAULT_CHANNELS,
+    CompactSketchEncoder,
+    channel_offsets,
+    compact_features,
+    normalize_channels,
+)
 from dnaesa.model.tokenizer import DnaTokenizer
 
 

@@ -44,6 +44,10 @@ class CompactTrainOptions:
     arch: str = "sketch"  # sketch (DnaCompactModel) | transformer (DnaTinyTransformerModel, from scratch)
     transformer: dict = field(default_factory=dict)  # DnaTinyTransformerConfig keyword arguments
     init: str = "random"  # random (projection) | pca (top principal axes of training windows' features)
+    #: a saved DnaCompactModel with the same channels: its weight fills the first columns (and its
+    #: channel means are kept); the remaining columns start as init says, scaled by init_extra_scale
+    init_from: str = ""
+    init_extra_scale: float = 0.1
     steps: int = 1000
     batch_size: int = 256
     extra_negatives: int = 512
@@ -169,6 +173,16 @@ class CompactTrainer:
         X, totals = compact_features([self.bank_fragments[i] for i in pick], self.model.config.channels)
         mu = channel_means(X, totals, self.model.config.channels)
         self.model.set_means(mu)
+        if o.init_from:
+            src = DnaCompactModel.from_pretrained(o.init_from)
+            if src.config.channels != self.model.config.channels or src.config.dim > o.dim:
+                raise ValueError(f"init_from {o.init_from}: other channels or a larger dim")
+            with torch.no_grad():
+                w = self.model.weight.detach().clone() * o.init_extra_scale
+                w[:, : src.config.dim] = src.weight.detach()
+                self.model.weight.copy_(w)
+                self.model.mu.copy_(src.mu.detach())
+            return
         if o.init == "pca":
             from dnaesa.model.compact import channel_offsets
 
