@@ -21,6 +21,17 @@ log = logging.getLogger("dnaesa")
 _IDX, _MAP = IndexOptions(), MapOptions()
 
 
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: worker processes on this machine; ray: actors of a Ray cluster (pip install "
+                        "-e '.[ray]'; single-end reads) [local]")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster to use [a local one, started for this run]")
+    g.add_argument("--ray-workers", type=_positive_int, metavar="N", help="Ray actors [-t, or all cores]")
+    g.add_argument("--ray-gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per Ray actor [0]")
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and hardware")
     g.add_argument("--encoder", default="default", metavar="NAME",
@@ -112,6 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "native bfloat16, faiss-gpu or torch on CUDA, else faiss [auto]")
     _add_index_args(align)
     _add_model_args(align)
+    _add_engine_args(align)
 
     index = sub.add_parser("index", help="build (or check) the index of a reference", parents=[quiet],
                            description="Cut REF into fragments, embed them and store them in an index directory.")
@@ -156,12 +168,15 @@ def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
+    engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_workers": args.ray_workers,
+              "ray_gpus_per_worker": args.ray_gpus_per_worker}
     if len(args.more) > 2:
         raise OptionsError(f"align takes READS [MATES] REF, got {len(args.more) + 1} files")
     mates, args.ref = (None, args.more[0]) if len(args.more) == 1 else tuple(args.more)
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
-                       batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend)
+                       batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
+                       **engine)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

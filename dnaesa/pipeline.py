@@ -28,6 +28,7 @@ from dnaesa.align.place import place_pair
 from dnaesa.align.refine import Refiner
 from dnaesa.align.types import Alignment
 from dnaesa.engine.local import MIN_PARALLEL_READS, LocalEngine, PairContext
+from dnaesa.engine.ray import KILL_HOOK
 from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
@@ -68,8 +69,21 @@ class Aligner:
 
     def __init__(self, ref: str | Path | Reference, model: str | None = None, index: str | Path | None = None, *,
                  encoder: Encoder | None = None, device: str = "auto", threads: int | None = None,
-                 rebuild: bool = False, progress: bool = False, preset: str = "sr", **options):
+                 rebuild: bool = False, progress: bool = False, preset: str = "sr", engine: str = "local",
+                 ray_address: str | None = None, ray_workers: int | None = None, ray_gpus_per_worker: float = 0.0,
+                 **options):
+        if engine not in ("local", "ray"):
+            raise OptionsError(f"unknown engine {engine!r}: use local or ray")
         self.index_options, self.options = resolve_options(preset, **options)
+        self._ray = None
+        if engine == "ray":
+            from dnaesa.engine.ray import RayEngine
+
+            if encoder is not None or isinstance(ref, Reference):
+                raise OptionsError("the Ray engine needs a reference path and an encoder name or folder, which its "
+                                   "actors load themselves")
+            self._ray = RayEngine(ray_workers or threads or os.cpu_count() or 1, ray_address, 1, ray_gpus_per_worker)
+        self._model_spec = model
         self.device = runtime.resolve_device(device)
         threads = runtime.check_threads(threads)
         if threads:
@@ -130,6 +144,20 @@ class Aligner:
         paired = mates is not None or interleaved
         if mates is not None and interleaved:
             raise OptionsError("give either a mate file or --interleaved, not both")
+        if self._ray is not None:
+            if paired:
+                raise OptionsError("--engine ray aligns single-end reads only, so far; use the local engine for pairs")
+            spec = {"ref": str(self.reference.path), "model": self._model_spec, "index": str(self.index.directory),
+                    "device": self.device, "preset": "sr",
+                    "options": {**dataclasses.asdict(self.index_options), **dataclasses.asdict(self.options)}}
+            if os.environ.get(KILL_HOOK):  # tests: an actor dies while aligning this batch, once
+                spec["kill"] = (int(os.environ[KILL_HOOK]), str(self.index.directory) + ".killed")
+            bar = AlignProgress(reads, progress)
+            try:
+                return self._ray.align_file(self, spec, reads, out, read_group,
+                                            command_line or f"dnaesa align {reads} {self.reference.path}", bar)
+            finally:
+                bar.close()
         summary, t0 = Summary(), time.perf_counter()
         command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         bar = AlignProgress(reads, progress)

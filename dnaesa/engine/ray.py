@@ -1,0 +1,157 @@
+"""The Ray engine (`--engine ray`, the optional extra `pip install -e '.[ray]'`): batches of reads
+aligned by actors of a Ray cluster, the SAM written by the driver in input order.
+
+Design, as a user with a cluster would want it:
+- Each actor builds its own `Aligner` once, from paths: the reference and the index directory,
+  which must be reachable from every node (a shared filesystem); the driver builds the index
+  first when it is missing, so actors only load it (code stores are memory-mapped, so actors on
+  one node share their pages). Actors hold the encoder, the store and the refiner for the whole
+  run; a task carries only a batch of reads and returns its SAM text.
+- The driver parses reads, keeps at most `IN_FLIGHT_PER_ACTOR` batches per actor in flight
+  (back-pressure: a slow writer or a huge input never fills memory), and writes each batch's
+  records when its turn in input order comes. The records are made by the same functions as the
+  local engine's (`format_reads`), so the SAM equals the local one apart from @PG.
+- Faults: actors are created with `max_restarts` and their tasks with `max_task_retries`, so an
+  actor that dies is replaced by Ray and its batches are run again; each batch is written once,
+  in order, so nothing is lost or duplicated. When retries run out the run stops with one error
+  line and no output.
+- Not yet: paired-end reads, GPU actors (`--ray-gpus-per-worker` is passed to Ray but the
+  actors' search device follows `--device`), index building on Ray.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from dnaesa.errors import DnaesaError, OptionsError, WorkerError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dnaesa.pipeline import Aligner, Summary
+
+#: batches in flight per actor: enough to keep every actor busy while the driver writes
+IN_FLIGHT_PER_ACTOR = 2
+#: how often an actor is replaced, and a batch retried, before the run gives up
+MAX_RESTARTS = 3
+#: test hook: an actor process exits while aligning this batch number (once per run folder)
+KILL_HOOK = "DNAESA_RAY_TEST_KILL_BATCH"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise OptionsError("--engine ray needs Ray: pip install -e '.[ray]'") from None
+    return ray
+
+
+class _Actor:
+    """One Ray actor: an `Aligner` built from paths, formatting batches of reads as SAM text."""
+
+    def __init__(self, spec: dict, formatter):
+        from dnaesa.pipeline import Aligner
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.aligner = Aligner(spec["ref"], model=spec["model"], index=spec["index"], device=spec["device"],
+                               threads=1, preset=spec["preset"], **spec["options"])
+        self.formatter = formatter
+        self.kill = spec.get("kill")
+
+    def format(self, number: int, names: list[str], seqs: list[str], quals: list) -> tuple[str, int]:
+        from dnaesa.engine.local import format_reads
+
+        if self.kill and number == self.kill[0] and not os.path.exists(self.kill[1]):
+            open(self.kill[1], "w").close()
+            os._exit(1)  # the test hook: die mid-run, once
+        a = self.aligner
+        return format_reads(a.refiner, self.formatter, names, seqs, quals, a.find_candidates(seqs),
+                            search=a.find_candidates)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """DnaesaError unless something listens at HOST:PORT (the head node's GCS)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise OptionsError(f"--ray-address wants auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise DnaesaError(f"cannot reach the Ray cluster at {address} ({err.strerror or err})") from None
+
+
+class RayEngine:
+    """Runs `align_file` of an `Aligner` on a Ray cluster: `workers` actors of `cpus_per_worker`
+    CPUs (and `gpus_per_worker` GPUs) each; `address` "auto", "HOST:PORT" or None (a local
+    cluster started for this run)."""
+
+    def __init__(self, workers: int = 2, address: str | None = None, cpus_per_worker: int = 1,
+                 gpus_per_worker: float = 0.0):
+        if workers < 1:
+            raise OptionsError(f"--ray-workers must be at least 1, got {workers}")
+        self.workers, self.address = workers, address
+        self.cpus, self.gpus = cpus_per_worker, gpus_per_worker
+
+    def _connect(self):
+        ray = _ray()
+        if self.address and self.address != "auto":
+            _reachable(self.address)  # ray.init would retry an unreachable address for minutes
+        if ray.is_initialized():  # a cluster this process joined already (the API, tests)
+            return ray, False
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.workers * self.cpus, object_store_memory=256 * 1024 * 1024, **kwargs)
+        except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+            where = self.address or "a local cluster"
+            raise DnaesaError(f"cannot start or reach Ray at {where}: {str(err).splitlines()[0][:200]}") from None
+        return ray, True
+
+    def align_file(self, aligner: Aligner, spec: dict, reads: str, out: str | None, read_group: str | None,
+                   command_line: str, progress) -> Summary:
+        """What `Aligner.align_file` does for single-end reads, with the batches aligned by actors."""
+        from dnaesa.io.fastx import read_batches_at
+        from dnaesa.io.sam import SamWriter
+        from dnaesa.pipeline import Summary
+
+        ray, started = self._connect()
+        summary, t0 = Summary(), time.perf_counter()
+        try:
+            actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
+                                     max_task_retries=MAX_RESTARTS)(_Actor)
+            with SamWriter(out, aligner.reference.contigs, command_line, read_group=read_group,
+                           secondary=aligner.options.secondary, inputs=(reads, aligner.reference.path),
+                           reference=aligner.reference) as writer:
+                actors = [actor_class.remote(spec, writer.formatter) for _ in range(self.workers)]
+                in_flight: deque = deque()
+                limit = IN_FLIGHT_PER_ACTOR * self.workers
+                for number, (batch, position) in enumerate(read_batches_at(reads, aligner.options.batch_size)):
+                    actor = actors[number % len(actors)]
+                    job = actor.format.remote(number, [r.name for r in batch], [r.seq for r in batch],
+                                              [r.qual for r in batch])
+                    in_flight.append((len(batch), position, job))
+                    while len(in_flight) >= limit:
+                        self._write(ray, *in_flight.popleft(), writer, summary, progress)
+                while in_flight:
+                    self._write(ray, *in_flight.popleft(), writer, summary, progress)
+        finally:
+            if started:
+                ray.shutdown()
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    @staticmethod
+    def _write(ray, n_reads: int, position, job, writer, summary, progress) -> None:
+        try:
+            text, mapped = ray.get(job)
+        except ray.exceptions.RayError as err:
+            raise WorkerError(f"a Ray actor failed and retries ran out ({type(err).__name__}); stopped, "
+                              "no output written") from None
+        writer.write_text(text)
+        summary.reads += n_reads
+        summary.mapped += mapped
+        progress.update(n_reads, position)
