@@ -26,6 +26,8 @@ from dnaesa.errors import WorkerError
 
 #: below this many reads a batch is aligned in-process (sending work costs more than it saves)
 MIN_PARALLEL_READS = 256
+#: the worker processes the pool of this process started (see `_Pool.Process`)
+_STARTED: list = []
 #: how often a wait for results checks that no worker died (a dead worker's batch never comes back)
 WATCH_SECONDS = 0.5
 #: what the forked workers use, set just before the fork: "refiner", "search", "formatter"
@@ -200,6 +202,14 @@ class _Pool(multiprocessing.pool.Pool):
     def _get_sentinels(self):
         return [self._change_notifier._reader]
 
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        """Every worker ever started, recorded as it is made: one killed before `check_workers`
+        first looked is seen too (its replacement would otherwise hide it)."""
+        process = ctx.Process(*args, **kwds)
+        _STARTED.append(process)
+        return process
+
 
 class LocalEngine:
     """Places reads with `workers` processes (1: in this process)."""
@@ -255,8 +265,9 @@ class LocalEngine:
         if self._pool is None:
             _WORKER.clear()
             _WORKER.update(self._context, refiner=self.refiner, parent=os.getpid())  # inherited by the forked workers
+            _STARTED.clear()
             self._pool = _Pool(self.workers)
-            self._workers = list(self._pool._pool)
+            self._workers = _STARTED
         return self._pool
 
     def check_workers(self) -> None:
