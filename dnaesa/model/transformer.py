@@ -50,7 +50,13 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from dnaesa.model.base import Encoder
-from dnaesa.model.kmer import SketchModelEncoder, canonical_kmer_occurrences, canonical_kmers, canonical_spaced_kmers, sketch_coordinates
+from dnaesa.model.kmer import (
+    SketchModelEncoder,
+    canonical_kmer_occurrences,
+    canonical_kmers,
+    canonical_spaced_kmers,
+    sketch_coordinates,
+)
 from dnaesa.model.tokenizer import PAD_ID, VOCAB, DnaTokenizer
 from dnaesa.reference import reverse_complement
 
