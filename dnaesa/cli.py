@@ -25,7 +25,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: worker processes on this machine; ray: actors of a Ray cluster (pip install "
-                        "-e '.[ray]'; single-end reads) [local]")
+                        "-e '.[ray]') [local]")
     g.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="the Ray cluster to use [a local one, started for this run]")
     g.add_argument("--ray-workers", type=_positive_int, metavar="N", help="Ray actors [-t, or all cores]")

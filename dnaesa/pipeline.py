@@ -144,26 +144,7 @@ class Aligner:
         paired = mates is not None or interleaved
         if mates is not None and interleaved:
             raise OptionsError("give either a mate file or --interleaved, not both")
-        if self._ray is not None:
-            if paired:
-                raise OptionsError("--engine ray aligns single-end reads only, so far; use the local engine for pairs")
-            spec = {"ref": str(self.reference.path), "model": self._model_spec, "index": str(self.index.directory),
-                    "device": self.device, "preset": "sr",
-                    "options": {**dataclasses.asdict(self.index_options), **dataclasses.asdict(self.options)}}
-            if os.environ.get(KILL_HOOK):  # tests: an actor dies while aligning this batch, once
-                spec["kill"] = (int(os.environ[KILL_HOOK]), str(self.index.directory) + ".killed")
-            bar = AlignProgress(reads, progress)
-            try:
-                return self._ray.align_file(self, spec, reads, out, read_group,
-                                            command_line or f"dnaesa align {reads} {self.reference.path}", bar)
-            finally:
-                bar.close()
-        summary, t0 = Summary(), time.perf_counter()
-        command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
-        bar = AlignProgress(reads, progress)
-        engine, worker_search = self.engine, self.search_in_workers
-        limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
-        in_flight: deque = deque()
+        t0 = time.perf_counter()
         if paired:
             batches = read_pair_batches_at(reads, mates, self.options.batch_size)
             insert = parse_insert_size(insert_size) if isinstance(insert_size, str) else insert_size
@@ -172,6 +153,25 @@ class Aligner:
             pairing = PairContext(insert, tuple(self.reference.lengths))
         else:
             batches, pairing = read_batches_at(reads, self.options.batch_size), None
+        if self._ray is not None:
+            spec = {"ref": str(self.reference.path), "model": self._model_spec, "index": str(self.index.directory),
+                    "device": self.device, "preset": "sr",
+                    "options": {**dataclasses.asdict(self.index_options), **dataclasses.asdict(self.options)}}
+            if os.environ.get(KILL_HOOK):  # tests: an actor dies while aligning this batch, once
+                spec["kill"] = (int(os.environ[KILL_HOOK]), str(self.index.directory) + ".killed")
+            bar = AlignProgress(reads, progress)
+            try:
+                return self._ray.align_file(self, spec, batches, pairing, (reads, mates), out, read_group,
+                                            command_line or f"dnaesa align {reads} {self.reference.path}", bar,
+                                            split_as_secondary, hard_clip)
+            finally:
+                bar.close()
+        summary = Summary()
+        command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
+        bar = AlignProgress(reads, progress)
+        engine, worker_search = self.engine, self.search_in_workers
+        limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
+        in_flight: deque = deque()
         inputs = (reads, mates, self.reference.path)
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
                        secondary=0 if paired else self.options.secondary, threads=engine.workers,

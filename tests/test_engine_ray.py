@@ -67,8 +67,16 @@ def test_unreachable_cluster_is_one_error_line(reads, lambda_ref, tmp_path, caps
     assert not out.exists()
 
 
-def test_pairs_are_refused_on_ray_for_now(reads, lambda_ref, tmp_path, capsys):
-    code = main(["-q", "align", str(reads), str(reads), str(lambda_ref), "--encoder", "kmer", "--index",
-                 str(tmp_path / "idx"), "-o", str(tmp_path / "o.sam"), "--engine", "ray"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "single-end" in err[0]
+def test_ray_pairs_equal_local_pairs(cluster, lambda_ref, lambda_contigs, tmp_path, tmp_path_factory):
+    from dnaesa.simulate import simulate_pairs
+
+    pairs = simulate_pairs(lambda_contigs, 800, 150, seed=13)
+    write_fastq([p[0] for p in pairs], tmp_path / "r1.fq")
+    write_fastq([p[1] for p in pairs], tmp_path / "r2.fq")
+    index = tmp_path_factory.getbasetemp() / "ray.idx"
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / f"{engine}.sam"
+        Aligner(lambda_ref, "kmer", index=index, engine=engine, ray_workers=2, threads=2,
+                batch_size=400).align_file(str(tmp_path / "r1.fq"), str(outs[engine]), mates=str(tmp_path / "r2.fq"))
+    assert _body(outs["ray"]) == _body(outs["local"]) and len(_body(outs["ray"])) > 1600

@@ -15,8 +15,10 @@ Design, as a user with a cluster would want it:
   actor that dies is replaced by Ray and its batches are run again; each batch is written once,
   in order, so nothing is lost or duplicated. When retries run out the run stops with one error
   line and no output.
-- Not yet: paired-end reads, GPU actors (`--ray-gpus-per-worker` is passed to Ray but the
-  actors' search device follows `--device`), index building on Ray.
+- Pairs: the driver estimates the insert size (as the local engine does, from the first pairs)
+  and the actors pair mates with it.
+- Not yet: GPU actors (`--ray-gpus-per-worker` is passed to Ray but the actors' search device
+  follows `--device`), index building on Ray.
 """
 from __future__ import annotations
 
@@ -49,22 +51,25 @@ def _ray():
 class _Actor:
     """One Ray actor: an `Aligner` built from paths, formatting batches of reads as SAM text."""
 
-    def __init__(self, spec: dict, formatter):
+    def __init__(self, spec: dict, formatter, pairing=None):
         from dnaesa.pipeline import Aligner
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.aligner = Aligner(spec["ref"], model=spec["model"], index=spec["index"], device=spec["device"],
                                threads=1, preset=spec["preset"], **spec["options"])
-        self.formatter = formatter
+        self.formatter, self.pairing = formatter, pairing
         self.kill = spec.get("kill")
 
     def format(self, number: int, names: list[str], seqs: list[str], quals: list) -> tuple[str, int]:
-        from dnaesa.engine.local import format_reads
+        from dnaesa.engine.local import format_pairs, format_reads
 
         if self.kill and number == self.kill[0] and not os.path.exists(self.kill[1]):
             open(self.kill[1], "w").close()
             os._exit(1)  # the test hook: die mid-run, once
         a = self.aligner
+        if self.pairing is not None:
+            return format_pairs(a.refiner, self.formatter, self.pairing, names, seqs, quals, a.find_candidates(seqs),
+                                search=a.find_candidates)
         return format_reads(a.refiner, self.formatter, names, seqs, quals, a.find_candidates(seqs),
                             search=a.find_candidates)
 
@@ -111,25 +116,27 @@ class RayEngine:
             raise DnaesaError(f"cannot start or reach Ray at {where}: {str(err).splitlines()[0][:200]}") from None
         return ray, True
 
-    def align_file(self, aligner: Aligner, spec: dict, reads: str, out: str | None, read_group: str | None,
-                   command_line: str, progress) -> Summary:
-        """What `Aligner.align_file` does for single-end reads, with the batches aligned by actors."""
-        from dnaesa.io.fastx import read_batches_at
+    def align_file(self, aligner: Aligner, spec: dict, batches, pairing, inputs: tuple, out: str | None,
+                   read_group: str | None, command_line: str, progress, split_as_secondary: bool = False,
+                   hard_clip: bool = False) -> Summary:
+        """What `Aligner.align_file` does, with the `batches` of reads (of mates, interleaved, with
+        `pairing`) aligned by actors."""
         from dnaesa.io.sam import SamWriter
         from dnaesa.pipeline import Summary
 
         ray, started = self._connect()
-        summary, t0 = Summary(), time.perf_counter()
+        summary, t0 = Summary(), time.perf_counter()  # the driver's insert-size estimate came before
         try:
             actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
                                      max_task_retries=MAX_RESTARTS)(_Actor)
             with SamWriter(out, aligner.reference.contigs, command_line, read_group=read_group,
-                           secondary=aligner.options.secondary, inputs=(reads, aligner.reference.path),
-                           reference=aligner.reference) as writer:
-                actors = [actor_class.remote(spec, writer.formatter) for _ in range(self.workers)]
+                           secondary=0 if pairing else aligner.options.secondary,
+                           inputs=(*inputs, aligner.reference.path), reference=aligner.reference,
+                           split_as_secondary=split_as_secondary, hard_clip=hard_clip) as writer:
+                actors = [actor_class.remote(spec, writer.formatter, pairing) for _ in range(self.workers)]
                 in_flight: deque = deque()
                 limit = IN_FLIGHT_PER_ACTOR * self.workers
-                for number, (batch, position) in enumerate(read_batches_at(reads, aligner.options.batch_size)):
+                for number, (batch, position) in enumerate(batches):
                     actor = actors[number % len(actors)]
                     job = actor.format.remote(number, [r.name for r in batch], [r.seq for r in batch],
                                               [r.qual for r in batch])
