@@ -104,7 +104,7 @@ def figure(points: list[dict], path: Path) -> None:
               ("align CPU s per 1,000 reads", lambda r: r["align"] and r["accuracy"] and 1000 * r["align"]["cpu"] / r["accuracy"][0],
                lambda r: r["bwa_align"] and r["bwa_accuracy"] and 1000 * r["bwa_align"]["cpu"] / r["bwa_accuracy"][0]))
     for ax, (title, ours, bwa) in zip(axes, panels):
-        for label, get, style in (("dnaesa", ours, "o-"), ("bwa mem", bwa, "s--")):
+        for label, get, style in (("dnaesa", ours, "o-"), ("bwa", bwa, "s--")):
             pts = [(r["bases"] / 1e6, get(r)) for r in points if get(r) is not None]
             if pts:
                 ax.plot(*zip(*pts), style, label=label)
