@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 from dnaesa.model.base import load_encoder, resolve_device  # noqa: E402
 from dnaesa.options import IndexOptions  # noqa: E402
 from dnaesa.reference import Reference  # noqa: E402
-from dnaesa.store.vector_store import VectorStore, cpu_has_fast_bf16  # noqa: E402
+from dnaesa.runtime import cpu_has_fast_bf16  # noqa: E402
+from dnaesa.store.vector_store import VectorStore  # noqa: E402
 
 
 def timed(fn):

@@ -145,6 +145,7 @@ class Aligner:
         if mates is not None and interleaved:
             raise OptionsError("give either a mate file or --interleaved, not both")
         t0 = time.perf_counter()
+        command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         if paired:
             batches = read_pair_batches_at(reads, mates, self.options.batch_size)
             insert = parse_insert_size(insert_size) if isinstance(insert_size, str) else insert_size
@@ -162,12 +163,10 @@ class Aligner:
             bar = AlignProgress(reads, progress)
             try:
                 return self._ray.align_file(self, spec, batches, pairing, (reads, mates), out, read_group,
-                                            command_line or f"dnaesa align {reads} {self.reference.path}", bar,
-                                            split_as_secondary, hard_clip)
+                                            command_line, bar, split_as_secondary, hard_clip)
             finally:
                 bar.close()
         summary = Summary()
-        command_line = command_line or f"dnaesa align {reads} {self.reference.path}"
         bar = AlignProgress(reads, progress)
         engine, worker_search = self.engine, self.search_in_workers
         limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest

@@ -31,3 +31,28 @@ def kmer_aligner(lambda_ref, tmp_path_factory):
     from dnaesa.pipeline import Aligner
 
     return Aligner(lambda_ref, "kmer", index=tmp_path_factory.mktemp("idx") / "lambda.idx", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def lambda_reads_placed(lambda_contigs, tmp_path_factory):
+    """`placed(model)`: of 300 simulated 250 bp lambda reads, how many an `Aligner` with `model`
+    places at their origin (a leading clip counted back)."""
+    from dnaesa.pipeline import Aligner
+    from dnaesa.simulate import simulate_reads
+
+    reads = simulate_reads(lambda_contigs, 300, 250, seed=3, sub_rate=0.01, indel_rate=0.002)
+
+    def placed(model: str) -> tuple[int, int, object]:
+        folder = tmp_path_factory.mktemp("placed")
+        ref = folder / "lambda.fa"
+        ref.write_text("".join(f">{name}\n{seq}\n" for name, seq in lambda_contigs))  # index beside it, in tmp
+        aligner = Aligner(str(ref), model=model, index=folder / "lambda.idx", device="cpu")
+        good = 0
+        for read, hits in zip(reads, aligner.map_batch([r.seq for r in reads])):
+            if hits:
+                aln, lead = hits[0], (hits[0].cigar[0][1] if hits[0].cigar[0][0] == 4 else 0)
+                good += (aln.contig == read.contig and aln.reverse == read.reverse
+                         and abs(aln.ref_start - lead - read.start) <= 5)
+        return good, len(reads), aligner
+
+    return placed

@@ -171,28 +171,16 @@ def test_sketch_model_with_zero_scales_is_the_plain_sketch(tmp_path):
         SketchModelEncoder(tmp_path / "t")
 
 
-def test_bundled_model_loads_offline_and_places_lambda_reads(lambda_contigs, tmp_path):
+def test_bundled_model_loads_offline_and_places_lambda_reads(lambda_reads_placed):
     """The bundled default model works end to end, offline."""
-    from dnaesa.pipeline import Aligner
-    from dnaesa.simulate import simulate_reads
-
     name = "default"
     enc = load_encoder(name, device="cpu")
     assert enc.strand_symmetric
     vecs = enc.encode(random_seqs(4, 250))
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    ref = tmp_path / "lambda.fa"
-    ref.write_text("".join(f">{name}\n{seq}\n" for name, seq in lambda_contigs))  # index beside it, in tmp
-    aligner = Aligner(str(ref), model=name, index=tmp_path / "lambda.idx", device="cpu")
+    placed, total, aligner = lambda_reads_placed(name)
     assert aligner.encoder.identity() == enc.identity()
-    reads = simulate_reads(lambda_contigs, 300, 250, seed=3, sub_rate=0.01, indel_rate=0.002)
-    placed = 0
-    for read, hits in zip(reads, aligner.map_batch([r.seq for r in reads])):
-        if hits:
-            aln, lead = hits[0], (hits[0].cigar[0][1] if hits[0].cigar[0][0] == 4 else 0)
-            placed += (aln.contig == read.contig and aln.reverse == read.reverse
-                       and abs(aln.ref_start - lead - read.start) <= 5)
-    assert placed >= 0.99 * len(reads), f"{placed}/{len(reads)}"
+    assert placed >= 0.99 * total, f"{placed}/{total}"
 
 
 @pytest.mark.gpu

@@ -113,12 +113,8 @@ def test_baselines_have_unit_rows_of_dimension_d():
 COMPACT_BUNDLE = "compact256"
 
 
-def test_bundled_compact_model_loads_offline_and_places_lambda_reads(tmp_path):
-    """The shipped compact model (D = 256) works end to end through `Aligner(ref, model=...)`."""
-    from dnaesa.io.fastx import read_reference
+def test_bundled_compact_model_loads_offline_and_places_lambda_reads(lambda_reads_placed):
     from dnaesa.model.base import BUNDLED_DIR
-    from dnaesa.pipeline import Aligner
-    from dnaesa.simulate import simulate_reads
 
     if not (BUNDLED_DIR / COMPACT_BUNDLE / "config.json").exists():
         pytest.skip("no bundled compact model")
@@ -126,18 +122,6 @@ def test_bundled_compact_model_loads_offline_and_places_lambda_reads(tmp_path):
     assert isinstance(enc, CompactSketchEncoder) and enc.dim == 256
     size = sum(f.stat().st_size for f in (BUNDLED_DIR / COMPACT_BUNDLE).iterdir())
     assert size <= 25 * 2 ** 20
-    from pathlib import Path
-
-    contigs = list(read_reference(str(Path(__file__).parent / "data" / "lambda_phage.fa.gz")))
-    ref = tmp_path / "lambda.fa"
-    ref.write_text("".join(f">{name}\n{seq}\n" for name, seq in contigs))
-    aligner = Aligner(str(ref), model=COMPACT_BUNDLE, index=tmp_path / "lambda.idx", device="cpu")
+    placed, total, aligner = lambda_reads_placed(COMPACT_BUNDLE)
     assert aligner.encoder.identity() == enc.identity()
-    reads = simulate_reads(contigs, 300, 250, seed=3, sub_rate=0.01, indel_rate=0.002)
-    placed = 0
-    for read, hits in zip(reads, aligner.map_batch([r.seq for r in reads])):
-        if hits:
-            aln, lead = hits[0], (hits[0].cigar[0][1] if hits[0].cigar[0][0] == 4 else 0)
-            placed += (aln.contig == read.contig and aln.reverse == read.reverse
-                       and abs(aln.ref_start - lead - read.start) <= 5)
-    assert placed >= 0.99 * len(reads), f"{placed}/{len(reads)}"
+    assert placed >= 0.99 * total, f"{placed}/{total}"

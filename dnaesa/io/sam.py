@@ -156,8 +156,7 @@ class SamFormatter:
             if me.query_length != len(seq):
                 raise ValueError(f"read {name}: CIGAR {me.cigar_string} covers {me.query_length} bases, "
                                  f"the read has {len(seq)}")
-            if me.reverse:
-                seq, qual = reverse_complement(seq), qual[::-1]
+            seq, qual = _oriented(seq, qual, me)
             if mate is None:
                 nxt, tlen, mate_tags = f"=\t{me.ref_start + 1}", 0, ""
             else:

@@ -23,27 +23,13 @@ import faiss
 import numpy as np
 
 from dnaesa.errors import IndexDirError
+from dnaesa.runtime import cpu_has_fast_bf16
 from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, quantize, search_code_shards
 
 STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 RECONSTRUCT_CHUNK = 16384
-_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on x86 CPUs that compute bfloat16 natively (AMX or AVX512-BF16): Linux /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return any(flag in line.split() for flag in _BF16_FLAGS)
-    except OSError:
-        pass
-    return False
-
-
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
     """`sha256:<hex>` of a file, read in blocks (about 1.6 GB/s here)."""
     h = hashlib.sha256()

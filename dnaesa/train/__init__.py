@@ -9,8 +9,6 @@ before shipping), `benchmark` (recall and throughput against the count sketch).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
 
@@ -35,30 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from dnaesa.train.loop import Trainer, TrainOptions, run_training
 
-    from dnaesa.model.base import resolve_device
-    from dnaesa.train.loop import Trainer, TrainOptions
-
-    try:
-        opts = TrainOptions.from_yaml(args.config, steps=args.steps, threads=args.threads)
-        torch.set_num_threads(opts.threads)
-        out = Path(args.out)
-        if (out / "checkpoint").exists() and not args.resume:
-            print(f"error: {out}/checkpoint exists; pass --resume to continue it or choose a new --out",
-                  file=sys.stderr)
-            return 2
-        trainer = Trainer(opts, args.ref, args.eval_ref, out, device=resolve_device(args.device),
-                          select_specs=args.select_ref)
-        if args.resume and trainer.resume():
-            print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
-        metrics = trainer.fit(time_limit=args.time_limit)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
-    print(f"trained {trainer.step} steps -> {out}/model (best: {out}/best) {summary}", file=sys.stderr)
-    return 0
+    return run_training(args, TrainOptions.from_yaml,
+                        lambda opts, out, device: Trainer(opts, args.ref, args.eval_ref, out, device=device,
+                                                          select_specs=args.select_ref))
 
 
 def main(argv: list[str] | None = None) -> int:

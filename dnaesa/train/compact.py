@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from dnaesa.model.compact_hf import CompactTorchEncoder, DnaCompactConfig, DnaCo
 from dnaesa.reference import fragment_windows
 from dnaesa.train.data import MutationProfile, PairSampler, Region, containment_mask
 from dnaesa.train.evaluate import RecallEvaluator
-from dnaesa.train.loop import lr_factor
+from dnaesa.train.loop import lr_factor, read_trainer_state, run_training, write_checkpoint
 from dnaesa.train.loss import InfoNCELoss, ZScoreLoss
 
 
@@ -198,23 +196,15 @@ class CompactTrainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        tmp = self.out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        CompactTorchEncoder(self.model, device=self.device).save_pretrained(tmp)
+        write_checkpoint(self, CompactTorchEncoder(self.model, device=self.device))
         self.model.train()
-        torch.save({"step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "loss": self.loss.state_dict(),
-                    "options": asdict(self.opts)}, tmp / "trainer_state.pt")
-        final = self.out / "checkpoint"
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
 
     def resume(self) -> bool:
         ckpt = self.out / "checkpoint"
         if not (ckpt / "trainer_state.pt").exists():
             return False
         self.model = self._new_model(ckpt).to(self.device)
-        state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
+        state = read_trainer_state(ckpt, self.device)
         self.loss.load_state_dict(state["loss"])
         self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
@@ -333,25 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    from dnaesa.model.base import resolve_device
-
-    try:
-        opts = CompactTrainOptions.from_yaml(args.config, steps=args.steps, threads=args.threads)
-        torch.set_num_threads(opts.threads)
-        out = Path(args.out)
-        if (out / "checkpoint").exists() and not args.resume:
-            print(f"error: {out}/checkpoint exists; pass --resume or choose a new --out", file=sys.stderr)
-            return 2
-        trainer = CompactTrainer(opts, args.ref, args.eval_ref, out, device=resolve_device(args.device))
-        if args.resume and trainer.resume():
-            print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
-        metrics = trainer.fit(time_limit=args.time_limit)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"trained {trainer.step} steps -> {out}/model (best: {out}/best) "
-          + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()), file=sys.stderr)
-    return 0
+    return run_training(args, CompactTrainOptions.from_yaml,
+                        lambda opts, out, device: CompactTrainer(opts, args.ref, args.eval_ref, out, device=device))
 
 
 if __name__ == "__main__":

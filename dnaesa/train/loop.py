@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -181,15 +182,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        tmp = self.out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        TransformerEncoder(self.model, device=self.device).save_pretrained(tmp)
-        torch.save({"step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "loss": self.loss.state_dict(),
-                    "options": asdict(self.opts)}, tmp / "trainer_state.pt")
-        final = self.out / "checkpoint"
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        write_checkpoint(self, TransformerEncoder(self.model, device=self.device))
 
     def resume(self) -> bool:
         """Load OUT/checkpoint if there is one; False when starting fresh."""
@@ -197,7 +190,7 @@ class Trainer:
         if not (ckpt / "trainer_state.pt").exists():
             return False
         self.model = DnaKmerWeightModel.from_pretrained(str(ckpt)).to(self.device)
-        state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
+        state = read_trainer_state(ckpt, self.device)
         self.loss.load_state_dict(state["loss"])
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=self.opts.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -270,7 +263,7 @@ class Trainer:
         if str(self.device).startswith("cuda"):
             dtype = torch.float16
         else:  # the mining product is the trainer's largest on CPU; bfloat16 where the CPU has it natively
-            from dnaesa.store.vector_store import cpu_has_fast_bf16
+            from dnaesa.runtime import cpu_has_fast_bf16
 
             dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
         self.bank = vecs.to(self.device, dtype=dtype)
@@ -365,3 +358,49 @@ class Trainer:
         bar.close()
         TransformerEncoder(self.model, device=self.device).save_pretrained(self.out / "model")
         return metrics
+
+
+def write_checkpoint(trainer, encoder) -> None:
+    """OUT/checkpoint of a trainer (its `out`, `step`, `best`, `optimizer`, `scheduler`, `loss` and
+    `opts`): the model saved by `encoder.save_pretrained` and the trainer's state, written to a
+    temporary folder first and renamed into place, so an interruption leaves the last one whole."""
+    tmp = trainer.out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save_pretrained(tmp)
+    torch.save({"step": trainer.step, "best": trainer.best, "optimizer": trainer.optimizer.state_dict(),
+                "scheduler": trainer.scheduler.state_dict(), "loss": trainer.loss.state_dict(),
+                "options": asdict(trainer.opts)}, tmp / "trainer_state.pt")
+    final = trainer.out / "checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def read_trainer_state(checkpoint: Path, device: str) -> dict:
+    """The trainer state `write_checkpoint` saved in `checkpoint`."""
+    return torch.load(checkpoint / "trainer_state.pt", map_location=device, weights_only=False)
+
+
+def run_training(args, load_options, make_trainer) -> int:
+    """The command line's run of a trainer: options from `load_options(config, steps, threads)`, a
+    trainer from `make_trainer(opts, out, device)`; refuses to overwrite OUT/checkpoint without
+    --resume; a bad option or input is one error line, exit 2."""
+    from dnaesa.runtime import resolve_device
+
+    try:
+        opts = load_options(args.config, steps=args.steps, threads=args.threads)
+        torch.set_num_threads(opts.threads)
+        out = Path(args.out)
+        if (out / "checkpoint").exists() and not args.resume:
+            print(f"error: {out}/checkpoint exists; pass --resume to continue it or choose a new --out",
+                  file=sys.stderr)
+            return 2
+        trainer = make_trainer(opts, out, resolve_device(args.device))
+        if args.resume and trainer.resume():
+            print(f"resumed from {out}/checkpoint at step {trainer.step}", file=sys.stderr)
+        metrics = trainer.fit(time_limit=args.time_limit)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    print(f"trained {trainer.step} steps -> {out}/model (best: {out}/best) {summary}", file=sys.stderr)
+    return 0
