@@ -226,10 +226,15 @@ def _wait_for_workers(proc) -> list[int]:
     raise AssertionError("no workers started")
 
 
-def test_killed_worker_stops_the_run(tmp_path, lambda_ref, many_reads):
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.7, 1.2])
+def test_killed_worker_stops_the_run(tmp_path, lambda_ref, many_reads, delay):
+    """At any moment: a worker killed while it reads a task or writes a result holds a pool
+    queue's lock for good, and `Pool.terminate()` used to wait on it forever."""
     out = tmp_path / "o.bam"
     proc = _start(tmp_path, lambda_ref, many_reads, out)
-    os.kill(_wait_for_workers(proc)[0], signal.SIGKILL)
+    worker = _wait_for_workers(proc)[0]
+    time.sleep(delay)
+    os.kill(worker, signal.SIGKILL)
     err = proc.communicate(timeout=300)[1].strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "worker process died" in err[0], err
     assert not out.exists() and not list(tmp_path.glob(".o.bam*"))

@@ -219,6 +219,8 @@ class LocalEngine:
         self._pool = None
         self._workers: list = []
         self._context: dict = {}
+        #: why the run stopped when a worker died (no pool is started again)
+        self._dead: str | None = None
 
     @property
     def parallel(self) -> bool:
@@ -262,6 +264,8 @@ class LocalEngine:
         return BatchJob(self, names, seqs, quals, candidates)
 
     def _get_pool(self):
+        if self._dead is not None:  # the pool's result thread may ask again after a worker died
+            raise WorkerError(self._dead)
         if self._pool is None:
             _WORKER.clear()
             _WORKER.update(self._context, refiner=self.refiner, parent=os.getpid())  # inherited by the forked workers
@@ -276,10 +280,11 @@ class LocalEngine:
         for process in self._workers:
             if process.exitcode is not None:
                 code = process.exitcode
-                self.terminate()
                 how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                 hint = " (out of memory?)" if code == -9 else ""
-                raise WorkerError(f"a worker process died ({how}{hint}); stopped, no output written")
+                self._dead = f"a worker process died ({how}{hint}); stopped, no output written"
+                self._abandon()
+                raise WorkerError(self._dead)
 
     def close(self) -> None:
         self._workers = []
@@ -288,8 +293,28 @@ class LocalEngine:
             self._pool.join()
             self._pool = None
 
+    def _abandon(self) -> None:
+        """Stop a pool one of whose workers died: stop its worker handler from starting others,
+        kill the live workers and drop the pool without `terminate()`, which can wait forever on a
+        queue lock that the dead worker held (it died while reading a task or writing a result).
+        The pool's threads are daemons; its finalizer, which would wait the same way at exit, is
+        cancelled."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool._terminate.cancel()
+            pool._state = pool._worker_handler._state = multiprocessing.pool.TERMINATE
+            pool._change_notifier.put(None)  # wake the handler: it stops, starting no more workers
+            pool._worker_handler.join(5)
+        for process in self._workers:
+            if getattr(process, "_popen", None) is not None and process.exitcode is None:
+                process.kill()
+                process.join(5)
+        self._workers = []
+
     def terminate(self) -> None:
         """Stop the workers at once (after an error: queued work is dropped)."""
+        if any(process.exitcode is not None for process in self._workers):
+            self._abandon()  # a dead worker may hold a queue lock that terminate() would wait for
         self._workers = []
         if self._pool is not None:
             self._pool.terminate()
