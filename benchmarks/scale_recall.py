@@ -6,6 +6,11 @@ read's true span (same contig, fragment start <= read start, fragment end >= rea
 TSV line: index, kind, fragments, bytes/fragment (shard files), reads, recall@1/8/16, search
 queries/s (embedding excluded, one process, torch threads as set).
 
+A tiered index is searched as `dnaesa align` searches it (the coarse tier picks C fragments, the
+exact tier scores them; `--coarse-candidates C`, several allowed: one line each), and the line adds
+the coarse tier's own recall@1/8/16 and recall@C (the share of reads whose true fragment is among
+the C picked: what the exact tier can at best recover).
+
     python benchmarks/scale_recall.py REF.fa INDEX_DIR reads.fq [--store auto] [--threads 2] [--max-reads N]
 """
 from __future__ import annotations
@@ -39,34 +44,59 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--max-reads", type=int, default=0, help="stop after this many reads (0: all)")
+    p.add_argument("--coarse-candidates", default="256", help="tiered: C values, comma-separated")
     args = p.parse_args()
     set_threads(args.threads)
     encoder = load_encoder(args.encoder, "cpu")
     reference = Reference.load(args.ref)
     index = open_index(reference, encoder, IndexOptions(index_kind=args.store), args.index)
-    store = index.store.to("cpu", "auto", keep_faiss=False)
+    if index.coarse is None:
+        store = index.store.to("cpu", "auto", keep_faiss=False)
+        counts = [_recall(args, index, reference, encoder, lambda q, seqs: store.search(q, max(KS))[1])]
+        cs = [None]
+    else:
+        store = index.store
+        store.open_shards()
+        cs = [int(c) for c in args.coarse_candidates.split(",")]
+        counts = []
+        for c in cs:
+            def search(q, seqs, c=c):
+                picked = index.coarse.search(index.coarse_encoder.encode(seqs), c)
+                return store.rerank(q, picked, max(KS))[1], picked
+            counts.append(_recall(args, index, reference, encoder, search))
+    shard_bytes = sum((Path(args.index) / name).stat().st_size
+                      for name in index.manifest["shards"] + index.manifest.get("coarse_shards", []))
+    kind = index.manifest["options"]["index_kind"]
+    for c, (hits, coarse_hits, n, search_s) in zip(cs, counts):
+        extra = [] if c is None else [f"C={c}", *(f"{100 * coarse_hits[k] / n:.2f}" for k in (*KS, c))]
+        print("\t".join(map(str, [args.index, kind, store.ntotal, round(shard_bytes / store.ntotal), n,
+                                  *(f"{100 * hits[k] / n:.2f}" for k in KS), f"{n / search_s:.1f}", *extra])))
+
+
+def _recall(args, index, reference, encoder, search) -> tuple[dict, dict, int, float]:
+    """Run `search(vectors, seqs) -> ids` (or (ids, coarse ids)) over the reads; count hits."""
     contig_of = {name: i for i, name in enumerate(reference.names)}
-    hits = {k: 0 for k in KS}
+    hits, coarse_hits = {}, {}
     n, search_s = 0, 0.0
     for batch in read_batches(args.reads, args.batch):
         truth = [parse_truth(r.name) for r in batch]
-        queries = encoder.encode([r.seq for r in batch])
+        seqs = [r.seq for r in batch]
+        queries = encoder.encode(seqs)
         t0 = time.perf_counter()
-        _, ids = store.search(queries, max(KS))
+        found = search(queries, seqs)
         search_s += time.perf_counter() - t0
-        frags = index.fragments[np.maximum(ids, 0)]
         contig = np.array([contig_of[t.contig] for t in truth])[:, None]
         left = np.array([t.start for t in truth])[:, None]
         right = np.array([t.end for t in truth])[:, None]
-        ok = (ids >= 0) & (frags[:, :, 0] == contig) & (frags[:, :, 1] <= left) & (frags[:, :, 2] >= right)
-        for k in KS:
-            hits[k] += int(ok[:, :k].any(axis=1).sum())
+        for ids, counter in zip(found if isinstance(found, tuple) else (found,), (hits, coarse_hits)):
+            frags = index.fragments[np.maximum(ids, 0)]
+            ok = (ids >= 0) & (frags[:, :, 0] == contig) & (frags[:, :, 1] <= left) & (frags[:, :, 2] >= right)
+            for k in dict.fromkeys((*KS, ids.shape[1])):
+                counter[k] = counter.get(k, 0) + int(ok[:, :k].any(axis=1).sum())
         n += len(batch)
         if args.max_reads and n >= args.max_reads:
             break
-    shard_bytes = sum((Path(args.index) / name).stat().st_size for name in index.manifest["shards"])
-    print("\t".join(map(str, [args.index, store.kind, store.ntotal, round(shard_bytes / store.ntotal), n,
-                              *(f"{100 * hits[k] / n:.2f}" for k in KS), f"{n / search_s:.1f}"])))
+    return hits, coarse_hits, n, search_s
 
 
 if __name__ == "__main__":

@@ -53,9 +53,11 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fragment-len", type=int, metavar="N",
                    help=f"reference fragment length [{_IDX.fragment_len}]")
     g.add_argument("--store", "--index-kind", dest="index_kind", default=None,
-                   choices=["auto", "flat", "hnsw", "int8", "int4"],
-                   help="vector store: exact float32 (flat), graph (hnsw), or exact search over 1-byte (int8) or "
-                        "4-bit (int4) codes; auto: int4 from 100,000 fragments (~100 Mb) up, else flat [auto]")
+                   choices=["auto", "flat", "hnsw", "int8", "int4", "tiered"],
+                   help="vector store: exact float32 (flat), graph (hnsw), exact search over 1-byte (int8) or "
+                        "4-bit (int4) codes, or tiered (int4 plus a 256-dim coarse tier that picks the candidates; "
+                        "an int4 index is upgraded in place); auto: tiered from 1,000,000 fragments (~1 Gb), int4 "
+                        "from 100,000 (~100 Mb), else flat [auto]")
     g.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it matches")
 
 
@@ -116,6 +118,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=f"align candidates scoring at least F x the best embedding score [{_MAP.candidate_ratio}]")
     m.add_argument("-T", "--min-score", type=int, metavar="S",
                    help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
+    m.add_argument("--coarse-candidates", type=int, metavar="C",
+                   help=f"tiered store: fragments the coarse tier picks per read for exact scoring [{_MAP.coarse_candidates}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
     m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
@@ -176,7 +180,7 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
-                       **engine)
+                       coarse_candidates=args.coarse_candidates, **engine)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

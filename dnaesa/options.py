@@ -19,8 +19,10 @@ class IndexOptions:
 
     fragment_len: int = 1250
     max_read_len: int = 250
-    #: store kind (`dnaesa/store/vector_store.py`): auto, flat, hnsw, int8 or int4; `auto` takes int4
-    #: for references of 100,000 fragments (about 100 Mb) or more, flat below
+    #: store kind (`dnaesa/store/vector_store.py`): auto, flat, hnsw, int8, int4 or tiered (int4
+    #: plus a compact256 coarse tier that picks the candidates, `dnaesa/store/coarse.py`); `auto`
+    #: takes tiered for references of 1,000,000 fragments (about 1 Gb) or more, int4 from 100,000
+    #: (about 100 Mb), flat below
     index_kind: str = "auto"
     #: vectors per FAISS shard file (16,384 x 4,096 float32 = 268 MB): loading converts one at a time
     shard_size: int = 16_384
@@ -30,8 +32,8 @@ class IndexOptions:
             raise OptionsError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
         if self.fragment_len > 100_000:
             raise OptionsError(f"fragment_len must be at most 100000, got {self.fragment_len}")
-        if self.index_kind not in ("auto", "flat", "hnsw", "int8", "int4"):
-            raise OptionsError(f"index_kind must be auto, flat, hnsw, int8 or int4, got {self.index_kind!r}")
+        if self.index_kind not in ("auto", "flat", "hnsw", "int8", "int4", "tiered"):
+            raise OptionsError(f"index_kind must be auto, flat, hnsw, int8, int4 or tiered, got {self.index_kind!r}")
         if self.shard_size < 1000:
             raise OptionsError(f"shard_size must be at least 1000, got {self.shard_size}")
 
@@ -88,6 +90,8 @@ class MapOptions:
     batch_size: int = 2048
     #: exact search by FAISS or by torch matrix products (see `VectorStore.to`)
     search_backend: str = "auto"
+    #: a tiered store: fragments the coarse tier picks per read, then scored by the exact tier
+    coarse_candidates: int = 256
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -105,6 +109,8 @@ class MapOptions:
             raise OptionsError(f"secondary must be >= 0, got {self.secondary}")
         if self.search_backend not in ("auto", "faiss", "torch", "torch-bf16"):
             raise OptionsError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
+        if not 1 <= self.coarse_candidates <= 8192:
+            raise OptionsError(f"coarse_candidates must be in [1, 8192], got {self.coarse_candidates}")
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
 

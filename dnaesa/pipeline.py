@@ -100,7 +100,11 @@ class Aligner:
         if backend == "auto" and self.device == "cpu" and self.index.store.kind == "flat" and \
                 self.index.store.ntotal < SMALL_STORE:
             backend = "faiss"  # no torch import (a second or more) for a reference of a few Mb
-        self.index.store.to(self.device, backend, keep_faiss=False)
+        if self.index.coarse is not None:  # tiered: the coarse tier searches, the exact one scores its picks
+            self.index.coarse.to(self.device)
+            self.index.store.open_shards()
+        else:
+            self.index.store.to(self.device, backend, keep_faiss=False)
         if threads:
             runtime.set_threads(threads)  # again: torch may have been imported by the store
         self.refiner = Refiner(self.reference, self.options)
@@ -109,8 +113,10 @@ class Aligner:
         #: store in memory) on CPU; on CUDA the search stays in this process, on the device
         self.search_in_workers = self.device == "cpu"
         #: reads -> candidate windows (embed, search, prune): in this process or in the workers
+        coarse = (self.index.coarse_encoder, self.index.coarse) if self.index.coarse is not None else None
         self.find_candidates = CandidateFinder(self.encoder, self.index.store, self.index.fragments,
-                                               self.reference.lengths, self.options, self.index_options.fragment_len)
+                                               self.reference.lengths, self.options, self.index_options.fragment_len,
+                                               coarse=coarse)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""

@@ -75,11 +75,15 @@ class CandidateBatch:
 
 class CandidateFinder:
     """Reads -> `CandidateBatch`: embed with `encoder`, search `store`, and map the hits to windows
-    of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i."""
+    of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i.
+
+    With `coarse` = (encoder, `CoarseTier`) (a tiered index) the coarse tier picks each read's
+    `coarse_candidates` fragments and `store` scores only those (`VectorStore.rerank`)."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
-                 fragment_len: int):
+                 fragment_len: int, coarse: tuple | None = None):
         self.encoder, self.store, self.fragments, self.options = encoder, store, fragments, options
+        self.coarse = coarse
         self.fragment_len = fragment_len
         self._contig_lengths = np.asarray(contig_lengths, dtype=np.int64)
 
@@ -93,7 +97,7 @@ class CandidateFinder:
         queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
         rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
         k = o.rescue_top_k if rescue else o.top_k
-        scores, ids = self.store.search(self.encoder.encode(queries), k)
+        scores, ids = self._search(queries, k)
         if not symmetric:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
         read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
@@ -103,6 +107,14 @@ class CandidateFinder:
             eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
             first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
         return first
+
+    def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors = self.encoder.encode(queries)
+        if self.coarse is None:
+            return self.store.search(vectors, k)
+        encoder, tier = self.coarse
+        picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k))
+        return self.store.rerank(vectors, picked, k)
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:

@@ -31,6 +31,7 @@ from dnaesa.errors import IndexDirError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference
+from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
 
 log = logging.getLogger("dnaesa")
@@ -42,18 +43,38 @@ PARTIAL_SUFFIX = ".partial"
 #: `index_kind="auto"`: references of at least this many fragments (about 100 Mb at the default
 #: stride) get the compact `int4` store (2 KB a 4,096-dim vector), smaller ones exact `flat`
 AUTO_COMPACT_FRAGMENTS = 100_000
+#: ... and from this many (about 1 Gb) the `tiered` store: int4 plus a coarse tier that picks candidates
+AUTO_TIERED_FRAGMENTS = 1_000_000
+#: the encoder of a tiered store's coarse tier (a bundled model)
+COARSE_MODEL = "compact256"
+#: index kinds beyond the vector store's own
+INDEX_KINDS = (*STORE_KINDS, "tiered")
 #: an old-style `DIR.tmpXXXX` build folder untouched this long is stale
 STALE_TMP_SECONDS = 3600
 
 
 @dataclass
 class Index:
-    """A loaded index: the store, and `fragments[i]` = (contig index, start, end) of vector i."""
+    """A loaded index: the store, and `fragments[i]` = (contig index, start, end) of vector i;
+    a tiered index also its coarse tier and the encoder of that tier."""
 
     store: VectorStore
     fragments: np.ndarray
     manifest: dict
     directory: Path
+    coarse: CoarseTier | None = None
+    coarse_encoder: Encoder | None = None
+
+
+def store_kind(index_kind: str) -> str:
+    """The vector store's kind for an index kind: a tiered index's exact tier is int4."""
+    return "int4" if index_kind == "tiered" else index_kind
+
+
+def coarse_encoder() -> Encoder:
+    from dnaesa.model.base import load_encoder
+
+    return load_encoder(COARSE_MODEL, "cpu")
 
 
 def default_index_dir(reference_path: str | Path) -> Path:
@@ -63,28 +84,34 @@ def default_index_dir(reference_path: str | Path) -> Path:
 
 
 def resolve_options(reference: Reference, options: IndexOptions) -> IndexOptions:
-    """`index_kind="auto"` -> `int4` for references of `AUTO_COMPACT_FRAGMENTS` fragments or more, else `flat`."""
+    """`index_kind="auto"` -> `tiered` for references of `AUTO_TIERED_FRAGMENTS` fragments or
+    more, `int4` from `AUTO_COMPACT_FRAGMENTS`, else `flat`."""
     if options.index_kind != "auto":
         return options
     n = sum(max(0, -(-(length - options.fragment_len) // options.stride)) + 1 for length in reference.lengths)
-    return replace(options, index_kind="int4" if n >= AUTO_COMPACT_FRAGMENTS else "flat")
+    kind = "tiered" if n >= AUTO_TIERED_FRAGMENTS else "int4" if n >= AUTO_COMPACT_FRAGMENTS else "flat"
+    return replace(options, index_kind=kind)
 
 
 def expected_manifest(reference: Reference, encoder: Encoder, options: IndexOptions) -> dict:
-    return {
+    options = resolve_options(reference, options)
+    manifest = {
         "format_version": FORMAT_VERSION,
         "reference_checksum": reference.checksum(),
         "contigs": [[name, length] for name, length in reference.contigs],
         "encoder": encoder.identity(),
         "dim": encoder.dim,
-        "options": asdict(resolve_options(reference, options)),
+        "options": asdict(options),
     }
+    if options.index_kind == "tiered":
+        manifest["coarse_encoder"] = coarse_encoder().identity()
+    return manifest
 
 
 def _mismatch(found: dict, expected: dict) -> str | None:
     """Why `found` cannot serve `expected`, or None when it can."""
-    for key in ("format_version", "reference_checksum", "encoder", "dim", "options"):
-        if found.get(key) != expected[key]:
+    for key in ("format_version", "reference_checksum", "encoder", "dim", "options", "coarse_encoder"):
+        if found.get(key) != expected.get(key):
             if key == "options":
                 diff = [f"{name} {found.get(key, {}).get(name)} -> {value}" for name, value in expected[key].items()
                         if found.get(key, {}).get(name) != value]
@@ -142,12 +169,15 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
             pass  # an older manifest: compared below like any other
     if found is not None and options.index_kind == "auto" and not rebuild:  # auto: the existing index's kind
         kind = found.get("options", {}).get("index_kind")
-        options = replace(options, index_kind=kind) if kind in STORE_KINDS else options
+        options = replace(options, index_kind=kind) if kind in INDEX_KINDS else options
     expected = expected_manifest(reference, encoder, options)
     if found is not None and not rebuild:
         why = _mismatch(found, expected)
         if why is None:
             return load_index(directory)
+        if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
+            log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
+            return add_coarse_tier(reference, directory, expected, progress)
         if explicit:
             raise IndexDirError(f"{directory}: this index was built for other input ({why}); rebuild it there "
                                 "with --rebuild-index, or choose another --index DIR")
@@ -155,6 +185,13 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     elif not rebuild:
         log.info("no index at %s: building it", directory)
     return build_index(reference, encoder, directory, expected, progress)
+
+
+def _as_int4(manifest: dict) -> dict:
+    """The manifest of the int4 index that a tiered one extends."""
+    int4 = {key: value for key, value in manifest.items() if key != "coarse_encoder"}
+    int4["options"] = dict(manifest["options"], index_kind="int4")
+    return int4
 
 
 def load_index(directory: Path) -> Index:
@@ -171,13 +208,24 @@ def load_index(directory: Path) -> Index:
         missing = [name for name in manifest["shards"] if not (directory / name).is_file()]
         if missing:
             raise OSError(f"missing shard files {missing}")
-        store = VectorStore.load(directory, manifest["shards"], manifest["dim"], opts["index_kind"], opts["shard_size"],
-                                 ntotal=manifest["n_fragments"], checksums=checksums)
+        store = VectorStore.load(directory, manifest["shards"], manifest["dim"], store_kind(opts["index_kind"]),
+                                 opts["shard_size"], ntotal=manifest["n_fragments"], checksums=checksums)
+        coarse = coarse_enc = None
+        if opts["index_kind"] == "tiered":
+            coarse_enc = coarse_encoder()
+            if coarse_enc.identity() != manifest["coarse_encoder"]:
+                raise ValueError(f"its coarse tier was made by another encoder than the bundled {COARSE_MODEL}")
+            for name in manifest["coarse_shards"]:
+                if file_checksum(directory / name) != checksums[name]:
+                    raise IndexDirError(f"{directory / name}: does not match the manifest's checksum (damaged or "
+                                        "replaced); rebuild the index with --rebuild-index")
+            coarse = CoarseTier.load(directory, manifest["coarse_shards"], coarse_enc.dim, opts["shard_size"],
+                                     manifest["n_fragments"])
     except (OSError, KeyError, TypeError, ValueError) as err:
         raise IndexDirError(f"{directory}: cannot load the index ({err}); rebuild it with --rebuild-index") from err
     if manifest["n_fragments"] != len(fragments):
         raise IndexDirError(f"{directory}: {manifest['n_fragments']} vectors but {len(fragments)} fragments; rebuild it")
-    return Index(store, fragments, manifest, directory)
+    return Index(store, fragments, manifest, directory, coarse, coarse_enc)
 
 
 def _remove_stale_tmp(directory: Path) -> None:
@@ -213,18 +261,18 @@ def _lock_partial(partial: Path) -> int:
     return lock
 
 
-def _resume_point(partial: Path, expected: dict) -> tuple[int, list[str], dict]:
-    """What an earlier build for `expected` finished in `partial`: (fragments done, shard names,
-    checksums); anything else in it is cleared."""
+def _resume_point(partial: Path, expected: dict, keys: list[str]) -> tuple[int, dict, dict]:
+    """What an earlier build for `expected` finished in `partial`: (fragments done, shard names per
+    tier key, checksums); anything else in it is cleared."""
     try:
         done = json.loads((partial / PROGRESS).read_text())
         if done["expected"] != expected:
             raise ValueError("built for other input")
-        names, checksums = done["shards"], done["checksums"]
-        for name in names:
+        names, checksums = {key: done[key] for key in keys}, done["checksums"]
+        for name in (n for key in keys for n in names[key]):
             if file_checksum(partial / name) != checksums[name]:
                 raise ValueError(f"{name} damaged")
-        log.info("resuming the index build in %s after %d finished shards", partial, len(names))
+        log.info("resuming the index build in %s after %d finished shards", partial, len(names[keys[0]]))
         return int(done["fragments_done"]), names, checksums
     except (OSError, ValueError, KeyError, TypeError):
         for path in partial.iterdir():
@@ -232,13 +280,12 @@ def _resume_point(partial: Path, expected: dict) -> tuple[int, list[str], dict]:
                 shutil.rmtree(path)
             elif path.name != "lock":
                 path.unlink()
-        return 0, [], {}
+        return 0, {key: [] for key in keys}, {}
 
 
-def _record(partial: Path, expected: dict, names: list[str], checksums: dict, fragments_done: int) -> None:
+def _record(partial: Path, expected: dict, names: dict, checksums: dict, fragments_done: int) -> None:
     tmp = partial / (PROGRESS + ".new")
-    tmp.write_text(json.dumps({"expected": expected, "shards": names, "checksums": checksums,
-                               "fragments_done": fragments_done}))
+    tmp.write_text(json.dumps({"expected": expected, **names, "checksums": checksums, "fragments_done": fragments_done}))
     tmp.replace(partial / PROGRESS)
 
 
@@ -258,41 +305,79 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
     partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
     lock = _lock_partial(partial)
     try:
-        _build_into(reference, encoder, fragments, options, partial, manifest, progress, chunk)
+        tiers = [("shards", encoder, VectorStore(encoder.dim, store_kind(options.index_kind), options.shard_size))]
+        if options.index_kind == "tiered":
+            coarse = coarse_encoder()
+            tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size)))
+        names, checksums = _embed_tiers(reference, fragments, tiers, options, partial, manifest, progress, chunk)
+        np.save(partial / FRAGMENTS, fragments)
+        checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
+        (partial / PROGRESS).unlink(missing_ok=True)
+        (partial / "lock").unlink()
+        (partial / MANIFEST).write_text(json.dumps(dict(manifest, **names, n_fragments=int(len(fragments)),
+                                                        checksums=checksums), indent=1))
         _move_into_place(partial, directory)
     finally:
         os.close(lock)
     return load_index(directory)
 
 
-def _build_into(reference: Reference, encoder: Encoder, fragments: np.ndarray, options: IndexOptions, partial: Path,
-                manifest: dict, progress: Callable | None, chunk: int) -> None:
-    start, names, checksums = _resume_point(partial, manifest)
-    store = VectorStore(encoder.dim, options.index_kind, options.shard_size)
+def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progress: Callable | None = None,
+                    chunk: int = 4096) -> Index:
+    """Make the int4 index in `directory` tiered: embed its fragments with the coarse encoder into
+    `DIR.coarse.partial/` (resumable like a build), then move the coarse shards in and replace the
+    manifest (written beside it and renamed: a reader sees the old index or the new one)."""
+    index = load_index(directory)
+    options = IndexOptions(**expected["options"])
+    partial = directory.with_name(directory.name + ".coarse" + PARTIAL_SUFFIX)
+    lock = _lock_partial(partial)
+    try:
+        coarse = coarse_encoder()
+        tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size))]
+        names, checksums = _embed_tiers(reference, index.fragments, tiers, options, partial, expected, progress, chunk)
+        for name in names["coarse_shards"]:
+            (partial / name).rename(directory / name)
+        manifest = dict(index.manifest, **expected, **names, checksums={**index.manifest["checksums"], **checksums})
+        tmp = directory / (MANIFEST + ".new")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(directory / MANIFEST)
+        shutil.rmtree(partial)
+    finally:
+        os.close(lock)
+    return load_index(directory)
+
+
+def _embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
+                 manifest: dict, progress: Callable | None, chunk: int) -> tuple[dict, dict]:
+    """Embed `fragments` with each tier's encoder into its store (`tiers`: (manifest key, encoder,
+    store)), spilling full shards into `partial` and recording them; returns (names per key, checksums)."""
+    keys = [key for key, _, _ in tiers]
+    start, names, checksums = _resume_point(partial, manifest, keys)
     update = progress(len(fragments)) if progress else None
     if update and start:
         update(start)
     for lo in range(start, len(fragments), chunk):
         rows = fragments[lo : lo + chunk]
-        store.add(encoder.encode([reference.fetch(c, s, e) for c, s, e in rows]))
-        written = store.spill(partial, len(names))
-        if written:
-            names += written
+        seqs = [reference.fetch(c, s, e) for c, s, e in rows]
+        wrote = False
+        for key, encoder, store in tiers:
+            store.add(encoder.encode(seqs))
+            written = store.spill(partial, len(names[key]))
+            names[key] += written
             checksums.update({name: file_checksum(partial / name) for name in written})
-            _record(partial, manifest, names, checksums, len(names) * options.shard_size)
+            wrote = wrote or bool(written)
+        if wrote:
+            _record(partial, manifest, names, checksums, len(names[keys[0]]) * options.shard_size)
         if update:
             update(len(rows))
-    names += (last := store.spill(partial, len(names), keep_last=False))
-    checksums.update({name: file_checksum(partial / name) for name in last})
-    if store.clipped:
-        log.info("%d coordinates (%.2f a vector) were clipped to the %s code range", store.clipped,
-                 store.clipped / max(len(fragments) - start, 1), options.index_kind)
-    np.save(partial / FRAGMENTS, fragments)
-    checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
-    (partial / PROGRESS).unlink(missing_ok=True)
-    (partial / "lock").unlink()
-    (partial / MANIFEST).write_text(json.dumps(dict(manifest, shards=names, n_fragments=int(len(fragments)),
-                                                    checksums=checksums), indent=1))
+    for key, _, store in tiers:
+        last = store.spill(partial, len(names[key]), keep_last=False)
+        names[key] += last
+        checksums.update({name: file_checksum(partial / name) for name in last})
+        if store.clipped:
+            log.info("%d coordinates (%.2f a vector) were clipped to the %s code range", store.clipped,
+                     store.clipped / max(len(fragments) - start, 1), key)
+    return names, checksums
 
 
 def _move_into_place(partial: Path, directory: Path) -> None:

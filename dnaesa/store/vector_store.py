@@ -24,7 +24,7 @@ import numpy as np
 
 from dnaesa.errors import IndexDirError
 from dnaesa.runtime import cpu_has_fast_bf16
-from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, quantize, search_code_shards
+from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, quantize, rerank_code_rows, search_code_shards
 
 STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
@@ -258,6 +258,19 @@ class VectorStore:
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return scores, ids
+
+    def open_shards(self) -> None:
+        """Read (memory-map) and check the shard files now, so that worker processes forked later
+        share them; `rerank` needs nothing else (no norms pass, no copy to a device)."""
+        self._read_all()
+
+    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` of each query among its `candidates` (int64 ids (n, C), -1 pads), scored exactly
+        as `search` scores them (code kinds); only the candidates' rows are read."""
+        if not self.codes:
+            raise ValueError(f"rerank needs a code store (int8, int4), not {self.kind}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k)
 
     def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         shards = self._gpu_shards or self._read_all()

@@ -1,0 +1,139 @@
+"""The tiered store: the coarse tier's top C is exact (compiled and torch paths, ties to the lower
+id), the exact tier's re-rank scores as exhaustive search does, a tiered index built at once equals
+an int4 index upgraded in place, and reads are placed through it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dnaesa.errors import IndexDirError
+from dnaesa.model.base import load_encoder
+from dnaesa.options import IndexOptions
+from dnaesa.pipeline import Aligner
+from dnaesa.reference import Reference
+from dnaesa.store import coarse as coarse_mod
+from dnaesa.store.coarse import COARSE_SCALE, CoarseTier
+from dnaesa.store.index_dir import load_index, open_index
+from dnaesa.store.vector_store import VectorStore
+
+
+def _brute_top(codes: np.ndarray, queries: np.ndarray, c: int) -> np.ndarray:
+    scores = queries.astype(np.int64) @ codes.astype(np.int64).T
+    ids = np.arange(len(codes))
+    return np.stack([np.lexsort((ids, -row))[:c] for row in scores])
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("c", [5, 300])
+def test_coarse_top_c_is_exact_with_ties(use_numba, c):
+    if use_numba and not coarse_mod.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    # codes in {-1, 0, 1}: many equal scores, so the tie rule (lower id first) is exercised
+    codes = rng.integers(-1, 2, size=(9_000, 32)).astype(np.int8)
+    queries = rng.integers(-1, 2, size=(40, 32)).astype(np.int8)
+    tier = CoarseTier(32, shard_size=2_500)  # 4 shards, blocks cross shard ends
+    tier.add(codes / COARSE_SCALE)
+    assert tier.clipped == 0 and tier.ntotal == 9_000
+    tier.use_numba = use_numba
+    got = tier.search(queries / COARSE_SCALE, c)
+    assert np.array_equal(got, _brute_top(codes, queries, c))
+
+
+def test_coarse_pads_when_fewer_vectors_than_c():
+    tier = CoarseTier(16, shard_size=1000)
+    tier.add(np.eye(16, dtype=np.float32)[:3])
+    got = tier.search(np.eye(16, dtype=np.float32)[:2], 5)
+    assert got[:, :3].tolist() == [[0, 1, 2], [1, 0, 2]] and (got[:, 3:] == -1).all()
+
+
+@pytest.fixture(scope="module")
+def int4_store():
+    enc = load_encoder("kmer:k=6,dim=256", "cpu")
+    rng = np.random.default_rng(5)
+    seqs = ["".join(rng.choice(list("ACGT"), 300)) for _ in range(700)]
+    store = VectorStore(256, "int4", shard_size=1000)
+    store.add(enc.encode(seqs[:300]))
+    store.add(enc.encode(seqs[300:]))  # ids run on across adds
+    store2 = VectorStore(256, "int4", shard_size=250)  # 3 shards
+    store2.add(enc.encode(seqs))
+    reads = [s[20:170] for s in seqs[::7]]
+    return store, store2, enc.encode(reads)
+
+
+def test_rerank_of_all_ids_equals_exhaustive_search(int4_store):
+    store, sharded, queries = int4_store
+    want_s, want_i = store.search(queries, 10)
+    everything = np.tile(np.arange(700)[::-1], (len(queries), 1))  # any order in, same order out
+    for s in (store, sharded):
+        got_s, got_i = s.rerank(queries, everything, 10)
+        assert np.array_equal(got_s, want_s)  # the same float32 numbers
+        # the same ids, but for ties at the 10th score (exhaustive search leaves those to torch.topk)
+        above = got_s > got_s[:, -1:]
+        assert np.array_equal(np.where(above, got_i, -1), np.where(above, want_i, -1)) or \
+            all(set(g[a]) == set(w[a]) for g, w, a in zip(got_i, want_i, above))
+        assert all(len(set(row)) == 10 for row in got_i)
+
+
+def test_rerank_keeps_only_candidates_and_pads(int4_store):
+    store, _, queries = int4_store
+    cand = np.full((len(queries), 4), -1, dtype=np.int64)
+    cand[:, :2] = [[5, 600]]
+    s, i = store.rerank(queries, cand, 3)
+    assert set(i[:, :2].ravel()) <= {5, 600} and (i[:, 2] == -1).all() and np.isneginf(s[:, 2]).all()
+
+
+@pytest.fixture(scope="module")
+def random_ref(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    path = tmp_path_factory.mktemp("tref") / "random.fa"
+    with open(path, "w") as fh:
+        for name, n in (("a", 700_000), ("b", 500_000)):
+            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
+    return path
+
+
+def test_upgraded_int4_index_equals_tiered_build_and_places_reads(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    enc = load_encoder("default", "cpu")
+    opts = dict(shard_size=1000)
+    built = open_index(ref, enc, IndexOptions(index_kind="tiered", **opts), tmp_path / "t")
+    assert built.coarse is not None and built.coarse.ntotal == built.store.ntotal == 1_200
+    assert len(built.manifest["coarse_shards"]) == 2
+    open_index(ref, enc, IndexOptions(index_kind="int4", **opts), tmp_path / "u")
+    with pytest.raises(IndexDirError, match="index_kind int4 -> flat"):  # other changes stay refused
+        open_index(ref, enc, IndexOptions(index_kind="flat", **opts), tmp_path / "u")
+    upgraded = open_index(ref, enc, IndexOptions(index_kind="tiered", **opts), tmp_path / "u")
+    assert upgraded.manifest["options"]["index_kind"] == "tiered"
+    for name in built.manifest["coarse_shards"] + built.manifest["shards"]:
+        assert (tmp_path / "t" / name).read_bytes() == (tmp_path / "u" / name).read_bytes()
+    assert not (tmp_path / "u.coarse.partial").exists()
+    # the upgraded index is found again as it is (auto keeps its kind)
+    assert open_index(ref, enc, IndexOptions(**opts), tmp_path / "u").coarse is not None
+
+    # reads: tiered search (C = 64 of 1,200) places them as exhaustive int4 search does
+    rng = np.random.default_rng(2)
+    seq = ref.fetch(0, 0, 700_000)
+    starts = rng.integers(0, 700_000 - 250, 200)
+    reads = [seq[s : s + 250] for s in starts]
+    tiered = Aligner(ref, "default", index=tmp_path / "t", device="cpu", coarse_candidates=64)
+    flat = Aligner(ref, "default", index=tmp_path / "u", device="cpu", index_kind="int4", rebuild=True)
+    got = tiered.map_batch(reads)
+    want = flat.map_batch(reads)
+    assert sum(bool(a) and a[0].contig == "a" and a[0].ref_start == s for a, s in zip(got, starts)) >= 198
+    assert [(a[0].contig, a[0].ref_start) for a in got] == [(a[0].contig, a[0].ref_start) for a in want]
+
+
+def test_damaged_coarse_shard_is_refused(lambda_ref, tmp_path):
+    ref = Reference.load(lambda_ref)
+    enc = load_encoder("default", "cpu")
+    folder = tmp_path / "t"
+    open_index(ref, enc, IndexOptions(index_kind="tiered"), folder)
+    shard = folder / json.loads((folder / "manifest.json").read_text())["coarse_shards"][0]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IndexDirError, match="checksum"):
+        load_index(folder)
