@@ -14,6 +14,7 @@ from dnaesa.options import IndexOptions
 from dnaesa.pipeline import Aligner
 from dnaesa.reference import Reference
 from dnaesa.store import coarse as coarse_mod
+from dnaesa.store import codes
 from dnaesa.store.coarse import COARSE_SCALE, CoarseTier
 from dnaesa.store.index_dir import load_index, open_index
 from dnaesa.store.vector_store import VectorStore
@@ -63,7 +64,11 @@ def int4_store():
     return store, store2, enc.encode(reads)
 
 
-def test_rerank_of_all_ids_equals_exhaustive_search(int4_store):
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_rerank_of_all_ids_equals_exhaustive_search(int4_store, use_numba, monkeypatch):
+    if use_numba and not codes.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(codes, "HAVE_NUMBA", use_numba)
     store, sharded, queries = int4_store
     want_s, want_i = store.search(queries, 10)
     everything = np.tile(np.arange(700)[::-1], (len(queries), 1))  # any order in, same order out

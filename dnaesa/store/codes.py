@@ -152,50 +152,52 @@ try:  # compiled dot products straight from the codes; without numba, numpy unpa
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def _dots_int4(q, rows, n_c, h, dots, norms):
-        """dots[i, c] = q[i] . row (i * n_c + c) and norms[...] = |row|^2, the rows int4-packed
-        (uint8 (m * n_c, h); low nibble coordinate j, high nibble j + h, two's complement)."""
-        for i in range(q.shape[0]):
-            for c in range(n_c):
-                row = rows[i * n_c + c]
-                acc = 0
-                nrm = 0
-                for j in range(h):
-                    v = np.int32(row[j])
-                    lo = ((v & 15) ^ 8) - 8
-                    hi = ((v >> 4) ^ 8) - 8
-                    acc += np.int32(q[i, j]) * lo + np.int32(q[i, j + h]) * hi
-                    nrm += lo * lo + hi * hi
-                dots[i, c] = acc
-                norms[i, c] = nrm
+    def _dots_int4(q, shard, rows, reads, slots, dots, norms):
+        """For each k: dots[slots[k]] = q[reads[k]] . shard[rows[k]] and norms[slots[k]] = its
+        |row|^2, the shard's rows int4-packed (uint8 (n, h): low nibble coordinate j, high nibble
+        j + h, two's complement); q int8 (m, 2h)."""
+        h = shard.shape[1]
+        for k in range(len(rows)):
+            row = shard[rows[k]]
+            i = reads[k]
+            acc = 0
+            nrm = 0
+            for j in range(h):
+                v = np.int32(row[j])
+                lo = ((v & 15) ^ 8) - 8
+                hi = ((v >> 4) ^ 8) - 8
+                acc += np.int32(q[i, j]) * lo + np.int32(q[i, j + h]) * hi
+                nrm += lo * lo + hi * hi
+            dots[slots[k]] = acc
+            norms[slots[k]] = nrm
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 
-def _candidate_dots(q_int: np.ndarray, packed: np.ndarray, kind: str, dim: int, n_c: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dots, squared norms), int64 (m, n_c), of queries q_int (int8 (m, dim)) with their n_c rows each."""
-    m = len(q_int)
+def _shard_dots(q_int: np.ndarray, shard, kind: str, dim: int, rows: np.ndarray, reads: np.ndarray, slots: np.ndarray,
+                dots: np.ndarray, norms: np.ndarray) -> None:
+    """dots[slots] = q_int[reads] . shard[rows] and norms[slots] = |shard[rows]|^2 (int64)."""
     if kind == "int4" and HAVE_NUMBA:
-        h = packed.shape[1]
+        h = shard.shape[1]
         q = q_int if dim == 2 * h else np.pad(q_int, ((0, 0), (0, 2 * h - dim)))
-        dots = np.empty((m, n_c), dtype=np.int64)
-        norms = np.empty((m, n_c), dtype=np.int64)
-        _dots_int4(q, packed, n_c, h, dots, norms)
-        return dots, norms
-    rows = unpack_rows(packed, kind, dim).reshape(m, n_c, dim).astype(np.int32)
-    return np.einsum("mcd,md->mc", rows, q_int.astype(np.int32)).astype(np.int64), \
-        np.square(rows).sum(axis=2, dtype=np.int64)
+        _dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms)
+        return
+    for lo in range(0, len(rows), 4096):
+        part = unpack_rows(shard[rows[lo : lo + 4096]], kind, dim).astype(np.int32)
+        dots[slots[lo : lo + 4096]] = np.einsum("cd,cd->c", part, q_int[reads[lo : lo + 4096]].astype(np.int32))
+        norms[slots[lo : lo + 4096]] = np.square(part).sum(axis=1, dtype=np.int64)
 
 
 def rerank_code_rows(queries: np.ndarray, shards: list, kind: str, dim: int, shard_size: int, candidates: np.ndarray,
-                     k: int, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among its `candidates` (int64 ids (n, C), -1 pads), scored as
     `search_code_shards` scores them (the same float32 numbers), ties to the lower id.
 
-    `shards[s]` holds ids s * shard_size ...; only the candidates' rows are read (a memory-mapped
-    shard pages in just those). Returns (scores float32 (n, k), ids int64 (n, k)), -1 / -inf pads."""
+    `shards[s]` holds ids s * shard_size ...; the candidates are grouped by shard and only their
+    rows are read (a memory-mapped shard pages in just those). Returns (scores float32 (n, k),
+    ids int64 (n, k)), -1 / -inf pads."""
     n_q, n_c = candidates.shape
     out_s = np.full((n_q, k), -np.inf, dtype=np.float32)
     out_i = np.full((n_q, k), -1, dtype=np.int64)
@@ -204,25 +206,24 @@ def rerank_code_rows(queries: np.ndarray, shards: list, kind: str, dim: int, sha
     q_codes, _ = quantize(queries, "int8")
     q_scale = (1.0 / np.maximum(code_norms(q_codes, "int8", dim), 1e-30)).astype(np.float32)
     q_int = q_codes.view(np.int8)
-    width = code_width(kind, dim)
-    for lo in range(0, n_q, chunk):
-        cand = np.sort(candidates[lo : lo + chunk], axis=1)  # ids ascending: ties below go to the lower id
-        m = len(cand)
-        valid = cand >= 0
-        flat = np.where(valid, cand, 0).ravel()
-        packed = np.empty((len(flat), width), dtype=np.uint8)
-        which = flat // shard_size
-        for s in np.unique(which):
-            sel = np.flatnonzero(which == s)
-            packed[sel] = shards[s][flat[sel] - s * shard_size]
-        dots, sq = _candidate_dots(q_int[lo : lo + m], packed, kind, dim, n_c)
-        norms = np.sqrt(sq).astype(np.float32)
-        inv = np.divide(np.float32(1), norms, out=np.zeros_like(norms), where=norms > 0)
-        scores = dots.astype(np.float32) * inv
-        scores *= q_scale[lo : lo + m, None]
-        scores = np.where(valid, scores, -np.inf).astype(np.float32)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        got = order.shape[1]
-        out_s[lo : lo + m, :got] = np.take_along_axis(scores, order, 1)
-        out_i[lo : lo + m, :got] = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1)
+    cand = np.sort(candidates, axis=1)  # ids ascending: ties below go to the lower id
+    valid = cand >= 0
+    slots = np.flatnonzero(valid.ravel())
+    ids = cand.ravel()[slots]
+    order = np.argsort(ids, kind="stable")  # row order: rows shared by reads are read once, in sequence
+    bounds = np.searchsorted(ids[order], np.arange(len(shards) + 1) * shard_size)
+    dots = np.zeros(n_q * n_c, dtype=np.int64)
+    sq = np.zeros(n_q * n_c, dtype=np.int64)
+    for s in np.flatnonzero(np.diff(bounds)):
+        sel = order[bounds[s] : bounds[s + 1]]
+        _shard_dots(q_int, shards[s], kind, dim, ids[sel] - s * shard_size, slots[sel] // n_c, slots[sel], dots, sq)
+    norms = np.sqrt(sq).astype(np.float32)
+    inv = np.divide(np.float32(1), norms, out=np.zeros_like(norms), where=norms > 0)
+    scores = (dots.astype(np.float32) * inv).reshape(n_q, n_c)
+    scores *= q_scale[:, None]
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    got = order.shape[1]
+    out_s[:, :got] = np.take_along_axis(scores, order, 1)
+    out_i[:, :got] = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1)
     return out_s, out_i
