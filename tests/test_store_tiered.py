@@ -142,3 +142,17 @@ def test_damaged_coarse_shard_is_refused(lambda_ref, tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(IndexDirError, match="checksum"):
         load_index(folder)
+
+
+@pytest.mark.gpu
+def test_cuda_coarse_search_matches_cpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    rng = np.random.default_rng(4)
+    codes = rng.integers(-20, 21, size=(5_000, 64)).astype(np.int8)
+    tier = CoarseTier(64, shard_size=2_000)
+    tier.add(codes / COARSE_SCALE)
+    queries = rng.integers(-20, 21, size=(30, 64)) / COARSE_SCALE
+    want = tier.search(queries, 50)
+    assert np.array_equal(tier.to("cuda").search(queries, 50), want)
