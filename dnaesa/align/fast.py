@@ -172,66 +172,61 @@ def _peq(query, blocks):  # pragma: no cover - compiled
 
 def _end_regions(query, window, limit, min_piece):  # pragma: no cover - compiled
     """Where an alignment of the query (ACGT only) with at most `limit` edits can end in the window:
-    (lo, hi) column ranges, or None-like (one range, the whole window) when the filter cannot apply.
+    (lo, hi) column ranges, sorted and disjoint (the whole window when pieces would be shorter
+    than `min_piece`).
 
     Split into limit + 1 pieces, such an alignment leaves one piece unedited (pigeonhole), so that
     piece occurs exactly in the window, and the alignment ends within `limit` columns of where the
-    piece's occurrence puts the read's end. Each piece is looked up by its first `min(piece, 32)`
+    piece's occurrence puts the read's end. Each piece is looked up by its first `min(piece, 31)`
     bases, 2 bits a base; a window stretch with another letter (N) holds no occurrence."""
     m = len(query)
     n = len(window)
     pieces = limit + 1
     span = m // pieces
-    regions = np.empty((0, 2), np.int64)
     if span < min_piece:
         regions = np.empty((1, 2), np.int64)
         regions[0, 0] = 0
         regions[0, 1] = n - 1
         return regions
-    span = min(span, 32)
-    mask = np.uint64(0xFFFFFFFFFFFFFFFF) if span == 32 else (np.uint64(1) << np.uint64(2 * span)) - np.uint64(1)
-    codes = np.empty(pieces, np.uint64)
+    span = min(span, 31)
+    mask = (1 << (2 * span)) - 1
+    codes = np.empty(pieces, np.int64)
     offsets = np.empty(pieces, np.int64)
+    seen = np.zeros(4096, np.uint8)  # by the last 6 bases of a piece: a quick rejection
     for i in range(pieces):
         a = i * m // pieces
-        code = np.uint64(0)
+        code = 0
         for t in range(a, a + span):
-            code = (code << np.uint64(2)) | np.uint64(_BASE2[query[t]])
+            code = (code << 2) | _BASE2[query[t]]
         codes[i] = code
         offsets[i] = a
-    seen = np.zeros(4096, np.uint8)  # by the last 6 bases of a piece's code: a quick rejection
-    low = np.uint64(4095)
-    for i in range(pieces):
-        seen[codes[i] & low] = 1
+        seen[code & 4095] = 1
     cover = np.zeros(n + 1, np.int64)
-    code = np.uint64(0)
+    code = 0
     valid = 0  # ACGT bases ending at the current column
-    found = False
+    found = 0
     for p in range(n):
         b = _BASE2[window[p]]
         if b > 3:
             valid = 0
             continue
-        code = ((code << np.uint64(2)) | np.uint64(b)) & mask
+        code = ((code << 2) | b) & mask
         valid += 1
-        if valid < span:
-            continue
-        if seen[code & low] == 0:
+        if valid < span or seen[code & 4095] == 0:
             continue
         for at in range(pieces):
-            if codes[at] != code:
-                continue
-            start = p - span + 1  # the piece's first base in the window
-            end = start + m - offsets[at] - 1  # where the read's end falls with no gap
-            lo = max(end - limit, 0)
-            hi = min(end + limit, n - 1)
-            if lo <= hi:
-                cover[lo] += 1
-                cover[hi + 1] -= 1
-                found = True
-    if not found:
-        return regions
-    out = []
+            if codes[at] == code:
+                end = p - span + 1 + m - offsets[at] - 1  # where the read's end falls with no gap
+                lo = max(end - limit, 0)
+                hi = min(end + limit, n - 1)
+                if lo <= hi:
+                    cover[lo] += 1
+                    cover[hi + 1] -= 1
+                    found += 1
+    if found == 0:
+        return np.empty((0, 2), np.int64)
+    regions = np.empty((found, 2), np.int64)
+    count = 0
     depth = 0
     lo = -1
     for j in range(n + 1):
@@ -239,13 +234,11 @@ def _end_regions(query, window, limit, min_piece):  # pragma: no cover - compile
         if depth > 0 and lo < 0:
             lo = j
         elif depth == 0 and lo >= 0:
-            out.append((lo, j - 1))
+            regions[count, 0] = lo
+            regions[count, 1] = j - 1
+            count += 1
             lo = -1
-    regions = np.empty((len(out), 2), np.int64)
-    for i in range(len(out)):
-        regions[i, 0] = out[i][0]
-        regions[i, 1] = out[i][1]
-    return regions
+    return regions[:count]
 
 
 def _infix_hits(query, window, limit, half, acgt):  # pragma: no cover - compiled
@@ -294,10 +287,14 @@ def _infix_hits(query, window, limit, half, acgt):  # pragma: no cover - compile
         if out[j] == best and (last_end < 0 or j - last_end > half):
             kept.append(j)
             last_end = j
-    rquery = query[::-1].copy()
-    rpeq = _peq(rquery, blocks)
     starts = np.empty(len(kept), np.int64)
     ends = np.empty(len(kept), np.int64)
+    if best == 0:  # an exact match: the alignment is the read's length
+        for i in range(len(kept)):
+            starts[i] = kept[i] - m + 1
+            ends[i] = kept[i]
+        return best, starts, ends
+    rpeq = _peq(query[::-1].copy(), blocks)
     back = np.empty(min(n, m + best + 1), np.int64)
     for i in range(len(kept)):
         end = kept[i]

@@ -27,6 +27,8 @@ from dnaesa.dna import reverse_complement
 from dnaesa.options import PRESETS, MapOptions
 from dnaesa.reference import Reference
 
+#: parasail's C library (its ctypes bindings), for `_sg_trace_runs`
+_PARASAIL = parasail.bindings_v2._lib
 _OP_CODE = {"M": 0, "I": 1, "D": 2, "S": 4}
 #: BAM op codes of parasail's CIGAR that the alignment uses (others never come)
 _PARASAIL_OPS = {0: "M", 1: "I", 2: "D", 7: "=", 8: "X"}
@@ -333,8 +335,7 @@ class Refiner:
     def _parasail_runs(self, query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
         """parasail's affine alignment of `query` in `ref` (which starts at `lo`): runs, start."""
         o = self.opts
-        res = parasail.sg_dx_trace_scan_16(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
-        runs, _, beg_ref = _packed_runs(res)
+        runs, beg_ref = _sg_trace_runs(query, ref, o.gap_open + o.gap_extend, o.gap_extend, self.matrix)
         ref_pos = lo + beg_ref
         while runs and runs[0][1] == "D":
             ref_pos += runs.pop(0)[0]
@@ -361,6 +362,24 @@ def _packed_runs(res) -> tuple[list[tuple[int, str]], int, int]:
     raw = res.cigar.pointer[0]
     ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
     return [(n >> 4, _PARASAIL_OPS[n & 15]) for n in ops if (n & 15) in _PARASAIL_OPS], raw.beg_query, raw.beg_ref
+
+
+def _sg_trace_runs(query: str, ref: str, gap_open: int, gap_extend: int, matrix) -> tuple[list[tuple[int, str]], int]:
+    """(runs, first reference base) of `parasail.sg_dx_trace_scan_16(query, ref, ...)`, as
+    `_packed_runs` reads them, by parasail's C functions directly: the same alignment and CIGAR,
+    without the Python `Result` and `Cigar` objects (about 5-10 us a call)."""
+    qb, rb = query.encode(), ref.encode()
+    res = _PARASAIL.parasail_sg_dx_trace_scan_16(qb, len(qb), rb, len(rb), gap_open, gap_extend, matrix)
+    try:
+        cigar = _PARASAIL.parasail_result_get_cigar_extra(res, qb, len(qb), rb, len(rb), matrix, 0, None)
+        try:
+            raw = cigar[0]
+            ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
+            return [(n >> 4, _PARASAIL_OPS[n & 15]) for n in ops if (n & 15) in _PARASAIL_OPS], raw.beg_ref
+        finally:
+            _PARASAIL.parasail_cigar_free(cigar)
+    finally:
+        _PARASAIL.parasail_result_free(res)
 
 
 def _edit_alignment(query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]], int]:
