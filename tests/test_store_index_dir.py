@@ -166,4 +166,6 @@ def test_auto_store_kind_by_reference_size(small_ref, monkeypatch):
     monkeypatch.setattr(index_dir, "AUTO_COMPACT_FRAGMENTS", 2000)
     assert resolve_options(small_ref, OPTS).index_kind == "int4"
     assert resolve_options(small_ref, IndexOptions(index_kind="hnsw")).index_kind == "hnsw"
+    monkeypatch.setattr(index_dir, "AUTO_TIERED_FRAGMENTS", 2600)
+    assert resolve_options(small_ref, OPTS).index_kind == "tiered"
     assert len(small_ref.fragments(OPTS.fragment_len, OPTS.stride)) == 2600
