@@ -1,8 +1,10 @@
-"""The compiled per-read kernels (`dnaesa.align.fast`, issue 12) give what the pure path gives, and
-without numba the aligner falls back to the pure path with one warning line."""
+"""The compiled per-read kernels (`dnaesa.align.fast`, issue 12; on with DNAESA_NUMBA=1) give what
+the pure path gives, and asked for without numba the aligner falls back to the pure path with one
+warning line."""
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import shutil
 import subprocess
@@ -17,7 +19,8 @@ from dnaesa.dna import reverse_complement
 ROOT = Path(__file__).parent.parent
 DATA = ROOT / "tests" / "data"
 
-needs_numba = pytest.mark.skipif(not fast.warm_up(), reason=f"compiled kernels unavailable: {fast.UNAVAILABLE}")
+needs_numba = pytest.mark.skipif(not fast.warm_up(force=True),
+                                 reason=f"compiled kernels unavailable: {fast.UNAVAILABLE}")
 
 
 def _mutated(rng: random.Random, seq: str, rate: float, alphabet: str) -> str:
@@ -79,10 +82,11 @@ def test_compiled_infix_hits_find_reads_in_ecoli():
         assert hits and abs(hits[0][1] - 700) <= 5
 
 
-def test_golden_sam_on_the_pure_path(tmp_path, monkeypatch):
-    """The E. coli golden run with the compiled kernels turned off gives the same SAM."""
-    monkeypatch.setattr(fast, "COMPILED", False)
-    monkeypatch.setattr(fast, "_ready", True)
+@needs_numba
+def test_golden_sam_with_the_compiled_kernels(tmp_path, monkeypatch):
+    """The E. coli golden run with the compiled kernels on (in this process and the forked
+    workers) gives the same SAM."""
+    monkeypatch.setattr(fast, "COMPILED", True)
     from dnaesa.cli import main
 
     ref = tmp_path / "ecoli_500k.fa.gz"
@@ -94,7 +98,8 @@ def test_golden_sam_on_the_pure_path(tmp_path, monkeypatch):
 
 
 def test_without_numba_one_warning_line_and_the_same_sam(tmp_path):
-    """numba unimportable: the run succeeds, says so in one line, and writes the golden SAM."""
+    """Kernels asked for, numba unimportable: the run succeeds, says so in one line, and writes
+    the golden SAM."""
     ref = tmp_path / "lambda_phage.fa.gz"
     shutil.copy(ROOT / "examples" / "lambda_phage.fa.gz", ref)
     out = tmp_path / "out.sam"
@@ -102,7 +107,8 @@ def test_without_numba_one_warning_line_and_the_same_sam(tmp_path):
             "from dnaesa.cli import main\n"
             f"raise SystemExit(main(['-q', 'align', {str(ROOT / 'examples' / 'reads.fq.gz')!r}, {str(ref)!r}, "
             f"'-o', {str(out)!r}, '-t', '2']))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, fast.SWITCH: "1"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "numba" in lines[0] and "pure Python" in lines[0], run.stderr

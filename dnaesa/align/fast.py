@@ -1,12 +1,16 @@
 """Compiled kernels of the per-read path (numba, nopython, cached on disk), each with the same
-results as the pure path it replaces; without numba the pure path runs, after one warning line.
+results as the pure path it replaces. Off unless asked for (`DNAESA_NUMBA=1`): measured on 20,000
+E. coli reads they save less CPU than importing numba and loading the kernels costs (about 0.5 s a
+run, which would also double the time to the first record of a small run); see benchmarks/RESULTS.md,
+"Speed (issue 12)". Asked for without a working numba, the pure path runs after one warning line.
 
 `infix_hits`: what `edlib.align(query, window, mode="HW", task="locations", k=limit)` gives (the
 fewest edits of the query against any part of the window when at most `limit`, every end place with
 that many, and for each the start edlib reports), by Myers' bit-parallel edit distance with
-Ukkonen's band, as edlib computes it, without its Python wrapper (about 25 us a call of a 250 bp
-read against a 1.8 kb window, most of it not the DP). Each end's start is edlib's: the longest
-alignment ending there with that many edits, found by the same DP run backwards from the end.
+Ukkonen's band, as edlib computes it, run only where an exact piece of the read puts an end (the
+pigeonhole filter of `_end_regions`). Each end's start is edlib's: the longest alignment ending
+there with that many edits, found by the same DP run backwards from the end. About 20 us a call of
+a 250 bp read against a 1.8 kb window against edlib's 25-30 us (with its Python wrapper).
 """
 from __future__ import annotations
 
@@ -18,39 +22,41 @@ import numpy as np
 log = logging.getLogger("dnaesa")
 
 _DROP_ACGT = str.maketrans("", "", "ACGT")
-#: why the compiled kernels are not used (None: they may be)
+#: the environment variable that turns the compiled kernels on ("1")
+SWITCH = "DNAESA_NUMBA"
+#: why the compiled kernels are not used though asked for (None: no failure)
 UNAVAILABLE: str | None = None
-#: whether the per-read path calls the compiled kernels: set by `warm_up` (tests turn it off)
+#: whether the per-read path calls the compiled kernels: set by `warm_up`
 COMPILED = False
-_warned = False
+_ready = False
 
-if os.environ.get("DNAESA_NO_NUMBA"):
-    numba = None
-    UNAVAILABLE = "DNAESA_NO_NUMBA is set"
-else:
+
+def requested() -> bool:
+    return os.environ.get(SWITCH, "") not in ("", "0")
+
+
+def _compile() -> None:
+    """Import numba and make the kernels (cached on disk when a cache folder is writable: numba
+    refuses `cache=True` at decoration time when it finds none); UNAVAILABLE says why not."""
+    global UNAVAILABLE, _myers_scan, _alphabet, _peq, _end_regions, _infix_hits
     try:
         import numba
     except Exception as err:  # noqa: BLE001 - an ImportError, or a numba that fails to load
-        numba = None
         UNAVAILABLE = f"numba could not be imported ({type(err).__name__}: {err})"
+        return
 
+    def jit(function):
+        try:
+            return numba.njit(cache=True, nogil=True)(function)
+        except Exception:  # noqa: BLE001 - numba's "no locator available" RuntimeError
+            return numba.njit(nogil=True)(function)
 
-def _jit(function):
-    """numba's nopython compilation, cached on disk when a cache folder is writable (numba refuses
-    `cache=True` at decoration time when it finds none)."""
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except Exception:  # noqa: BLE001 - numba's "no locator available" RuntimeError
-        return numba.njit(nogil=True)(function)
-
-
-def available() -> bool:
-    """Whether the compiled kernels run; the first time they do not, one warning line says why."""
-    global _warned
-    if UNAVAILABLE is not None and not _warned:
-        _warned = True
-        log.warning("[dnaesa] %s: the per-read path runs in pure Python (same output, slower)", UNAVAILABLE)
-    return UNAVAILABLE is None
+    try:  # callees first: a kernel binds the ones it calls when it is compiled
+        _myers_scan, _alphabet, _peq = jit(_myers_scan), jit(_alphabet), jit(_peq)
+        _end_regions = jit(_end_regions)
+        _infix_hits = jit(_infix_hits)
+    except Exception as err:  # noqa: BLE001
+        UNAVAILABLE = f"numba could not compile the kernels ({type(err).__name__}: {err})"
 
 
 #: 2-bit codes of A, C, G, T (upper case); 4 for any other byte
@@ -59,9 +65,10 @@ for _i, _c in enumerate(b"ACGT"):
     _BASE2[_c] = _i
 
 
-def _myers_scan(peq, m, target, first, step, n, k, hw, out):  # pragma: no cover - compiled
-    """Edit distances D[m][j] of the query (its `peq` bit masks, `m` bases, 64 a block) against
-    target[first + step * j] for columns j = 0..n-1, into out[j] when <= k (else k + 1).
+def _myers_scan(peq, row, m, target, first, step, n, k, hw, out):  # pragma: no cover - compiled
+    """Edit distances D[m][j] of the query (its `peq` bit masks, `m` bases, 64 a block; `row`: a
+    target byte's row of `peq`) against target[first + step * j] for columns j = 0..n-1, into
+    out[j] when <= k (else k + 1).
 
     hw: infix mode (the query may start anywhere: the top row is 0); else prefix mode (the top
     row counts the target bases passed: the query starts at the first column). Blocks of 64 rows
@@ -83,7 +90,7 @@ def _myers_scan(peq, m, target, first, step, n, k, hw, out):  # pragma: no cover
     above = np.uint64(0) if tail == 63 else ones << np.uint64(tail + 1)
     top_in = 0 if hw else 1
     for j in range(n):
-        c = target[first + step * j]
+        c = row[target[first + step * j]]
         hin = top_in
         for b in range(last + 1):
             eq = peq[c, b]
@@ -155,18 +162,32 @@ def _myers_scan(peq, m, target, first, step, n, k, hw, out):  # pragma: no cover
         out[j] = value
 
 
-def _peq(query, blocks):  # pragma: no cover - compiled
-    """Myers' match masks: bit i of [c, i // 64] set where query[i] == c; rows past the query's end
-    (in the last block) match everything, as edlib pads it."""
+def _alphabet(query):  # pragma: no cover - compiled
+    """Rows of Myers' match masks: 1, 2, ... for the distinct bytes of the query, 0 for any other."""
+    row = np.zeros(256, np.uint8)
+    rows = 1
+    for i in range(len(query)):
+        if row[query[i]] == 0:
+            row[query[i]] = rows
+            rows += 1
+    return row, rows
+
+
+def _peq(query, row, rows, blocks, reverse):  # pragma: no cover - compiled
+    """Myers' match masks of the query (read backwards with `reverse`): bit i of [row[c], i // 64]
+    set where base i is c; rows past the query's end (in the last block) match everything, as
+    edlib pads it."""
     one = np.uint64(1)
-    peq = np.zeros((256, blocks), np.uint64)
-    rem = len(query) % 64
+    m = len(query)
+    peq = np.zeros((rows, blocks), np.uint64)
+    rem = m % 64
     if rem:
         pad = ~((one << np.uint64(rem)) - one)
-        for c in range(256):
+        for c in range(rows):
             peq[c, blocks - 1] = pad
-    for i in range(len(query)):
-        peq[query[i], i // 64] |= one << np.uint64(i % 64)
+    for i in range(m):
+        base = query[m - 1 - i] if reverse else query[i]
+        peq[row[base], i // 64] |= one << np.uint64(i % 64)
     return peq
 
 
@@ -249,17 +270,16 @@ def _infix_hits(query, window, limit, half, acgt):  # pragma: no cover - compile
     n = len(window)
     k = min(limit, m)
     blocks = (m + 63) // 64
-    out = np.empty(n, np.int64)
-    peq = _peq(query, blocks)
+    row, rows = _alphabet(query)
+    peq = _peq(query, row, rows, blocks, False)
     if acgt:
         regions = _end_regions(query, window, k, 8)
     else:
         regions = np.empty((1, 2), np.int64)
         regions[0, 0] = 0
         regions[0, 1] = n - 1
-    for j in range(n):
-        out[j] = k + 1
-    scratch = np.empty(n, np.int64)
+    best = k + 1
+    ends = []
     i = 0
     while i < len(regions):
         lo = regions[i, 0]
@@ -269,54 +289,44 @@ def _infix_hits(query, window, limit, half, acgt):  # pragma: no cover - compile
             i += 1
             hi = regions[i, 1]
         first = max(lo - m - k, 0)  # an alignment with <= k edits spans at most m + k columns
-        _myers_scan(peq, m, window, first, 1, hi - first + 1, k, True, scratch)
+        scratch = np.empty(hi - first + 1, np.int64)
+        _myers_scan(peq, row, m, window, first, 1, hi - first + 1, k, True, scratch)
         for j in range(lo, hi + 1):
-            out[j] = scratch[j - first]
+            value = scratch[j - first]
+            if value < best:
+                best = value
+                ends.clear()
+            if value == best and value <= k:
+                ends.append(j)
         i += 1
-    best = k + 1
-    for j in range(n):
-        if out[j] < best:
-            best = out[j]
-    starts = np.empty(0, np.int64)
-    ends = np.empty(0, np.int64)
     if best > k:
-        return -1, starts, ends
+        return -1, np.empty(0, np.int64), np.empty(0, np.int64)
     kept = []
     last_end = -1
-    for j in range(n):
-        if out[j] == best and (last_end < 0 or j - last_end > half):
+    for j in ends:
+        if last_end < 0 or j - last_end > half:
             kept.append(j)
             last_end = j
     starts = np.empty(len(kept), np.int64)
-    ends = np.empty(len(kept), np.int64)
+    found = np.empty(len(kept), np.int64)
     if best == 0:  # an exact match: the alignment is the read's length
         for i in range(len(kept)):
             starts[i] = kept[i] - m + 1
-            ends[i] = kept[i]
-        return best, starts, ends
-    rpeq = _peq(query[::-1].copy(), blocks)
+            found[i] = kept[i]
+        return best, starts, found
+    rpeq = _peq(query, row, rows, blocks, True)
     back = np.empty(min(n, m + best + 1), np.int64)
     for i in range(len(kept)):
         end = kept[i]
         cols = min(end + 1, m + best + 1)  # a longer stretch needs more than `best` edits
-        _myers_scan(rpeq, m, window, end, -1, cols, best, False, back)
+        _myers_scan(rpeq, row, m, window, end, -1, cols, best, False, back)
         longest = 0
         for j in range(cols):
             if back[j] == best:
                 longest = j
         starts[i] = end - longest
-        ends[i] = end
-    return best, starts, ends
-
-
-if numba is not None:
-    try:
-        _myers_scan = _jit(_myers_scan)
-        _peq = _jit(_peq)
-        _end_regions = _jit(_end_regions)
-        _infix_hits = _jit(_infix_hits)
-    except Exception as err:  # noqa: BLE001
-        UNAVAILABLE = f"numba could not compile the kernels ({type(err).__name__}: {err})"
+        found[i] = end
+    return best, starts, found
 
 
 def infix_hits(query: str, window: str, limit: int, rev: bool) -> list[tuple[int, int, int, bool]]:
@@ -333,22 +343,22 @@ def infix_hits(query: str, window: str, limit: int, rev: bool) -> list[tuple[int
     return [(int(edits), s, e, rev) for s, e in zip(starts.tolist(), ends.tolist())]
 
 
-def warm_up() -> bool:
-    """Compile the kernels, or load them from numba's cache, once in this process (worker processes
-    forked afterwards inherit them), and set `COMPILED`; False when they are not available."""
+def warm_up(force: bool = False) -> bool:
+    """When asked for (`DNAESA_NUMBA=1`, or `force`): compile the kernels, or load them from
+    numba's cache, once in this process (worker processes forked afterwards inherit them), and set
+    `COMPILED`. Asked for and not available: one warning line, and the pure path."""
     global UNAVAILABLE, COMPILED, _ready
-    if _ready:
+    if _ready or not (force or requested()):
         return COMPILED
     _ready = True
-    if available():
+    _compile()
+    if UNAVAILABLE is None:
         try:
             infix_hits("ACGTACGTACGTTGCA" * 4, "TTACGTACGTACTT" * 8, 2, False)
             infix_hits("ACGTACGTNC", "TTACGTACGTACTT", 2, False)
             COMPILED = True
-        except Exception as err:  # noqa: BLE001 - a broken numba install: the pure path, one warning line
+        except Exception as err:  # noqa: BLE001 - a broken numba install: the pure path
             UNAVAILABLE = f"numba failed ({type(err).__name__}: {err})"
-            available()
+    if UNAVAILABLE is not None:
+        log.warning("[dnaesa] %s: the per-read path runs in pure Python (same output)", UNAVAILABLE)
     return COMPILED
-
-
-_ready = False

@@ -74,7 +74,7 @@ class Refiner:
 
     def __init__(self, reference: Reference, opts: MapOptions):
         self.reference, self.opts = reference, opts
-        fast.warm_up()  # compiled kernels (or their cache) loaded once, before workers fork
+        fast.warm_up()  # compiled kernels, when asked for, loaded once before workers fork
         self.matrix = score_matrix(opts)
         self._codes: dict[tuple[int, int, int], str] = {}  # window -> triplet_code(window)
         self._code_chars = 0
@@ -394,8 +394,8 @@ def _edit_alignment(query: str, ref: str, lo: int) -> tuple[list[tuple[int, str]
 
 def _edlib_hits(query: str, window: str, limit: int, rev: bool) -> list[tuple[int, int, int, bool]]:
     """(edits, start, end inclusive, rev) of edlib's best infix matches within `limit` edits, one per
-    place (ends more than half a read apart). The compiled kernel (`fast.infix_hits`) when it runs:
-    the same hits, found only where an exact piece of the read puts an end."""
+    place (ends more than half a read apart). The compiled kernel (`fast.infix_hits`) when it is
+    on: the same hits, found only where an exact piece of the read puts an end."""
     if fast.COMPILED and limit < len(query):
         return fast.infix_hits(query, window, limit, rev)
     return _edlib_hits_pure(query, window, limit, rev)
