@@ -1,11 +1,17 @@
 """Encoder and search throughput on this machine's CPU and, where there is one, its GPU.
 
     python benchmarks/throughput.py REF.fa [--model DIR|kmer] [--reads 20000] [--device auto|cpu|cuda]
+    python benchmarks/throughput.py REF.fa --per-read [--reads 20000] [--index DIR]
 
 Embeds 250 bp reads cut from REF (reads/s) and all 1,250 bp fragments (fragments/s), then searches
 the reads against the fragments (queries/s) with each search backend available on the device:
 FAISS, torch bf16 on CPU, torch fp16 on CUDA. Prints one line per measurement and checks that the
 backends agree on the top hit.
+
+`--per-read` (issue 12): the CPU time of each stage of aligning simulated 250 bp reads (1%
+substitutions, 0.1% indels) in one process: `Aligner(REF)` with its index built, embedding and
+search, the per-read path (windows -> placements -> SAM text) with the compiled kernels and on the
+pure-Python path (and whether their SAM text is the same), and `Aligner.map` of one read.
 """
 from __future__ import annotations
 
@@ -39,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reads", type=int, default=20000)
     p.add_argument("--device", default="auto")
     p.add_argument("--top-k", type=int, default=16)
+    p.add_argument("--per-read", action="store_true", help="time the stages of aligning reads instead")
+    p.add_argument("--index", default=None, help="index folder for --per-read (default: beside REF)")
     args = p.parse_args(argv)
+    if args.per_read:
+        return per_read(args)
     device = resolve_device(args.device)
     ref = Reference.load(args.reference)
     opts = IndexOptions()
@@ -68,6 +78,56 @@ def main(argv: list[str] | None = None) -> int:
         same = "" if first is None else f", top hit as faiss for {100 * np.mean(ids[:, 0] == first[:, 0]):.2f}%"
         first = ids if first is None else first
         print(f"search {backend} on {dev}: {len(q) / t:,.0f} queries/s against {store.ntotal:,} fragments{same}")
+    return 0
+
+
+def per_read(args) -> int:
+    import hashlib
+
+    from dnaesa.align import fast
+    from dnaesa.engine.local import format_reads
+    from dnaesa.io.sam import SamFormatter
+    from dnaesa.pipeline import Aligner
+    from dnaesa.simulate import simulate_reads
+
+    t0 = time.perf_counter()
+    aligner = Aligner(args.reference, model=args.model, index=args.index, device="cpu", threads=1)
+    print(f"Aligner(ref), index built: {time.perf_counter() - t0:.2f} s wall")
+    contigs = list(zip(aligner.reference.names, aligner.reference.seqs))
+    seqs = [r.seq for r in simulate_reads(contigs, args.reads, 250, seed=1)]
+    names = [f"r{i}" for i in range(len(seqs))]
+    quals = ["I" * len(s) for s in seqs]
+    step = aligner.options.batch_size
+    aligner.find_candidates(seqs[:256])  # warm-up
+    c0 = time.process_time()
+    batches = [(lo, aligner.find_candidates(seqs[lo : lo + step])) for lo in range(0, len(seqs), step)]
+    cpu = time.process_time() - c0
+    print(f"embed + search + windows: {cpu / len(seqs) * 1e6:.0f} us CPU a read ({len(seqs):,} reads of 250 bp)")
+    formatter = SamFormatter(aligner.reference.names)
+    compiled = fast.warm_up()
+    digests = {}
+    for label, on in (("compiled kernels", True), ("pure Python", False)) if compiled else (("pure Python", False),):
+        fast.COMPILED = on
+        refiner = type(aligner.refiner)(aligner.reference, aligner.options)  # empty caches, as a worker's
+        digest = hashlib.md5()
+        c0 = time.process_time()
+        for lo, cands in batches:
+            hi = lo + step
+            text, _ = format_reads(refiner, formatter, names[lo:hi], seqs[lo:hi], quals[lo:hi], cands)
+            digest.update(text.encode())
+        cpu = time.process_time() - c0
+        digests[label] = digest.hexdigest()
+        print(f"per-read path ({label}): {cpu / len(seqs) * 1e6:.0f} us CPU a read")
+    fast.COMPILED = compiled
+    if len(digests) == 2:
+        print(f"SAM text of the two paths {'the same' if len(set(digests.values())) == 1 else 'DIFFERENT'}")
+    calls = seqs[:500]
+    for seq in calls[:20]:
+        aligner.map(seq)
+    c0 = time.process_time()
+    for seq in calls:
+        aligner.map(seq)
+    print(f"Aligner.map of one 250 bp read: {(time.process_time() - c0) / len(calls) * 1e3:.2f} ms CPU a call")
     return 0
 
 
