@@ -370,8 +370,12 @@ def _sg_trace_runs(query: str, ref: str, gap_open: int, gap_extend: int, matrix)
     without the Python `Result` and `Cigar` objects (about 5-10 us a call)."""
     qb, rb = query.encode(), ref.encode()
     res = _PARASAIL.parasail_sg_dx_trace_scan_16(qb, len(qb), rb, len(rb), gap_open, gap_extend, matrix)
+    if not res:  # a NULL pointer: parasail could not allocate its tables
+        raise MemoryError(f"parasail could not align a read of {len(qb)} bases in {len(rb)}")
     try:
         cigar = _PARASAIL.parasail_result_get_cigar_extra(res, qb, len(qb), rb, len(rb), matrix, 0, None)
+        if not cigar:
+            raise MemoryError(f"parasail gave no CIGAR for a read of {len(qb)} bases in {len(rb)}")
         try:
             raw = cigar[0]
             ops = (ctypes.c_uint32 * raw.len).from_address(ctypes.addressof(raw.seq.contents))
