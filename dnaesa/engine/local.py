@@ -108,7 +108,9 @@ def _die_with_parent() -> None:
 
 def _init_worker() -> None:
     """One thread per worker for torch and FAISS: the workers are the parallelism (and OpenMP's
-    thread pool does not survive the fork: a forked worker using it would hang). Ctrl-C reaches
+    thread pool does not survive the fork: a forked worker using it would hang). Measured: two
+    workers each running torch's default two threads on 2 cores spent 4-5x the CPU in integer
+    matrix products (OpenMP threads spinning for a core). Ctrl-C reaches
     the whole process group: the workers leave it to the main process, which stops them."""
     import signal
     import sys
@@ -118,6 +120,8 @@ def _init_worker() -> None:
     _die_with_parent()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    else:  # imported later, by the search (a tiered store's main process never imports it): one thread too
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(1)
 
