@@ -91,7 +91,7 @@ class MapOptions:
     #: exact search by FAISS or by torch matrix products (see `VectorStore.to`)
     search_backend: str = "auto"
     #: a tiered store: fragments the coarse tier picks per read, then scored by the exact tier
-    coarse_candidates: int = 1024
+    coarse_candidates: int = 2048
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
