@@ -109,7 +109,7 @@ def _die_with_parent() -> None:
 def _init_worker() -> None:
     """One thread per worker for torch and FAISS: the workers are the parallelism (and OpenMP's
     thread pool does not survive the fork: a forked worker using it would hang). Measured: two
-    workers each running torch's default two threads on 2 cores spent 4-5x the CPU in integer
+    workers each running torch's default two threads on 2 cores spent several times the CPU in integer
     matrix products (OpenMP threads spinning for a core). Ctrl-C reaches
     the whole process group: the workers leave it to the main process, which stops them."""
     import signal
