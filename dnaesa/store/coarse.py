@@ -14,7 +14,7 @@ cost more than the product itself).
 
 Search (`CoarseTier.search`): the codes are multiplied in blocks of `BLOCK` fragments that stay in
 cache (`torch._int_mm`, int8 x int8 -> int32), and each block's scores are absorbed into a running
-top C per read by a compiled kernel (`_absorb`, numba): it keeps the scores above the read's
+top C per read by a compiled kernel (`kernels._absorb`, numba): it keeps the scores above the read's
 current threshold (the C-th best so far) in a buffer and compacts the buffer when it fills. On this
 2-core machine that is about 1.6 ns a fragment for the product and 0.4 for the selection, against
 6 for the product plus `torch.topk` over whole shards. Without numba (or on CUDA, where the codes
@@ -23,6 +23,7 @@ Both are exact: the same ids, ties to the lower id.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -41,67 +42,8 @@ BLOCK = 2048
 QUERY_CHUNK = 512
 SHARD_PREFIX = "coarse"
 
-try:  # the compiled selection; without numba the torch path below is used
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _absorb(scores, base, keep, room, thr, buf_s, buf_i, cnt):
-        """Add the scores of fragments base..base+B-1 (`scores`, (Q, B) int32) to each query's
-        running top `keep`: scores above thr[r] are appended to its buffer (so the buffer holds
-        ids in rising order); a buffer that might not take another block (B wide) is compacted
-        to its best `keep`, ties to the lower id, and thr[r] raised to the keep-th best. `room`:
-        the buffer's width less the widest block."""
-        n_q, n_b = scores.shape
-        for r in range(n_q):
-            t = thr[r]
-            c = cnt[r]
-            for j in range(n_b):
-                s = scores[r, j]
-                if s > t:
-                    buf_s[r, c] = s
-                    buf_i[r, c] = base + j
-                    c += 1
-            if c > room:
-                t = _compact_row(buf_s[r], buf_i[r], c, keep)
-                c = keep
-            cnt[r] = c
-            thr[r] = t
-
-    @numba.njit(cache=True, nogil=True)
-    def _compact_row(row_s, row_i, c, keep):
-        """Keep the best `keep` of row_s[:c] in buffer order (ties: the first, i.e. lower ids);
-        returns the keep-th best score."""
-        kth = np.partition(row_s[:c].copy(), c - keep)[c - keep]
-        need = keep
-        for j in range(c):
-            if row_s[j] > kth:
-                need -= 1
-        w = 0
-        for j in range(c):
-            s = row_s[j]
-            if s > kth or (s == kth and need > 0):
-                if s == kth:
-                    need -= 1
-                row_s[w] = s
-                row_i[w] = row_i[j]
-                w += 1
-        return kth
-
-    @numba.njit(cache=True, nogil=True)
-    def _finish(buf_s, buf_i, cnt, keep, out_i):
-        """Each row's best `keep`, best first, ties to the lower id."""
-        for r in range(buf_s.shape[0]):
-            c = cnt[r]
-            if c > keep:
-                _compact_row(buf_s[r], buf_i[r], c, keep)
-                c = keep
-            order = np.argsort(-buf_s[r, :c].astype(np.int64), kind="mergesort")
-            for j in range(c):
-                out_i[r, j] = buf_i[r, order[j]]
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken install running
-    HAVE_NUMBA = False
+#: the compiled kernels (`kernels.py`) are imported on first use: importing numba costs 0.5 s
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def quantize_coarse(vectors: np.ndarray) -> tuple[np.ndarray, int]:
@@ -211,6 +153,8 @@ class CoarseTier:
     def _search_numba(self, q, keep: int) -> np.ndarray:
         import torch
 
+        from dnaesa.store import kernels
+
         n_q = len(q)
         cap = keep + 2 * BLOCK
         buf_s = np.empty((n_q, cap), dtype=np.int32)
@@ -223,10 +167,10 @@ class CoarseTier:
             for lo in range(0, len(shard), BLOCK):
                 part = shard[lo : lo + BLOCK]
                 out = _int_mm(q, part, block if len(part) == BLOCK else None)
-                _absorb(out.numpy(), base + lo, keep, cap - BLOCK, thr, buf_s, buf_i, cnt)
+                kernels._absorb(out.numpy(), base + lo, keep, cap - BLOCK, thr, buf_s, buf_i, cnt)
             base += len(shard)
         out_i = np.full((n_q, keep), -1, dtype=np.int64)
-        _finish(buf_s, buf_i, cnt, keep, out_i)
+        kernels._finish(buf_s, buf_i, cnt, keep, out_i)
         return out_i
 
     def _search_torch(self, q, keep: int) -> np.ndarray:

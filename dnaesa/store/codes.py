@@ -24,6 +24,8 @@ the codes are unpacked to float16 (exact for these integers) and multiplied by t
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 #: store kind -> (largest code magnitude used by scaled rounding, smallest and largest code)
@@ -148,32 +150,8 @@ def unpack_rows(codes: np.ndarray, kind: str, dim: int) -> np.ndarray:
     return np.concatenate([(c << 4) >> 4, c >> 4], axis=1)[:, :dim]
 
 
-try:  # compiled dot products straight from the codes; without numba, numpy unpacks them first
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _dots_int4(q, shard, rows, reads, slots, dots, norms):
-        """For each k: dots[slots[k]] = q[reads[k]] . shard[rows[k]] and norms[slots[k]] = its
-        |row|^2, the shard's rows int4-packed (uint8 (n, h): low nibble coordinate j, high nibble
-        j + h, two's complement); q int8 (m, 2h)."""
-        h = shard.shape[1]
-        for k in range(len(rows)):
-            row = shard[rows[k]]
-            i = reads[k]
-            acc = 0
-            nrm = 0
-            for j in range(h):
-                v = np.int32(row[j])
-                lo = ((v & 15) ^ 8) - 8
-                hi = ((v >> 4) ^ 8) - 8
-                acc += np.int32(q[i, j]) * lo + np.int32(q[i, j + h]) * hi
-                nrm += lo * lo + hi * hi
-            dots[slots[k]] = acc
-            norms[slots[k]] = nrm
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    HAVE_NUMBA = False
+#: the compiled kernel (`kernels.py`) is imported on first use: importing numba costs 0.5 s
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def _shard_dots(q_int: np.ndarray, shard, kind: str, dim: int, rows: np.ndarray, reads: np.ndarray, slots: np.ndarray,
@@ -182,7 +160,9 @@ def _shard_dots(q_int: np.ndarray, shard, kind: str, dim: int, rows: np.ndarray,
     if kind == "int4" and HAVE_NUMBA:
         h = shard.shape[1]
         q = q_int if dim == 2 * h else np.pad(q_int, ((0, 0), (0, 2 * h - dim)))
-        _dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms)
+        from dnaesa.store import kernels
+
+        kernels._dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms)
         return
     for lo in range(0, len(rows), 4096):
         part = unpack_rows(shard[rows[lo : lo + 4096]], kind, dim).astype(np.int32)

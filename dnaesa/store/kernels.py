@@ -1,0 +1,89 @@
+"""Compiled kernels of the store (numba, nopython, cached on disk), imported only when first used
+(importing numba costs about 0.5 s, more than a small run's whole search).
+
+- `_absorb`, `_compact_row`, `_finish`: the coarse tier's streaming exact top-C (`coarse.py`);
+- `_dots_int4`: dot products of queries with int4-packed rows, straight from the codes (`codes.py`).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _absorb(scores, base, keep, room, thr, buf_s, buf_i, cnt):
+    """Add the scores of fragments base..base+B-1 (`scores`, (Q, B) int32) to each query's
+    running top `keep`: scores above thr[r] are appended to its buffer (so the buffer holds
+    ids in rising order); a buffer that might not take another block (B wide) is compacted
+    to its best `keep`, ties to the lower id, and thr[r] raised to the keep-th best. `room`:
+    the buffer's width less the widest block."""
+    n_q, n_b = scores.shape
+    for r in range(n_q):
+        t = thr[r]
+        c = cnt[r]
+        for j in range(n_b):
+            s = scores[r, j]
+            if s > t:
+                buf_s[r, c] = s
+                buf_i[r, c] = base + j
+                c += 1
+        if c > room:
+            t = _compact_row(buf_s[r], buf_i[r], c, keep)
+            c = keep
+        cnt[r] = c
+        thr[r] = t
+
+@numba.njit(cache=True, nogil=True)
+def _compact_row(row_s, row_i, c, keep):
+    """Keep the best `keep` of row_s[:c] in buffer order (ties: the first, i.e. lower ids);
+    returns the keep-th best score."""
+    kth = np.partition(row_s[:c].copy(), c - keep)[c - keep]
+    need = keep
+    for j in range(c):
+        if row_s[j] > kth:
+            need -= 1
+    w = 0
+    for j in range(c):
+        s = row_s[j]
+        if s > kth or (s == kth and need > 0):
+            if s == kth:
+                need -= 1
+            row_s[w] = s
+            row_i[w] = row_i[j]
+            w += 1
+    return kth
+
+@numba.njit(cache=True, nogil=True)
+def _finish(buf_s, buf_i, cnt, keep, out_i):
+    """Each row's best `keep`, best first, ties to the lower id."""
+    for r in range(buf_s.shape[0]):
+        c = cnt[r]
+        if c > keep:
+            _compact_row(buf_s[r], buf_i[r], c, keep)
+            c = keep
+        order = np.argsort(-buf_s[r, :c].astype(np.int64), kind="mergesort")
+        for j in range(c):
+            out_i[r, j] = buf_i[r, order[j]]
+
+
+
+@numba.njit(cache=True, nogil=True)
+def _dots_int4(q, shard, rows, reads, slots, dots, norms):
+    """For each k: dots[slots[k]] = q[reads[k]] . shard[rows[k]] and norms[slots[k]] = its
+    |row|^2, the shard's rows int4-packed (uint8 (n, h): low nibble coordinate j, high nibble
+    j + h, two's complement); q int8 (m, 2h)."""
+    h = shard.shape[1]
+    for k in range(len(rows)):
+        row = shard[rows[k]]
+        i = reads[k]
+        acc = 0
+        nrm = 0
+        for j in range(h):
+            v = np.int32(row[j])
+            lo = ((v & 15) ^ 8) - 8
+            hi = ((v >> 4) ^ 8) - 8
+            acc += np.int32(q[i, j]) * lo + np.int32(q[i, j + h]) * hi
+            nrm += lo * lo + hi * hi
+        dots[slots[k]] = acc
+        norms[slots[k]] = nrm
+
