@@ -156,3 +156,34 @@ def test_cuda_coarse_search_matches_cpu():
     queries = rng.integers(-20, 21, size=(30, 64)) / COARSE_SCALE
     want = tier.search(queries, 50)
     assert np.array_equal(tier.to("cuda").search(queries, 50), want)
+
+
+def test_interrupted_upgrade_keeps_the_int4_index_and_resumes(random_ref, tmp_path, monkeypatch):
+    from dnaesa.store import index_dir
+    from test_store_index_dir import _Interrupting
+
+    ref = Reference.load(random_ref)
+    enc = load_encoder("default", "cpu")
+    opts = dict(shard_size=1000)
+    whole = open_index(ref, enc, IndexOptions(index_kind="tiered", **opts), tmp_path / "whole")
+    folder = tmp_path / "u"
+    open_index(ref, enc, IndexOptions(index_kind="int4", **opts), folder)
+    int4_manifest = (folder / "manifest.json").read_text()
+    real = index_dir.coarse_encoder
+    first = _Interrupting(real(), 11)  # 11 chunks of 100 of 12: the first shard of 1,000 is written
+    monkeypatch.setattr(index_dir, "coarse_encoder", lambda: first)
+    expected = index_dir.expected_manifest(ref, enc, IndexOptions(index_kind="tiered", **opts))
+    with pytest.raises(KeyboardInterrupt):
+        index_dir.add_coarse_tier(ref, folder, expected, chunk=100)
+    assert (folder / "manifest.json").read_text() == int4_manifest  # still the int4 index, untouched
+    assert load_index(folder).coarse is None
+    assert (tmp_path / "u.coarse.partial" / "coarse000.npy").exists()
+    second = _Interrupting(real(), 100)
+    monkeypatch.setattr(index_dir, "coarse_encoder", lambda: second)
+    upgraded = index_dir.add_coarse_tier(ref, folder, expected, chunk=100)
+    assert second.embedded == 1_200 - 1_000  # resumed after the finished shard
+    monkeypatch.setattr(index_dir, "coarse_encoder", real)
+    upgraded = load_index(folder)
+    assert upgraded.manifest["coarse_shards"] == whole.manifest["coarse_shards"]
+    for name in whole.manifest["coarse_shards"]:
+        assert (folder / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
