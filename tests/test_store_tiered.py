@@ -159,8 +159,9 @@ def test_cuda_coarse_search_matches_cpu():
 
 
 def test_interrupted_upgrade_keeps_the_int4_index_and_resumes(random_ref, tmp_path, monkeypatch):
-    from dnaesa.store import index_dir
     from test_store_index_dir import _Interrupting
+
+    from dnaesa.store import index_dir
 
     ref = Reference.load(random_ref)
     enc = load_encoder("default", "cpu")
