@@ -91,9 +91,7 @@ def code_norms(codes: np.ndarray, kind: str, dim: int, chunk: int = 8192) -> np.
     """|q| of each stored vector (float32), 0 for an all-zero one."""
     out = np.empty(len(codes), dtype=np.float32)
     for lo in range(0, len(codes), chunk):
-        c = np.asarray(codes[lo : lo + chunk]).view(np.int8)
-        if kind == "int4":
-            c = np.concatenate([(c << 4) >> 4, c >> 4], axis=1)[:, :dim]
+        c = unpack_rows(codes[lo : lo + chunk], kind, dim)
         out[lo : lo + len(c)] = np.sqrt(np.square(c, dtype=np.int32).sum(axis=1, dtype=np.int64))
     return out
 
