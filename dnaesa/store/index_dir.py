@@ -309,8 +309,9 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
         if options.index_kind == "tiered":
             coarse = coarse_encoder()
             tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size)))
-        names, checksums = _embed_tiers(reference, fragments, tiers, options, partial, manifest, progress, chunk)
-        np.save(partial / FRAGMENTS, fragments)
+        names, checksums = _write_guard(partial, lambda: _embed_tiers(reference, fragments, tiers, options, partial,
+                                                                       manifest, progress, chunk))
+        _write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         (partial / PROGRESS).unlink(missing_ok=True)
         (partial / "lock").unlink()
@@ -334,7 +335,8 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
     try:
         coarse = coarse_encoder()
         tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size))]
-        names, checksums = _embed_tiers(reference, index.fragments, tiers, options, partial, expected, progress, chunk)
+        names, checksums = _write_guard(partial, lambda: _embed_tiers(reference, index.fragments, tiers, options,
+                                                                       partial, expected, progress, chunk))
         for name in names["coarse_shards"]:
             (partial / name).rename(directory / name)
         manifest = dict(index.manifest, **expected, **names, checksums={**index.manifest["checksums"], **checksums})
@@ -345,6 +347,16 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
     finally:
         os.close(lock)
     return load_index(directory)
+
+
+def _write_guard(partial: Path, write: Callable):
+    """`write()`, with a failed write (a full disk: numpy raises a bare OSError) as one IndexDirError
+    naming the folder; what was finished stays in `partial` for the next run to resume."""
+    try:
+        return write()
+    except OSError as err:
+        raise IndexDirError(f"{partial}: cannot write the index there ({err.strerror or err}); free some space "
+                            "or choose another --index DIR, and run again to resume") from err
 
 
 def _embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
