@@ -84,7 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     align.add_argument("reads", metavar="READS", help="reads: FASTQ or FASTA, plain or gzip; - for stdin")
     align.add_argument("more", nargs="+", metavar="[MATES] REF",
                        help="MATES (optional): mate 2 of each read of READS, same order; REF: the reference, "
-                            "FASTA, plain or gzip (indexed on first use)")
+                            "FASTA, plain or gzip (indexed on first use), or an index folder (all its genomes)")
     pairs = align.add_argument_group("paired-end reads")
     pairs.add_argument("--interleaved", action="store_true", help="READS alternates mate 1 and mate 2")
     pairs.add_argument("-I", "--insert-size", metavar="MEAN,SD",
@@ -130,9 +130,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_engine_args(align)
 
     index = sub.add_parser("index", help="build (or check) the index of a reference", parents=[quiet],
-                           description="Cut REF into fragments, embed them and store them in an index directory.")
-    index.add_argument("ref", metavar="REF", help="reference: FASTA, plain or gzip")
+                           description="Cut REF into fragments, embed them and store them in an index directory. "
+                                       "Several REFs: genomes in one index, their contigs named GENOME:contig.")
+    index.add_argument("ref", metavar="REF", nargs="+",
+                       help="reference: FASTA, plain or gzip; several: genomes of one index (needs --index); "
+                            "an index folder: its genomes")
     _add_index_args(index)
+    genomes = index.add_argument_group("genomes")
+    genomes.add_argument("--add", action="store_true",
+                         help="add the genomes REF to the index in --index DIR, embedding only their fragments")
+    genomes.add_argument("--genome", action="append", metavar="NAME",
+                         help="name of a REF's genome, once per REF, in order [its file name without .fa/.gz]")
     _add_model_args(index)
 
     for name, module, text in (("train", "dnaesa.train", "train an encoder on reference sequence"),
@@ -165,10 +173,11 @@ def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
     the preset, then these, as `dnaesa.options.resolve_options` layers them)."""
     from dnaesa.pipeline import Aligner
 
-    return Aligner(args.ref, model=args.model or args.encoder, index=args.index, device=args.device,
+    ref = args.ref[0] if isinstance(args.ref, list) and len(args.ref) == 1 else args.ref
+    return Aligner(ref, model=args.model or args.encoder, index=args.index, device=args.device,
                    threads=args.threads, rebuild=args.rebuild_index, progress=not args.quiet, preset=preset,
                    fragment_len=args.fragment_len, max_read_len=args.max_read_len, index_kind=args.index_kind,
-                   **map_options)
+                   genomes=getattr(args, "genome", None), **map_options)
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
@@ -190,9 +199,24 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    aligner = _aligner(args)
-    log.info("[dnaesa] index %s: %d fragments, encoder %s", aligner.index.directory, aligner.index.store.ntotal,
-             aligner.encoder.identity())
+    if args.add:
+        from dnaesa.pipeline import add_to_index
+
+        if args.index is None or args.rebuild_index:
+            raise OptionsError("--add needs --index DIR, the index to add the genomes to, and no --rebuild-index")
+        index = add_to_index(args.index, args.ref, args.genome, model=args.model or args.encoder, device=args.device,
+                             threads=args.threads, progress=not args.quiet, fragment_len=args.fragment_len,
+                             max_read_len=args.max_read_len, index_kind=args.index_kind)
+    else:
+        from dnaesa.store.genomes import record_genomes
+
+        aligner = _aligner(args)
+        index = aligner.index
+        record_genomes(index, aligner.reference)
+    genomes = index.manifest.get("genomes") or []
+    log.info("[dnaesa] index %s: %d fragments%s, encoder %s", index.directory, index.store.ntotal,
+             f" in {len(genomes)} genomes ({', '.join(g['name'] for g in genomes)})" if len(genomes) > 1 else "",
+             index.manifest["encoder"])
     return 0
 
 

@@ -34,7 +34,8 @@ from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder
 from dnaesa.options import IndexOptions, resolve_options
-from dnaesa.reference import Reference
+from dnaesa.reference import Reference, genome_name
+from dnaesa.store.genomes import add_genomes, load_reference
 from dnaesa.store.index_dir import Index, open_index
 
 log = logging.getLogger("dnaesa")
@@ -61,17 +62,20 @@ class Summary:
 class Aligner:
     """Maps reads to one reference.
 
-    `ref` is a FASTA path (plain or gz) or a loaded `Reference`; `model` an encoder name (`kmer`,
-    `default`) or a model directory; `index` the index directory (default: beside the reference).
-    `preset` a named preset (`sr`, `divergent`: see `dnaesa.options.PRESETS`), applied before the
-    other keywords, which are fields of `IndexOptions` and `MapOptions` (e.g. `top_k=16`).
+    `ref` is a FASTA path (plain or gz), an index folder (all the genomes it holds), several FASTA
+    paths (genomes in one index, named by `genomes` or by their files; `index` needed), or a loaded
+    `Reference`; one FASTA of an index of several genomes brings the others (`dnaesa.store.genomes`).
+    `model` an encoder name (`kmer`, `default`) or a model directory; `index` the index directory
+    (default: beside the reference). `preset` a named preset (`sr`, `divergent`: see
+    `dnaesa.options.PRESETS`), applied before the other keywords, which are fields of
+    `IndexOptions` and `MapOptions` (e.g. `top_k=16`).
     """
 
-    def __init__(self, ref: str | Path | Reference, model: str | None = None, index: str | Path | None = None, *,
-                 encoder: Encoder | None = None, device: str = "auto", threads: int | None = None,
-                 rebuild: bool = False, progress: bool = False, preset: str = "sr", engine: str = "local",
-                 ray_address: str | None = None, ray_workers: int | None = None, ray_gpus_per_worker: float = 0.0,
-                 **options):
+    def __init__(self, ref: str | Path | Sequence[str | Path] | Reference, model: str | None = None,
+                 index: str | Path | None = None, *, encoder: Encoder | None = None, device: str = "auto",
+                 threads: int | None = None, rebuild: bool = False, progress: bool = False, preset: str = "sr",
+                 engine: str = "local", ray_address: str | None = None, ray_workers: int | None = None,
+                 ray_gpus_per_worker: float = 0.0, genomes: Sequence[str] | None = None, **options):
         if engine not in ("local", "ray"):
             raise OptionsError(f"unknown engine {engine!r}: use local or ray")
         self.index_options, self.options = resolve_options(preset, **options)
@@ -89,10 +93,15 @@ class Aligner:
         if threads:
             runtime.set_threads(threads)
         self.encoder = encoder or load_encoder(model, self.device)
-        self.reference = ref if isinstance(ref, Reference) else Reference.load(ref)
+        if isinstance(ref, Reference):
+            self.reference = ref
+        else:
+            self.reference = load_reference(ref, index, genomes, rebuild)
+            if index is None and isinstance(ref, (str, Path)) and os.path.isdir(ref):
+                index = ref  # an index folder as the reference
         given = {k for k, v in options.items() if v is not None and k in INDEX_OPTION_NAMES}
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
-                                       progress=lambda total: _progress_bar("index", total, progress),
+                                       progress=lambda total: progress_bar("index", total, progress),
                                        options_given=bool(given))
         self.index_options = IndexOptions(**{k: v for k, v in self.index.manifest["options"].items()
                                              if k in INDEX_OPTION_NAMES})
@@ -177,7 +186,7 @@ class Aligner:
         engine, worker_search = self.engine, self.search_in_workers
         limit = engine.workers + 2 if engine.parallel else 0  # batches in flight besides the newest
         in_flight: deque = deque()
-        inputs = (reads, mates, self.reference.path)
+        inputs = (reads, mates, self.reference.path, *(g.path for g in self.reference.genomes))
         with SamWriter(out, self.reference.contigs, command_line, read_group=read_group,
                        secondary=0 if paired else self.options.secondary, threads=engine.workers,
                        inputs=inputs, reference=self.reference, split_as_secondary=split_as_secondary,
@@ -236,6 +245,23 @@ class Aligner:
         bar.update(n_reads, position)
 
 
+def add_to_index(index: str | Path, fastas: Sequence[str | Path], genomes: Sequence[str] | None = None,
+                 model: str | None = None, device: str = "auto", threads: int | None = None, progress: bool = False,
+                 **index_options) -> Index:
+    """`dnaesa index FASTA... --index DIR --add`: append genomes (named by `genomes` or by their
+    files) to the index in `index`, embedding only their fragments with `model` (the encoder the
+    index was built with). Index options given (`IndexOptions` fields) must be the index's own."""
+    if genomes and len(genomes) != len(fastas):
+        raise OptionsError(f"{len(genomes)} genome names (--genome) for {len(fastas)} FASTA files: give one for each")
+    device = runtime.resolve_device(device)
+    threads = runtime.check_threads(threads)
+    if threads:
+        runtime.set_threads(threads)
+    names = genomes or [genome_name(path) for path in fastas]
+    return add_genomes(index, list(zip(names, fastas)), load_encoder(model, device), index_options,
+                       progress=lambda total: progress_bar("index", total, progress))
+
+
 class AlignProgress:
     """The alignment progress bar on stderr (when enabled and stderr is a terminal): reads
     written, and, for a reads file, the share of its bytes read (compressed bytes for gzip), which
@@ -286,7 +312,7 @@ def set_threads(threads: int) -> None:
     runtime.set_threads(threads)
 
 
-def _progress_bar(what: str, total: int | None, enabled: bool):
+def progress_bar(what: str, total: int | None, enabled: bool):
     """A tqdm bar on stderr (only when enabled and stderr is a terminal) -> an `update(n)` callable."""
     if not enabled or not sys.stderr.isatty():
         return None

@@ -12,6 +12,11 @@ builder, and renamed into place at the end. An interrupted build is resumed by t
 the same input: the shards already written (listed with their checksums in `progress.json`) are
 kept and embedding continues after them. Temporary `DIR.tmp*` folders of older versions, owned by
 this user and untouched for an hour, are removed.
+
+The manifest's `genomes` lists the genome (or genomes, `genomes.py`: an index of several, and a
+genome added to an index) that the index holds: name, FASTA file, checksum, contigs and fragment
+range; `fragments_file` names the fragment table's file. Every writer of an index (a build, the
+upgrade to tiered, an added genome) holds the lock of `DIR.partial/`.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -30,7 +36,7 @@ import numpy as np
 from dnaesa.errors import IndexDirError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
-from dnaesa.reference import Reference
+from dnaesa.reference import Reference, fragment_count
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
 
@@ -88,7 +94,7 @@ def resolve_options(reference: Reference, options: IndexOptions) -> IndexOptions
     more, `int4` from `AUTO_COMPACT_FRAGMENTS`, else `flat`."""
     if options.index_kind != "auto":
         return options
-    n = sum(max(0, -(-(length - options.fragment_len) // options.stride)) + 1 for length in reference.lengths)
+    n = fragment_count(reference.lengths, options.fragment_len, options.stride)
     kind = "tiered" if n >= AUTO_TIERED_FRAGMENTS else "int4" if n >= AUTO_COMPACT_FRAGMENTS else "flat"
     return replace(options, index_kind=kind)
 
@@ -102,10 +108,22 @@ def expected_manifest(reference: Reference, encoder: Encoder, options: IndexOpti
         "encoder": encoder.identity(),
         "dim": encoder.dim,
         "options": asdict(options),
+        "genomes": genome_entries(reference, options),
     }
     if options.index_kind == "tiered":
         manifest["coarse_encoder"] = coarse_encoder().identity()
     return manifest
+
+
+def genome_entries(reference: Reference, options: IndexOptions, first_fragment: int = 0) -> list[dict]:
+    """The manifest's `genomes`: name, FASTA path, checksum, contigs and [first, end) fragments of each."""
+    entries, contig, fragment = [], 0, first_fragment
+    for g in reference.genome_table():
+        n = fragment_count(reference.lengths[contig : contig + g.contigs], options.fragment_len, options.stride)
+        entries.append({"name": g.name, "path": g.path, "checksum": g.checksum, "contigs": g.contigs,
+                        "fragments": [fragment, fragment + n]})
+        contig, fragment = contig + g.contigs, fragment + n
+    return entries
 
 
 def _mismatch(found: dict, expected: dict) -> str | None:
@@ -120,7 +138,7 @@ def _mismatch(found: dict, expected: dict) -> str | None:
     return None
 
 
-def _read_manifest(directory: Path) -> dict | None:
+def read_manifest(directory: Path) -> dict | None:
     """Our manifest in `directory`, or None when there is none that dnaesa wrote."""
     try:
         found = json.loads((directory / MANIFEST).read_text())
@@ -139,7 +157,7 @@ def check_replaceable(directory: Path) -> None:
         empty = not any(directory.iterdir())
     except OSError as err:
         raise IndexDirError(f"{directory}: cannot read the folder ({err.strerror}); choose another --index DIR") from err
-    if not empty and _read_manifest(directory) is None:
+    if not empty and read_manifest(directory) is None:
         raise IndexDirError(f"{directory}: exists and is not a dnaesa index (no manifest.json of ours); refusing to "
                             "replace it: choose another --index DIR")
 
@@ -154,14 +172,14 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     explicit `directory` holding an index is used with the options of its manifest when none were
     given (`options_given=False`), and one built for other input (reference, encoder or options)
     is an IndexDirError unless `rebuild`; the default folder beside the reference is ours and is
-    rebuilt, saying why.
+    rebuilt, saying why, unless it holds several genomes (`genomes.py`), which only `rebuild` drops.
 
     `progress(total)`, when given, is called only if a build happens and returns an `update(n)`
     callable (or None) that is told how many fragments each step embedded."""
     explicit = directory is not None
     directory = Path(directory) if directory else default_index_dir(reference.path)
     check_replaceable(directory)
-    found = _read_manifest(directory)
+    found = read_manifest(directory)
     if found is not None and explicit and not options_given and not rebuild:  # the manifest's own options
         try:
             options = IndexOptions(**found.get("options", {}))
@@ -178,9 +196,18 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
             return add_coarse_tier(reference, directory, expected, progress)
-        if explicit:
+        genomes = found.get("genomes") or []
+        if len(genomes) > 1 and why == "the reference changed":
+            raise IndexDirError(f"{directory}: holds the genomes {', '.join(g['name'] for g in genomes)}, and "
+                                f"{reference.path} is not one of them: align against the folder (dnaesa align "
+                                f"READS {directory}), or rebuild it there with --rebuild-index")
+        if explicit or len(genomes) > 1:
+            hint = ""
+            if why == "the reference changed" and genomes and {g["checksum"] for g in genomes} <= \
+                    {g["checksum"] for g in expected["genomes"]}:
+                hint = " (or add the other genomes to it with --add)"
             raise IndexDirError(f"{directory}: this index was built for other input ({why}); rebuild it there "
-                                "with --rebuild-index, or choose another --index DIR")
+                                f"with --rebuild-index, or choose another --index DIR{hint}")
         log.info("index %s was built for other input (%s): rebuilding", directory, why)
     elif not rebuild:
         log.info("no index at %s: building it", directory)
@@ -200,10 +227,11 @@ def load_index(directory: Path) -> Index:
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         checksums = manifest["checksums"]
-        if file_checksum(directory / FRAGMENTS) != checksums[FRAGMENTS]:
-            raise IndexDirError(f"{directory / FRAGMENTS}: does not match the manifest's checksum (damaged or "
-                                "replaced); rebuild the index with --rebuild-index")
-        fragments = np.load(directory / FRAGMENTS)
+        table = directory / fragments_file(manifest)
+        if file_checksum(table) != checksums[table.name]:
+            raise IndexDirError(f"{table}: does not match the manifest's checksum (damaged or replaced); "
+                                "rebuild the index with --rebuild-index")
+        fragments = np.load(table)
         opts = manifest["options"]
         missing = [name for name in manifest["shards"] if not (directory / name).is_file()]
         if missing:
@@ -228,6 +256,11 @@ def load_index(directory: Path) -> Index:
     return Index(store, fragments, manifest, directory, coarse, coarse_enc)
 
 
+def fragments_file(manifest: dict) -> str:
+    """The name of the fragment table's file (an index that genomes were added to names it anew)."""
+    return manifest.get("fragments_file", FRAGMENTS)
+
+
 def _remove_stale_tmp(directory: Path) -> None:
     """Remove `DIR.tmp*` build folders of older versions: ours (this user's, holding only index
     files) and untouched for `STALE_TMP_SECONDS`."""
@@ -245,7 +278,7 @@ def _remove_stale_tmp(directory: Path) -> None:
             continue
 
 
-def _lock_partial(partial: Path) -> int:
+def lock_partial(partial: Path) -> int:
     """Create and lock `partial`; returns the lock's file descriptor (closing it unlocks)."""
     try:
         partial.mkdir(exist_ok=True)
@@ -257,8 +290,30 @@ def _lock_partial(partial: Path) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         os.close(lock)
-        raise IndexDirError(f"{partial}: another dnaesa process is building this index now; wait for it") from err
+        raise IndexDirError(f"{partial}: another dnaesa process is writing this index now; wait for it") from err
     return lock
+
+
+def unlock_partial(partial: Path, lock: int) -> None:
+    """Release `lock_partial`'s lock, removing the folder when nothing but the lock is in it."""
+    try:
+        if [p.name for p in partial.iterdir()] == ["lock"]:
+            (partial / "lock").unlink()
+            partial.rmdir()
+    except OSError:
+        pass
+    os.close(lock)
+
+
+@contextmanager
+def writing(directory: Path):
+    """Hold the lock of `DIR.partial/`, which a build holds: one writer of an index at a time."""
+    partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
+    lock = lock_partial(partial)
+    try:
+        yield
+    finally:
+        unlock_partial(partial, lock)
 
 
 def _resume_point(partial: Path, expected: dict, keys: list[str]) -> tuple[int, dict, dict]:
@@ -303,20 +358,20 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
         raise IndexDirError(f"{directory}: cannot write the index there ({err.strerror}); choose another --index DIR") from err
     _remove_stale_tmp(directory)
     partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
-    lock = _lock_partial(partial)
+    lock = lock_partial(partial)
     try:
-        tiers = [("shards", encoder, VectorStore(encoder.dim, store_kind(options.index_kind), options.shard_size))]
+        tiers = [("shards", encoder, VectorStore(encoder.dim, store_kind(options.index_kind), options.shard_size), None)]
         if options.index_kind == "tiered":
             coarse = coarse_encoder()
-            tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size)))
-        names, checksums = _write_guard(partial, lambda: _embed_tiers(reference, fragments, tiers, options, partial,
+            tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None))
+        names, checksums = write_guard(partial, lambda: embed_tiers(reference, fragments, tiers, options, partial,
                                                                        manifest, progress, chunk))
-        _write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
+        write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         (partial / PROGRESS).unlink(missing_ok=True)
         (partial / "lock").unlink()
         (partial / MANIFEST).write_text(json.dumps(dict(manifest, **names, n_fragments=int(len(fragments)),
-                                                        checksums=checksums), indent=1))
+                                                        fragments_file=FRAGMENTS, checksums=checksums), indent=1))
         _move_into_place(partial, directory)
     finally:
         os.close(lock)
@@ -331,25 +386,31 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
     index = load_index(directory)
     options = IndexOptions(**expected["options"])
     partial = directory.with_name(directory.name + ".coarse" + PARTIAL_SUFFIX)
-    lock = _lock_partial(partial)
-    try:
-        coarse = coarse_encoder()
-        tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size))]
-        names, checksums = _write_guard(partial, lambda: _embed_tiers(reference, index.fragments, tiers, options,
-                                                                       partial, expected, progress, chunk))
-        for name in names["coarse_shards"]:
-            (partial / name).rename(directory / name)
-        manifest = dict(index.manifest, **expected, **names, checksums={**index.manifest["checksums"], **checksums})
-        tmp = directory / (MANIFEST + ".new")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(directory / MANIFEST)
-        shutil.rmtree(partial)
-    finally:
-        os.close(lock)
+    with writing(directory):
+        lock = lock_partial(partial)
+        try:
+            coarse = coarse_encoder()
+            tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None)]
+            names, checksums = write_guard(partial, lambda: embed_tiers(reference, index.fragments, tiers, options,
+                                                                           partial, expected, progress, chunk))
+            for name in names["coarse_shards"]:
+                (partial / name).rename(directory / name)
+            write_manifest(directory, dict(index.manifest, **expected, **names,
+                                            checksums={**index.manifest["checksums"], **checksums}))
+            shutil.rmtree(partial)
+        finally:
+            unlock_partial(partial, lock)
     return load_index(directory)
 
 
-def _write_guard(partial: Path, write: Callable):
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Replace the manifest in one step: written beside it, then renamed over it."""
+    tmp = directory / (MANIFEST + ".new")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(directory / MANIFEST)
+
+
+def write_guard(partial: Path, write: Callable):
     """`write()`, with a failed write (a full disk: numpy raises a bare OSError) as one IndexDirError
     naming the folder; what was finished stays in `partial` for the next run to resume."""
     try:
@@ -359,12 +420,19 @@ def _write_guard(partial: Path, write: Callable):
                             "or choose another --index DIR, and run again to resume") from err
 
 
-def _embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
-                 manifest: dict, progress: Callable | None, chunk: int) -> tuple[dict, dict]:
+def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
+                manifest: dict, progress: Callable | None, chunk: int, first: int = 0, carried: int = 0
+                ) -> tuple[dict, dict]:
     """Embed `fragments` with each tier's encoder into its store (`tiers`: (manifest key, encoder,
-    store)), spilling full shards into `partial` and recording them; returns (names per key, checksums)."""
-    keys = [key for key, _, _ in tiers]
+    store, None or (the shard file it goes on filling, checksums))), spilling full shards into
+    `partial` as shard `first`, `first + 1`, ... and recording them; returns (names per key,
+    checksums). An index that grows (`genomes.add_genomes`) fills its last shard, which holds
+    `carried` vectors, first."""
+    keys = [key for key, _, _, _ in tiers]
     start, names, checksums = _resume_point(partial, manifest, keys)
+    for key, _, store, last in tiers:
+        if last is not None and not names[key]:
+            _refill(store, *last)
     update = progress(len(fragments)) if progress else None
     if update and start:
         update(start)
@@ -372,24 +440,35 @@ def _embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, optio
         rows = fragments[lo : lo + chunk]
         seqs = [reference.fetch(c, s, e) for c, s, e in rows]
         wrote = False
-        for key, encoder, store in tiers:
+        for key, encoder, store, _ in tiers:
             store.add(encoder.encode(seqs))
-            written = store.spill(partial, len(names[key]))
+            written = store.spill(partial, first + len(names[key]))
             names[key] += written
             checksums.update({name: file_checksum(partial / name) for name in written})
             wrote = wrote or bool(written)
         if wrote:
-            _record(partial, manifest, names, checksums, len(names[keys[0]]) * options.shard_size)
+            _record(partial, manifest, names, checksums, len(names[keys[0]]) * options.shard_size - carried)
         if update:
             update(len(rows))
-    for key, _, store in tiers:
-        last = store.spill(partial, len(names[key]), keep_last=False)
+    for key, _, store, _ in tiers:
+        last = store.spill(partial, first + len(names[key]), keep_last=False)
         names[key] += last
         checksums.update({name: file_checksum(partial / name) for name in last})
         if store.clipped:
             log.info("%d coordinates (%.2f a vector) were clipped to the %s code range", store.clipped,
                      store.clipped / max(len(fragments) - start, 1), key)
     return names, checksums
+
+
+def _refill(store, path: Path, checksums: dict) -> None:
+    """Take the shard file `path` back into `store` as its last shard, to go on filling it."""
+    if isinstance(store, CoarseTier):
+        if file_checksum(path) != checksums.get(path.name):
+            raise IndexDirError(f"{path}: does not match the manifest's checksum (damaged or replaced); rebuild "
+                                "the index with --rebuild-index")
+        store.shards = [np.load(path)]
+    else:
+        store.refill(path, checksums)
 
 
 def _move_into_place(partial: Path, directory: Path) -> None:

@@ -315,6 +315,14 @@ class VectorStore:
         self.shards = self.shards[len(ready):]
         return names
 
+    def refill(self, path: str | Path, checksums: dict | None = None) -> None:
+        """Take the shard file `path` (checked against `checksums`) back into memory as the last
+        shard, to go on filling it: an index that grows (`dnaesa index --add`) keeps every shard
+        but the last one full."""
+        self._read_all()
+        self.shards.append(_read_shard(str(path), self.kind, checksums))
+        self._gpu_shards = self._torch_matrix = self._code_search = None
+
     @classmethod
     def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int,
              ntotal: int | None = None, checksums: dict | None = None) -> "VectorStore":
