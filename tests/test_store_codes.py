@@ -1,5 +1,6 @@
 """Compact code stores (int8, int4): the same hits as the exact store, memory-mapped search equal
-to in-memory search, any dimension, and a damaged shard refused."""
+to in-memory search, any dimension, the same scores from int8 and float32 products, and a damaged
+shard refused."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,8 @@ import torch
 
 from dnaesa.errors import IndexDirError
 from dnaesa.model.base import load_encoder
-from dnaesa.store.codes import quantize
+from dnaesa.store import codes as codes_mod
+from dnaesa.store.codes import exact_in_float32, quantize
 from dnaesa.store.vector_store import VectorStore, file_checksum
 
 
@@ -59,6 +61,32 @@ def test_code_store_finds_the_exact_stores_hits(lambda_vectors, kind):
     if kind == "int8":
         np.testing.assert_array_equal(c_ids[:, 0], e_ids[:, 0])
     np.testing.assert_allclose(c_scores[:, 0], e_scores[:, 0], atol=1e-2 if kind == "int4" else 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_int8_and_float32_products_give_the_same_scores(lambda_vectors, kind, monkeypatch):
+    """CPUs without int8 dot-product instructions search with float32 products of the codes, in
+    blocks of F32_BLOCK rows: the same float32 scores as `torch._int_mm` (the sums are exact)."""
+    frags, reads, _ = lambda_vectors
+    monkeypatch.setattr(codes_mod, "F32_BLOCK", 15)  # 95 fragments: shards of 40, each in blocks of 15
+    results = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("DNAESA_INT8_PRODUCTS", flag)
+        assert exact_in_float32(reads, kind, frags.shape[1]) == (flag == "0")
+        results[flag] = VectorStore(frags.shape[1], kind, shard_size=40)
+        results[flag].add(frags)
+        results[flag] = results[flag].to("cpu", "torch").search(reads, 8)
+    np.testing.assert_array_equal(results["0"][0], results["1"][0])
+    tie_free = results["1"][0][:, :-1] > results["1"][0][:, 1:]  # ids may differ only among equal scores
+    assert np.array_equal(results["0"][1][:, :-1][tie_free], results["1"][1][:, :-1][tie_free])
+
+
+def test_float32_products_are_not_used_where_they_could_round(monkeypatch):
+    monkeypatch.setenv("DNAESA_INT8_PRODUCTS", "0")
+    spread = np.zeros((1, 4096), dtype=np.float32)
+    spread[0, :2] = [1.0, 0.0078]  # an off-grid vector: int8 codes up to 127
+    assert exact_in_float32(spread, "int4", 4096)  # 127 x 8 x 4,096 < 2**24
+    assert not exact_in_float32(spread, "int8", 4096)  # 127 x 127 x 4,096 is not
 
 
 @pytest.mark.parametrize("dim", [64, 255])

@@ -28,9 +28,11 @@ def _brute_top(codes: np.ndarray, queries: np.ndarray, c: int) -> np.ndarray:
 
 @pytest.mark.parametrize("use_numba", [True, False])
 @pytest.mark.parametrize("c", [5, 300])
-def test_coarse_top_c_is_exact_with_ties(use_numba, c):
+@pytest.mark.parametrize("int8_products", ["1", "0"])  # torch._int_mm, or float32 products (no VNNI)
+def test_coarse_top_c_is_exact_with_ties(use_numba, c, int8_products, monkeypatch):
     if use_numba and not coarse_mod.HAVE_NUMBA:
         pytest.skip("numba not installed")
+    monkeypatch.setenv("DNAESA_INT8_PRODUCTS", int8_products)
     rng = np.random.default_rng(3)
     # codes in {-1, 0, 1}: many equal scores, so the tie rule (lower id first) is exercised
     codes = rng.integers(-1, 2, size=(9_000, 32)).astype(np.int8)

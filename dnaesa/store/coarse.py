@@ -13,11 +13,14 @@ are, with no per-vector norm and no conversion to float (at D = 256 that convers
 cost more than the product itself).
 
 Search (`CoarseTier.search`): the codes are multiplied in blocks of `BLOCK` fragments that stay in
-cache (`torch._int_mm`, int8 x int8 -> int32), and each block's scores are absorbed into a running
+cache (`torch._int_mm`, int8 x int8 -> int32, on CPUs with int8 dot-product instructions; float32
+products of the same integers elsewhere, exact at these sizes: see `codes.py`), and each block's
+scores are absorbed into a running
 top C per read by a compiled kernel (`kernels._absorb`, numba): it keeps the scores above the read's
-current threshold (the C-th best so far) in a buffer and compacts the buffer when it fills. On this
-2-core machine that is about 1.6 ns a fragment for the product and 0.4 for the selection, against
-6 for the product plus `torch.topk` over whole shards. Without numba (or on CUDA, where the codes
+current threshold (the C-th best so far) in a buffer and compacts the buffer when it fills. On an
+AVX512-VNNI core that is about 1.6 ns a fragment for the product and 0.4 for the selection, against
+6 for the product plus `torch.topk` over whole shards; on an AVX2-only core (float32 products,
+2026-12-02, loaded machine) about 11 and 3.5 ns. Without numba (or on CUDA, where the codes
 are float32 products: exact below 2**24) each shard's top C is taken by a stable sort and merged.
 Both are exact: the same ids, ties to the lower id.
 """
@@ -30,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from dnaesa.errors import IndexDirError
+from dnaesa.runtime import cpu_has_fast_int8
+from dnaesa.store.codes import F32_EXACT
 
 log = logging.getLogger("dnaesa")
 
@@ -142,8 +147,10 @@ class CoarseTier:
         if keep == 0 or n_q == 0:
             return ids
         codes, _ = quantize_coarse(queries)
+        f32 = self.device == "cpu" and not cpu_has_fast_int8() and 127 * 127 * self.dim < F32_EXACT
         for lo in range(0, n_q, QUERY_CHUNK):
             q = torch.from_numpy(codes[lo : lo + QUERY_CHUNK])
+            q = q.float() if f32 else q
             if self.device == "cpu" and self.use_numba:
                 ids[lo : lo + len(q), :keep] = self._search_numba(q, keep)
             else:
@@ -198,9 +205,14 @@ class CoarseTier:
 
 def _int_mm(q, part, out=None):
     """int8 (n, D) x int8 (m, D)^T -> int32 (into `out` when given). Older torch releases refuse
-    some small shapes on CPU; those are computed in int32 instead (the same integers)."""
+    some small shapes on CPU; those are computed in int32 instead (the same integers). A float32
+    `q` (the codes as floats, on CPUs without int8 dot-product instructions) is multiplied in
+    float32, exact for these codes (|sum| <= 127 * 127 * D < 2**24 up to D = 1,040)."""
     import torch
 
+    if q.dtype == torch.float32:
+        scores = q @ part.T.float()
+        return out.copy_(scores) if out is not None else scores.to(torch.int32)
     try:
         return torch._int_mm(q, part.T, out=out) if out is not None else torch._int_mm(q, part.T)
     except RuntimeError:

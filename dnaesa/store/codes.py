@@ -18,9 +18,13 @@ two codes a byte). Each vector's quantisation step is its own:
 Search (`search_code_shards`) takes one shard at a time and merges each shard's top k into a
 running top k, so a shard may be a read-only numpy memmap and only one shard's unpacked copy is in
 memory. On CPU the queries are coded to int8 the same way (a sketch read is on its grid: exact) and
-scores are exact integer matrix products (`torch._int_mm`, int32 sums: 2.3x the bfloat16 rate on
-this AVX512-VNNI machine, 420 against 180 GOPS a core), then `/ (|q_read| |q_fragment|)`. On CUDA
-the codes are unpacked to float16 (exact for these integers) and multiplied by the float queries.
+scores are exact integer matrix products, then `/ (|q_read| |q_fragment|)`: `torch._int_mm` (int32
+sums) on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX: 420 GOPS a core on
+an AVX512-VNNI EPYC, 2.3x its bfloat16 rate), else float32 products of the codes unpacked
+`F32_BLOCK` rows at a time (on an AVX2-only EPYC `_int_mm` ran at 3.6 GOPS, float32 at 49), which
+are the same numbers: every partial sum is an integer below 2**24 (`exact_in_float32` checks the
+bound, else `_int_mm` is used). On CUDA the codes are unpacked to float16 (exact for these integers)
+and multiplied by the float queries.
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ CODE_KINDS = {"int8": (127, -127, 127), "int4": (7, -8, 7)}
 GRID_DIVISORS = (1, 2, 3, 4)
 #: queries searched at a time: the score block is this x shard size
 QUERY_CHUNK = 4096
+#: float32 products of integers are exact while every partial sum stays below this
+F32_EXACT = 2**24
+#: shard rows unpacked to float32 at a time (64 MB at 4,096 dims) when products are float32
+F32_BLOCK = 4096
 
 
 def code_width(kind: str, dim: int) -> int:
@@ -96,6 +104,18 @@ def code_norms(codes: np.ndarray, kind: str, dim: int, chunk: int = 8192) -> np.
     return out
 
 
+def exact_in_float32(queries: np.ndarray, kind: str, dim: int) -> bool:
+    """Whether CPU search should take float32 products of the codes rather than `torch._int_mm`:
+    on a CPU without int8 dot-product instructions (`runtime.cpu_has_fast_int8`), when they are
+    exact: every partial sum of |query code| x |stored code| stays below 2**24."""
+    from dnaesa.runtime import cpu_has_fast_int8
+
+    if cpu_has_fast_int8() or len(queries) == 0:
+        return False
+    q_max = int(np.abs(quantize(queries, "int8")[0].view(np.int8).astype(np.int16)).max())
+    return q_max * -CODE_KINDS[kind][1] * dim < F32_EXACT
+
+
 def search_code_shards(queries: np.ndarray, shards: list, inv_norms: list, kind: str, dim: int, k: int,
                        device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Top-k of `queries` (float32 (n, dim)) over code shards searched one at a time.
@@ -108,35 +128,37 @@ def search_code_shards(queries: np.ndarray, shards: list, inv_norms: list, kind:
     n_q = len(queries)
     best_s = torch.full((n_q, k), -torch.inf, dtype=torch.float32, device=device)
     best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=device)
-    biggest = max((len(s) for s in shards), default=0)
+    f32 = device == "cpu" and not exact_in_float32(queries, kind, dim)
+    block = F32_BLOCK if f32 else max((len(s) for s in shards), default=0)
     if device == "cpu":
         codes, _ = quantize(queries, "int8")
         q_codes = torch.from_numpy(codes.view(np.int8))
+        q_codes = q_codes.float() if f32 else q_codes
         q_scale = torch.from_numpy(1.0 / np.maximum(code_norms(codes, "int8", dim), 1e-30))[:, None]
-        buffer = torch.empty((biggest, dim), dtype=torch.int8) if biggest else None
+        buffer = torch.empty((block, dim), dtype=torch.float32 if f32 else torch.int8) if block else None
     else:
         q_codes = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device, torch.float16)
         q_scale = torch.ones((n_q, 1), device=device)
-        buffer = torch.empty((biggest, dim), dtype=torch.float16, device=device) if biggest else None
+        buffer = torch.empty((block, dim), dtype=torch.float16, device=device) if block else None
     offset = 0
-    for codes, inv in zip(shards, inv_norms):
-        n = len(codes)
-        if n == 0:
-            continue
-        matrix = unpack(codes, kind, dim, buffer)
-        for lo in range(0, n_q, QUERY_CHUNK):
-            part = q_codes[lo : lo + QUERY_CHUNK]
-            scores = (torch._int_mm(part, matrix.T) if device == "cpu" else part @ matrix.T).float()
-            scores *= inv
-            scores *= q_scale[lo : lo + QUERY_CHUNK]
-            s, i = torch.topk(scores, min(k, n), dim=1, sorted=True)
-            merged_s = torch.cat([best_s[lo : lo + QUERY_CHUNK], s], dim=1)
-            merged_i = torch.cat([best_i[lo : lo + QUERY_CHUNK], i + offset], dim=1)
-            # stable sort by score: earlier shards (lower ids) first among equals
-            order = torch.sort(merged_s, dim=1, descending=True, stable=True).indices[:, :k]
-            best_s[lo : lo + QUERY_CHUNK] = torch.gather(merged_s, 1, order)
-            best_i[lo : lo + QUERY_CHUNK] = torch.gather(merged_i, 1, order)
-        offset += n
+    for shard, shard_inv in zip(shards, inv_norms):
+        for first in range(0, len(shard), block or 1):  # a float32 copy is made F32_BLOCK rows at a time
+            codes, inv = shard[first : first + block], shard_inv[first : first + block]
+            n = len(codes)
+            matrix = unpack(codes, kind, dim, buffer)
+            for lo in range(0, n_q, QUERY_CHUNK):
+                part = q_codes[lo : lo + QUERY_CHUNK]
+                scores = (torch._int_mm(part, matrix.T) if matrix.dtype == torch.int8 else part @ matrix.T).float()
+                scores *= inv
+                scores *= q_scale[lo : lo + QUERY_CHUNK]
+                s, i = torch.topk(scores, min(k, n), dim=1, sorted=True)
+                merged_s = torch.cat([best_s[lo : lo + QUERY_CHUNK], s], dim=1)
+                merged_i = torch.cat([best_i[lo : lo + QUERY_CHUNK], i + offset], dim=1)
+                # stable sort by score: earlier shards (lower ids) first among equals
+                order = torch.sort(merged_s, dim=1, descending=True, stable=True).indices[:, :k]
+                best_s[lo : lo + QUERY_CHUNK] = torch.gather(merged_s, 1, order)
+                best_i[lo : lo + QUERY_CHUNK] = torch.gather(merged_i, 1, order)
+            offset += n
     return best_s.cpu().numpy(), best_i.cpu().numpy()
 
 
