@@ -120,6 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
     m.add_argument("--coarse-candidates", type=int, metavar="C",
                    help=f"tiered store: fragments the coarse tier picks per read for exact scoring [{_MAP.coarse_candidates}]")
+    m.add_argument("--prefilter-candidates", type=int, metavar="P",
+                   help="tiered store: of those, the P best on an eighth of each fragment's sketch are scored in full; "
+                        f"0: all [{_MAP.prefilter_candidates}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
     m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
@@ -189,7 +192,8 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
-                       coarse_candidates=args.coarse_candidates, **engine)
+                       coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
+                       **engine)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

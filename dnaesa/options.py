@@ -92,6 +92,8 @@ class MapOptions:
     search_backend: str = "auto"
     #: a tiered store: fragments the coarse tier picks per read, then scored by the exact tier
     coarse_candidates: int = 2048
+    #: ... of which this many, the best on a prefix of the exact tier's codes, are scored in full (0: all)
+    prefilter_candidates: int = 256
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -111,6 +113,8 @@ class MapOptions:
             raise OptionsError(f"search_backend must be auto, faiss, torch or torch-bf16, got {self.search_backend!r}")
         if not 1 <= self.coarse_candidates <= 8192:
             raise OptionsError(f"coarse_candidates must be in [1, 8192], got {self.coarse_candidates}")
+        if self.prefilter_candidates < 0:
+            raise OptionsError(f"prefilter_candidates must be >= 0, got {self.prefilter_candidates}")
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
 

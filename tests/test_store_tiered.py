@@ -84,6 +84,57 @@ def test_rerank_of_all_ids_equals_exhaustive_search(int4_store, use_numba, monke
         assert all(len(set(row)) == 10 for row in got_i)
 
 
+@pytest.mark.parametrize("width", [None, 3])
+@pytest.mark.parametrize("dim", [20, 19])
+def test_prefix_dots_compiled_equal_numpy(width, dim):
+    """Dot products over each row's first `width` bytes (a re-rank's prefilter): the compiled
+    kernel and numpy give the same integers, odd dimensions included."""
+    if not codes.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(2)
+    shard, _ = codes.quantize(rng.standard_normal((50, dim)).astype(np.float32), "int4")
+    q_int = codes.quantize(rng.standard_normal((4, dim)).astype(np.float32), "int8")[0].view(np.int8)
+    rows, reads = rng.integers(0, 50, 30), rng.integers(0, 4, 30)
+    got = []
+    for compiled in (True, False):
+        codes.HAVE_NUMBA = compiled
+        try:
+            dots, sq = np.zeros(30, dtype=np.int64), np.zeros(30, dtype=np.int64)
+            codes._shard_dots(q_int, shard, "int4", dim, rows, reads, np.arange(30), dots, sq, width)
+            got.append((dots, sq))
+        finally:
+            codes.HAVE_NUMBA = True
+    assert np.array_equal(got[0][0], got[1][0]) and np.array_equal(got[0][1], got[1][1])
+    full = codes.unpack_rows(shard, "int4", dim).astype(np.int64)
+    if width is not None:  # the bytes' low and high nibbles: coordinates 0-2 and 10-12
+        h = shard.shape[1]
+        full[:, [j for j in range(dim) if not (j < width or h <= j < h + width)]] = 0
+    assert np.array_equal(got[1][0], (full[rows] * q_int[reads]).sum(1)) and np.array_equal(got[1][1], (full[rows] ** 2).sum(1))
+
+
+def test_prefilter_keeps_the_best_hit(random_ref):
+    """A re-rank that scores 1,300 candidates on an eighth of each code and only the best 64 in
+    full finds each read's best fragment among all of them (4,096-dim sketch, 2% errors)."""
+    encoder = load_encoder("default", "cpu")
+    seq = Reference.load(random_ref).seqs[0]
+    frags = [seq[i : i + 1250] for i in range(0, 1300 * 500, 500)]
+    store = VectorStore(encoder.dim, "int4", shard_size=500)
+    store.add(encoder.encode(frags))
+    rng = np.random.default_rng(8)
+    reads = []
+    for start in rng.integers(0, 1300 * 500, 60):  # 250 bp with 2% substitutions
+        read = np.array(list(seq[start : start + 250]))
+        read[rng.random(250) < 0.02] = "A"
+        reads.append("".join(read))
+    reads = encoder.encode(reads)
+    everything = np.tile(np.arange(1300), (len(reads), 1))
+    full_s, full_i = store.rerank(reads, everything, 8)
+    pre_s, pre_i = store.rerank(reads, everything, 8, prefilter=64)
+    assert np.array_equal(pre_i[:, 0], full_i[:, 0]) and np.array_equal(pre_s[:, 0], full_s[:, 0])
+    assert np.array_equal(store.rerank(reads, everything[:, :64], 8, prefilter=64)[1],
+                          store.rerank(reads, everything[:, :64], 8)[1])  # P >= C: no prefilter
+
+
 def test_rerank_keeps_only_candidates_and_pads(int4_store):
     store, _, queries = int4_store
     cand = np.full((len(queries), 4), -1, dtype=np.int64)

@@ -78,7 +78,8 @@ class CandidateFinder:
     of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i.
 
     With `coarse` = (encoder, `CoarseTier`) (a tiered index) the coarse tier picks each read's
-    `coarse_candidates` fragments and `store` scores only those (`VectorStore.rerank`)."""
+    `coarse_candidates` fragments and `store` scores only those (`VectorStore.rerank`): the
+    `prefilter_candidates` best of them on a prefix of the exact tier's codes, in full."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
                  fragment_len: int, coarse: tuple | None = None):
@@ -114,7 +115,8 @@ class CandidateFinder:
             return self.store.search(vectors, k)
         encoder, tier = self.coarse
         picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k))
-        return self.store.rerank(vectors, picked, k)
+        prefilter = max(self.options.prefilter_candidates, k) if self.options.prefilter_candidates else 0
+        return self.store.rerank(vectors, picked, k, prefilter)
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:

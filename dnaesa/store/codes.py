@@ -38,6 +38,9 @@ CODE_KINDS = {"int8": (127, -127, 127), "int4": (7, -8, 7)}
 GRID_DIVISORS = (1, 2, 3, 4)
 #: queries searched at a time: the score block is this x shard size
 QUERY_CHUNK = 4096
+#: a re-rank's prefilter scores the coordinates in the first 1 / PREFIX_PART of each row's bytes
+#: (int4 at 4,096 dims: 256 bytes, 512 coordinates)
+PREFIX_PART = 8
 #: float32 products of integers are exact while every partial sum stays below this
 F32_EXACT = 2**24
 #: shard rows unpacked to float32 at a time (64 MB at 4,096 dims) when products are float32
@@ -175,29 +178,52 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def _shard_dots(q_int: np.ndarray, shard, kind: str, dim: int, rows: np.ndarray, reads: np.ndarray, slots: np.ndarray,
-                dots: np.ndarray, norms: np.ndarray) -> None:
-    """dots[slots] = q_int[reads] . shard[rows] and norms[slots] = |shard[rows]|^2 (int64)."""
+                dots: np.ndarray, norms: np.ndarray, width: int | None = None) -> None:
+    """dots[slots] = q_int[reads] . shard[rows] and norms[slots] = |shard[rows]|^2 (int64), over
+    the coordinates held in each row's first `width` bytes (all by default)."""
+    h = shard.shape[1]
+    width = h if width is None else min(width, h)
     if kind == "int4" and HAVE_NUMBA:
-        h = shard.shape[1]
         q = q_int if dim == 2 * h else np.pad(q_int, ((0, 0), (0, 2 * h - dim)))
         from dnaesa.store import kernels
 
-        kernels._dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms)
+        kernels._dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms, width)
         return
+    cols = np.arange(width) if kind == "int8" else np.r_[0:width, h : min(h + width, dim)]
     for lo in range(0, len(rows), 4096):
-        part = unpack_rows(shard[rows[lo : lo + 4096]], kind, dim).astype(np.int32)
-        dots[slots[lo : lo + 4096]] = np.einsum("cd,cd->c", part, q_int[reads[lo : lo + 4096]].astype(np.int32))
+        part = unpack_rows(shard[rows[lo : lo + 4096]][:, :width], kind, 2 * width)[:, : len(cols)].astype(np.int32)
+        dots[slots[lo : lo + 4096]] = np.einsum("cd,cd->c", part, q_int[reads[lo : lo + 4096]][:, cols].astype(np.int32))
         norms[slots[lo : lo + 4096]] = np.square(part).sum(axis=1, dtype=np.int64)
 
 
+def _dots_by_shard(q_int: np.ndarray, shards: list, kind: str, dim: int, shard_size: int, cand: np.ndarray,
+                   width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(dots, |row|^2) of each query with each of its candidates (int64 ids (n, C) ascending along
+    rows, -1 pads: 0), flat (n * C,); the rows are read grouped by shard and in id order, so rows
+    shared by reads are read once, in sequence, and a memory-mapped shard pages in just those."""
+    n_q, n_c = cand.shape
+    slots = np.flatnonzero((cand >= 0).ravel())
+    ids = cand.ravel()[slots]
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(len(shards) + 1) * shard_size)
+    dots = np.zeros(n_q * n_c, dtype=np.int64)
+    sq = np.zeros(n_q * n_c, dtype=np.int64)
+    for s in np.flatnonzero(np.diff(bounds)):
+        sel = order[bounds[s] : bounds[s + 1]]
+        _shard_dots(q_int, shards[s], kind, dim, ids[sel] - s * shard_size, slots[sel] // n_c, slots[sel], dots, sq, width)
+    return dots, sq
+
+
 def rerank_code_rows(queries: np.ndarray, shards: list, kind: str, dim: int, shard_size: int, candidates: np.ndarray,
-                     k: int) -> tuple[np.ndarray, np.ndarray]:
+                     k: int, prefilter: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among its `candidates` (int64 ids (n, C), -1 pads), scored as
     `search_code_shards` scores them (the same float32 numbers), ties to the lower id.
 
-    `shards[s]` holds ids s * shard_size ...; the candidates are grouped by shard and only their
-    rows are read (a memory-mapped shard pages in just those). Returns (scores float32 (n, k),
-    ids int64 (n, k)), -1 / -inf pads."""
+    `shards[s]` holds ids s * shard_size ...; only the candidates' rows are read. With `prefilter`
+    = P below C, each query's candidates are first scored on the coordinates in the first
+    1 / `PREFIX_PART` of each row's bytes (a count sketch's coordinates are hash buckets, so those
+    are a smaller sketch of the same k-mers), and only the P best of them are scored in full.
+    Returns (scores float32 (n, k), ids int64 (n, k)), -1 / -inf pads."""
     n_q, n_c = candidates.shape
     out_s = np.full((n_q, k), -np.inf, dtype=np.float32)
     out_i = np.full((n_q, k), -1, dtype=np.int64)
@@ -207,16 +233,15 @@ def rerank_code_rows(queries: np.ndarray, shards: list, kind: str, dim: int, sha
     q_scale = (1.0 / np.maximum(code_norms(q_codes, "int8", dim), 1e-30)).astype(np.float32)
     q_int = q_codes.view(np.int8)
     cand = np.sort(candidates, axis=1)  # ids ascending: ties below go to the lower id
+    if 0 < prefilter < n_c:
+        width = max(1, code_width(kind, dim) // PREFIX_PART)
+        dots, sq = _dots_by_shard(q_int, shards, kind, dim, shard_size, cand, width)
+        partial = np.where(cand.ravel() >= 0, dots / np.sqrt(np.maximum(sq, 1)), -np.inf).reshape(n_q, n_c)
+        best = np.sort(np.argsort(-partial, axis=1, kind="stable")[:, :prefilter], axis=1)
+        cand = np.take_along_axis(cand, best, 1)
+        n_c = prefilter
     valid = cand >= 0
-    slots = np.flatnonzero(valid.ravel())
-    ids = cand.ravel()[slots]
-    order = np.argsort(ids, kind="stable")  # row order: rows shared by reads are read once, in sequence
-    bounds = np.searchsorted(ids[order], np.arange(len(shards) + 1) * shard_size)
-    dots = np.zeros(n_q * n_c, dtype=np.int64)
-    sq = np.zeros(n_q * n_c, dtype=np.int64)
-    for s in np.flatnonzero(np.diff(bounds)):
-        sel = order[bounds[s] : bounds[s + 1]]
-        _shard_dots(q_int, shards[s], kind, dim, ids[sel] - s * shard_size, slots[sel] // n_c, slots[sel], dots, sq)
+    dots, sq = _dots_by_shard(q_int, shards, kind, dim, shard_size, cand)
     norms = np.sqrt(sq).astype(np.float32)
     inv = np.divide(np.float32(1), norms, out=np.zeros_like(norms), where=norms > 0)
     scores = (dots.astype(np.float32) * inv).reshape(n_q, n_c)

@@ -264,13 +264,15 @@ class VectorStore:
         share them; `rerank` needs nothing else (no norms pass, no copy to a device)."""
         self._read_all()
 
-    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, prefilter: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` of each query among its `candidates` (int64 ids (n, C), -1 pads), scored exactly
-        as `search` scores them (code kinds); only the candidates' rows are read."""
+        as `search` scores them (code kinds); only the candidates' rows are read. `prefilter` = P:
+        only the P best on a prefix of each row are scored in full (`codes.rerank_code_rows`)."""
         if not self.codes:
             raise ValueError(f"rerank needs a code store (int8, int4), not {self.kind}")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k)
+        return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
+                                prefilter)
 
     def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         shards = self._gpu_shards or self._read_all()
