@@ -88,7 +88,7 @@ def load_reference(ref: str | Path | Sequence[str | Path], directory: str | Path
     folder = Path(directory) if directory is not None else default_index_dir(paths[0])
     manifest = None if rebuild else read_manifest(folder)
     if manifest is not None and (len(manifest.get("genomes") or ()) > 1 or len(refs) > 1):
-        found = recorded_genomes(folder, manifest, refs, strict=False)
+        found = recorded_genomes(folder, manifest, refs)
         if found is not None:
             return found
     if len(refs) == 1 and not names:
@@ -104,11 +104,11 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def recorded_genomes(folder: Path, manifest: dict, given: Sequence[Reference] = (),
-                     strict: bool = True) -> Reference | None:
+def recorded_genomes(folder: Path, manifest: dict, given: Sequence[Reference] = ()) -> Reference | None:
     """The genomes the manifest in `folder` records, as one reference; a genome whose checksum one
     of `given` has is taken from it, the others are read from their recorded files and checked.
-    When a given reference is not one of them: None, or (strict) an IndexDirError."""
+    None when a given reference is not one of them (an InputError when it is a recorded file
+    that changed)."""
     entries = manifest.get("genomes")
     if not entries:
         raise IndexDirError(f"{folder}: its manifest does not record the FASTA it was built from (an older "
@@ -121,9 +121,6 @@ def recorded_genomes(folder: Path, manifest: dict, given: Sequence[Reference] = 
             if changed:
                 raise InputError(ref.path, f"changed since it was indexed as genome {changed[0]['name']} of {folder} "
                                  "(its sequences differ); restore it, or rebuild the index with --rebuild-index")
-            if strict:
-                raise IndexDirError(f"{folder}: {ref.path} is not one of its genomes "
-                                    f"({', '.join(g['name'] for g in entries)})")
             return None
     parts = [(g["name"], by_checksum.get(g["checksum"]) or _read_genome(g, folder)) for g in entries]
     return Reference.combine(parts, folder if len(parts) > 1 else None)
@@ -145,7 +142,8 @@ def _read_genome(entry: dict, folder: Path) -> Reference:
 def record_genomes(index: Index, reference: Reference) -> bool:
     """Bring the manifest's `genomes` up to date with `reference`, which the index matches: where
     each FASTA file is now, a single genome's name when one was given (`--genome`), or the whole
-    list when an older dnaesa wrote none. Returns whether the manifest changed."""
+    list when an older dnaesa wrote none. Returns whether the manifest changed; a folder that
+    cannot be written (read-only, or another writer at work) is left as it is, with a warning."""
     found = index.manifest.get("genomes")
     now = genome_entries(reference, IndexOptions(**index.manifest["options"]))
     if found and len(found) == len(now):
@@ -153,11 +151,15 @@ def record_genomes(index: Index, reference: Reference) -> bool:
         now = [dict(old, path=new["path"], name=new["name"] if renamed else old["name"]) for old, new in zip(found, now)]
     if now == found:
         return False
-    with writing(index.directory):
-        manifest = read_manifest(index.directory)
-        if manifest is None or manifest.get("checksums") != index.manifest["checksums"]:
-            return False  # changed meanwhile: leave it
-        write_manifest(index.directory, dict(manifest, genomes=now))
+    try:
+        with writing(index.directory):
+            manifest = read_manifest(index.directory)
+            if manifest is None or manifest.get("checksums") != index.manifest["checksums"]:
+                return False  # changed meanwhile: leave it
+            write_manifest(index.directory, dict(manifest, genomes=now))
+    except (IndexDirError, OSError) as err:
+        log.warning("[dnaesa] %s: could not record where its genomes' FASTA files are (%s)", index.directory, err)
+        return False
     log.info("[dnaesa] %s: recorded the genomes %s", index.directory,
              ", ".join(f"{g['name']} ({g['path']})" for g in now))
     return True
@@ -249,23 +251,33 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
     sums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
 
     listed = {*manifest["checksums"], fragments_file(manifest)}
-    placed = {name: _free_name(name, listed) for name in sums}
+    placed = {name: _free_name(name, listed) for name in sums}  # not a file that a reader may be using
     for name, target in placed.items():
         _link(partial / name, directory / target)
-    base = manifest["genomes"]
-    contigs = manifest["contigs"] if len(base) > 1 else [[f"{base[0]['name']}:{c}", n] for c, n in manifest["contigs"]]
-    contigs += [[f"{name}:{c}", len(seq)] for name, ref in parts for c, seq in zip(ref.names, ref.seqs)]
-    genomes = base + genome_entries(new, options, n_old)
-    grown = dict(manifest, reference_checksum=genomes_checksum([(g["name"], g["checksum"]) for g in genomes]),
-                 contigs=contigs, genomes=genomes, n_fragments=int(len(fragments)), fragments_file=placed[FRAGMENTS])
-    for key in keys:
-        grown[key] = manifest[key][:first] + [placed[name] for name in names[key]]
+    grown = _grown_manifest(manifest, parts, genome_entries(new, options, n_old), len(fragments), first,
+                            {key: [placed[name] for name in names[key]] for key in keys})
     every = {**manifest["checksums"], **{placed[name]: value for name, value in sums.items()}}
-    grown["checksums"] = {name: every[name] for key in keys for name in grown[key]}
-    grown["checksums"][placed[FRAGMENTS]] = sums[FRAGMENTS]
+    grown["fragments_file"] = placed[FRAGMENTS]
+    grown["checksums"] = {name: every[name] for name in [*grown["shards"], *grown.get("coarse_shards", []),
+                                                          placed[FRAGMENTS]]}
     write_manifest(directory, grown)
     _remove_unlisted(directory, grown)
     shutil.rmtree(partial)
+
+
+def _grown_manifest(manifest: dict, parts: list[tuple[str, Reference]], added: list[dict], n_fragments: int,
+                    first: int, new_shards: dict) -> dict:
+    """The manifest with the genomes `parts` (entries `added`) after its own: contigs qualified by
+    their genome, the old shards before `first` and then `new_shards` (per tier key)."""
+    base = manifest["genomes"]
+    contigs = manifest["contigs"] if len(base) > 1 else [[f"{base[0]['name']}:{c}", n] for c, n in manifest["contigs"]]
+    contigs += [[f"{name}:{c}", len(seq)] for name, ref in parts for c, seq in zip(ref.names, ref.seqs)]
+    genomes = base + added
+    grown = dict(manifest, reference_checksum=genomes_checksum([(g["name"], g["checksum"]) for g in genomes]),
+                 contigs=contigs, genomes=genomes, n_fragments=int(n_fragments))
+    for key, names in new_shards.items():
+        grown[key] = manifest[key][:first] + names
+    return grown
 
 
 def _free_name(name: str, taken: set) -> str:

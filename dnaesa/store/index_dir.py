@@ -198,9 +198,11 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
             return add_coarse_tier(reference, directory, expected, progress)
         genomes = found.get("genomes") or []
         if len(genomes) > 1 and why == "the reference changed":
+            table = reference.genome_table()
+            given = reference.path if len(table) == 1 else " + ".join(g.path for g in table)
             raise IndexDirError(f"{directory}: holds the genomes {', '.join(g['name'] for g in genomes)}, and "
-                                f"{reference.path} is not one of them: align against the folder (dnaesa align "
-                                f"READS {directory}), or rebuild it there with --rebuild-index")
+                                f"{given} is not one of them: align against the folder (dnaesa align READS "
+                                f"{directory}), or rebuild it there with --rebuild-index")
         if explicit or len(genomes) > 1:
             hint = ""
             if why == "the reference changed" and genomes and {g["checksum"] for g in genomes} <= \
