@@ -69,13 +69,17 @@ def test_int8_and_float32_products_give_the_same_scores(lambda_vectors, kind, mo
     blocks of F32_BLOCK rows: the same float32 scores as `torch._int_mm` (the sums are exact)."""
     frags, reads, _ = lambda_vectors
     monkeypatch.setattr(codes_mod, "F32_BLOCK", 15)  # 95 fragments: shards of 40, each in blocks of 15
-    results = {}
+    results, int_mm_calls = {}, []
+    real_int_mm = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a, **k: int_mm_calls.append(1) or real_int_mm(*a, **k))
     for flag in ("1", "0"):
         monkeypatch.setenv("DNAESA_INT8_PRODUCTS", flag)
         assert exact_in_float32(reads, kind, frags.shape[1]) == (flag == "0")
         results[flag] = VectorStore(frags.shape[1], kind, shard_size=40)
         results[flag].add(frags)
+        int_mm_calls.clear()
         results[flag] = results[flag].to("cpu", "torch").search(reads, 8)
+        assert bool(int_mm_calls) == (flag == "1")  # the path asked for is the path taken
     np.testing.assert_array_equal(results["0"][0], results["1"][0])
     tie_free = results["1"][0][:, :-1] > results["1"][0][:, 1:]  # ids may differ only among equal scores
     assert np.array_equal(results["0"][1][:, :-1][tie_free], results["1"][1][:, :-1][tie_free])

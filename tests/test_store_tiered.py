@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dnaesa.errors import IndexDirError
 from dnaesa.model.base import load_encoder
@@ -41,8 +42,11 @@ def test_coarse_top_c_is_exact_with_ties(use_numba, c, int8_products, monkeypatc
     tier.add(codes / COARSE_SCALE)
     assert tier.clipped == 0 and tier.ntotal == 9_000
     tier.use_numba = use_numba
+    calls, real_int_mm = [], torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a, **k: calls.append(1) or real_int_mm(*a, **k))
     got = tier.search(queries / COARSE_SCALE, c)
     assert np.array_equal(got, _brute_top(codes, queries, c))
+    assert bool(calls) == (int8_products == "1")  # the path asked for is the path taken
 
 
 def test_coarse_pads_when_fewer_vectors_than_c():

@@ -131,7 +131,7 @@ def search_code_shards(queries: np.ndarray, shards: list, inv_norms: list, kind:
     n_q = len(queries)
     best_s = torch.full((n_q, k), -torch.inf, dtype=torch.float32, device=device)
     best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=device)
-    f32 = device == "cpu" and not exact_in_float32(queries, kind, dim)
+    f32 = device == "cpu" and exact_in_float32(queries, kind, dim)
     block = F32_BLOCK if f32 else max((len(s) for s in shards), default=0)
     if device == "cpu":
         codes, _ = quantize(queries, "int8")
