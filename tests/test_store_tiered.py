@@ -245,3 +245,30 @@ def test_interrupted_upgrade_keeps_the_int4_index_and_resumes(random_ref, tmp_pa
     assert upgraded.manifest["coarse_shards"] == whole.manifest["coarse_shards"]
     for name in whole.manifest["coarse_shards"]:
         assert (folder / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_build_in_worker_processes_writes_the_same_bytes(random_ref, tmp_path):
+    """Fragments embedded by 2 worker processes, chunk by chunk: the shards of one process."""
+    from dnaesa.store.index_dir import build_index, expected_manifest
+
+    ref, enc = Reference.load(random_ref), load_encoder("default", "cpu")
+    manifest = expected_manifest(ref, enc, IndexOptions(index_kind="tiered", shard_size=1000))
+    one = build_index(ref, enc, tmp_path / "one", manifest, chunk=128)
+    two = build_index(ref, enc, tmp_path / "two", manifest, chunk=128, workers=2)
+    assert one.manifest["checksums"] == two.manifest["checksums"] and len(one.manifest["shards"]) == 2
+
+
+def _die_at_chunk_two(lo):
+    import os
+
+    if lo == 2:
+        os._exit(3)
+    return [lo]
+
+
+def test_a_dead_embedding_worker_stops_the_build_instead_of_hanging():
+    from dnaesa.store.parallel_embed import encoded_chunks
+
+    assert list(encoded_chunks(_die_at_chunk_two, [0, 1], 2)) == [[0], [1]]
+    with pytest.raises(IndexDirError, match="worker process died"):
+        list(encoded_chunks(_die_at_chunk_two, [0, 1, 2, 3], 2))

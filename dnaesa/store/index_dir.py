@@ -38,6 +38,7 @@ from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
 from dnaesa.store.coarse import CoarseTier
+from dnaesa.store.parallel_embed import encoded_chunks
 from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
 
 log = logging.getLogger("dnaesa")
@@ -163,7 +164,8 @@ def check_replaceable(directory: Path) -> None:
 
 
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
-               rebuild: bool = False, progress: Callable | None = None, options_given: bool = True) -> Index:
+               rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
+               workers: int = 1) -> Index:
     """Load the index in `directory` when its manifest matches, else build it there. With
     `index_kind="auto"` an existing index keeps its store kind (`dnaesa index --store int4` then
     `dnaesa align` uses that int4 index); a new one gets the kind `resolve_options` picks.
@@ -195,7 +197,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
             return load_index(directory)
         if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
-            return add_coarse_tier(reference, directory, expected, progress)
+            return add_coarse_tier(reference, directory, expected, progress, workers=workers)
         genomes = found.get("genomes") or []
         if len(genomes) > 1 and why == "the reference changed":
             table = reference.genome_table()
@@ -213,7 +215,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         log.info("index %s was built for other input (%s): rebuilding", directory, why)
     elif not rebuild:
         log.info("no index at %s: building it", directory)
-    return build_index(reference, encoder, directory, expected, progress)
+    return build_index(reference, encoder, directory, expected, progress, workers=workers)
 
 
 def _as_int4(manifest: dict) -> dict:
@@ -347,7 +349,7 @@ def _record(partial: Path, expected: dict, names: dict, checksums: dict, fragmen
 
 
 def build_index(reference: Reference, encoder: Encoder, directory: Path, manifest: dict,
-                progress: Callable | None = None, chunk: int = 4096) -> Index:
+                progress: Callable | None = None, chunk: int = 4096, workers: int = 1) -> Index:
     """Embed every fragment, store the vectors and write the directory. Full shards go to disk
     as they fill (memory holds one shard at a time) and are recorded in `progress.json`, so an
     interrupted build resumes after them; the index is then loaded back."""
@@ -367,7 +369,7 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
             coarse = coarse_encoder()
             tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None))
         names, checksums = write_guard(partial, lambda: embed_tiers(reference, fragments, tiers, options, partial,
-                                                                       manifest, progress, chunk))
+                                                                       manifest, progress, chunk, workers=workers))
         write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         (partial / PROGRESS).unlink(missing_ok=True)
@@ -381,7 +383,7 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
 
 
 def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progress: Callable | None = None,
-                    chunk: int = 4096) -> Index:
+                    chunk: int = 4096, workers: int = 1) -> Index:
     """Make the int4 index in `directory` tiered: embed its fragments with the coarse encoder into
     `DIR.coarse.partial/` (resumable like a build), then move the coarse shards in and replace the
     manifest (written beside it and renamed: a reader sees the old index or the new one)."""
@@ -394,7 +396,8 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
             coarse = coarse_encoder()
             tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None)]
             names, checksums = write_guard(partial, lambda: embed_tiers(reference, index.fragments, tiers, options,
-                                                                           partial, expected, progress, chunk))
+                                                                           partial, expected, progress, chunk,
+                                                                           workers=workers))
             for name in names["coarse_shards"]:
                 (partial / name).rename(directory / name)
             write_manifest(directory, dict(index.manifest, **expected, **names,
@@ -423,13 +426,13 @@ def write_guard(partial: Path, write: Callable):
 
 
 def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
-                manifest: dict, progress: Callable | None, chunk: int, first: int = 0, carried: int = 0
-                ) -> tuple[dict, dict]:
+                manifest: dict, progress: Callable | None, chunk: int, first: int = 0, carried: int = 0,
+                workers: int = 1) -> tuple[dict, dict]:
     """Embed `fragments` with each tier's encoder into its store (`tiers`: (manifest key, encoder,
     store, None or (the shard file it goes on filling, checksums))), spilling full shards into
     `partial` as shard `first`, `first + 1`, ... and recording them; returns (names per key,
     checksums). An index that grows (`genomes.add_genomes`) fills its last shard, which holds
-    `carried` vectors, first."""
+    `carried` vectors, first. `workers` > 1 processes encode the chunks (`parallel_embed.py`)."""
     keys = [key for key, _, _, _ in tiers]
     start, names, checksums = _resume_point(partial, manifest, keys)
     for key, _, store, last in tiers:
@@ -438,12 +441,16 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
     update = progress(len(fragments)) if progress else None
     if update and start:
         update(start)
-    for lo in range(start, len(fragments), chunk):
+    def encode(lo: int) -> list:
+        seqs = [reference.fetch(c, s, e) for c, s, e in fragments[lo : lo + chunk]]
+        return [encoder.encode(seqs) for _, encoder, _, _ in tiers]
+
+    starts = range(start, len(fragments), chunk)
+    for lo, vectors in zip(starts, encoded_chunks(encode, starts, workers)):
         rows = fragments[lo : lo + chunk]
-        seqs = [reference.fetch(c, s, e) for c, s, e in rows]
         wrote = False
-        for key, encoder, store, _ in tiers:
-            store.add(encoder.encode(seqs))
+        for (key, _, store, _), tier_vectors in zip(tiers, vectors):
+            store.add(tier_vectors)
             written = store.spill(partial, first + len(names[key]))
             names[key] += written
             checksums.update({name: file_checksum(partial / name) for name in written})
