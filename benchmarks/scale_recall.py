@@ -9,9 +9,13 @@ queries/s (embedding excluded, one process, torch threads as set).
 A tiered index is searched as `dnaesa align` searches it (the coarse tier picks C fragments, the
 exact tier scores them; `--coarse-candidates C`, several allowed: one line each), and the line adds
 the coarse tier's own recall@1/8/16 and recall@C (the share of reads whose true fragment is among
-the C picked: what the exact tier can at best recover).
+the C picked: what the exact tier can at best recover). `--prefilter P,...` re-ranks with the
+prefilter of `dnaesa align --prefilter-candidates` (0: every candidate in full); each (C, P) pair
+is a line. The coarse search runs once for the widest C and is shared, so only the first line's
+queries/s includes it.
 
     python benchmarks/scale_recall.py REF.fa INDEX_DIR reads.fq [--store auto] [--threads 2] [--max-reads N]
+        [--coarse-candidates 1024,2048] [--prefilter 0,256]
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--max-reads", type=int, default=0, help="stop after this many reads (0: all)")
     p.add_argument("--coarse-candidates", default="256", help="tiered: C values, comma-separated")
+    p.add_argument("--prefilter", default="0", help="tiered: re-rank prefilter values (0: none), comma-separated")
     args = p.parse_args()
     set_threads(args.threads)
     encoder = load_encoder(args.encoder, "cpu")
@@ -57,18 +62,22 @@ def main() -> None:
     else:
         store = index.store
         store.open_shards()
-        cs = [int(c) for c in args.coarse_candidates.split(",")]
-        counts = []
-        for c in cs:
-            def search(q, seqs, c=c):
-                picked = index.coarse.search(index.coarse_encoder.encode(seqs), c)
-                return store.rerank(q, picked, max(KS))[1], picked
+        runs = [(int(c), int(p)) for c in args.coarse_candidates.split(",") for p in args.prefilter.split(",")]
+        cs, counts, picked_for = [f"{c}, prefilter {p}" for c, p in runs], [], {}
+        widest = max(c for c, _ in runs)
+        for c, prefilter in runs:
+            def search(q, seqs, c=c, prefilter=prefilter):
+                key = (len(seqs), seqs[0], seqs[-1])  # the coarse top C is a prefix of its widest top: search once
+                if key not in picked_for:
+                    picked_for[key] = index.coarse.search(index.coarse_encoder.encode(seqs), widest)
+                picked = picked_for[key][:, :c]
+                return store.rerank(q, picked, max(KS), prefilter)[1], picked
             counts.append(_recall(args, index, reference, encoder, search))
     shard_bytes = sum((Path(args.index) / name).stat().st_size
                       for name in index.manifest["shards"] + index.manifest.get("coarse_shards", []))
     kind = index.manifest["options"]["index_kind"]
     for c, (hits, coarse_hits, n, search_s) in zip(cs, counts):
-        extra = [] if c is None else [f"C={c}", *(f"{100 * coarse_hits[k] / n:.2f}" for k in (*KS, c))]
+        extra = [] if c is None else [f"C={c}", *(f"{100 * coarse_hits[k] / n:.2f}" for k in (*KS, int(c.split(",")[0])))]
         print("\t".join(map(str, [args.index, kind, store.ntotal, round(shard_bytes / store.ntotal), n,
                                   *(f"{100 * hits[k] / n:.2f}" for k in KS), f"{n / search_s:.1f}", *extra])))
 
