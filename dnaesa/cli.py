@@ -145,6 +145,7 @@ def _build_parser() -> argparse.ArgumentParser:
     genomes.add_argument("--genome", action="append", metavar="NAME",
                          help="name of a REF's genome, once per REF, in order [its file name without .fa/.gz]")
     _add_model_args(index)
+    _add_engine_args(index)
 
     for name, module, text in (("train", "dnaesa.train", "train an encoder on reference sequence"),
                                ("simulate", "dnaesa.simulate", "simulate reads with their truth in the names"),
@@ -173,27 +174,27 @@ def _positive_int(text: str) -> int:
 
 def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
     """The `Aligner` of the command line: index flags the user gave (others None: the defaults,
-    the preset, then these, as `dnaesa.options.resolve_options` layers them)."""
+    the preset, then these, as `dnaesa.options.resolve_options` layers them), and the engine
+    (which also embeds the index when it is built)."""
     from dnaesa.pipeline import Aligner
 
+    engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_workers": args.ray_workers,
+              "ray_gpus_per_worker": args.ray_gpus_per_worker}
     ref = args.ref[0] if isinstance(args.ref, list) and len(args.ref) == 1 else args.ref
     return Aligner(ref, model=args.model or args.encoder, index=args.index, device=args.device,
                    threads=args.threads, rebuild=args.rebuild_index, progress=not args.quiet, preset=preset,
                    fragment_len=args.fragment_len, max_read_len=args.max_read_len, index_kind=args.index_kind,
-                   genomes=getattr(args, "genome", None), **map_options)
+                   genomes=getattr(args, "genome", None), **engine, **map_options)
 
 
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
-    engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_workers": args.ray_workers,
-              "ray_gpus_per_worker": args.ray_gpus_per_worker}
     if len(args.more) > 2:
         raise OptionsError(f"align takes READS [MATES] REF, got {len(args.more) + 1} files")
     mates, args.ref = (None, args.more[0]) if len(args.more) == 1 else tuple(args.more)
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
-                       coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
-                       **engine)
+                       coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,
@@ -208,6 +209,8 @@ def _run_index(args: argparse.Namespace) -> int:
 
         if args.index is None or args.rebuild_index:
             raise OptionsError("--add needs --index DIR, the index to add the genomes to, and no --rebuild-index")
+        if args.engine == "ray":
+            raise OptionsError("--add embeds the new genomes on this machine; --engine ray is not supported with it yet")
         index = add_to_index(args.index, args.ref, args.genome, model=args.model or args.encoder, device=args.device,
                              threads=args.threads, progress=not args.quiet, fragment_len=args.fragment_len,
                              max_read_len=args.max_read_len, index_kind=args.index_kind)

@@ -102,7 +102,8 @@ class Aligner:
         given = {k for k, v in options.items() if v is not None and k in INDEX_OPTION_NAMES}
         self.index: Index = open_index(self.reference, self.encoder, self.index_options, index, rebuild,
                                        progress=lambda total: progress_bar("index", total, progress),
-                                       options_given=bool(given), workers=threads or os.cpu_count() or 1)
+                                       options_given=bool(given), workers=threads or os.cpu_count() or 1,
+                                       engine=self._ray)
         self.index_options = IndexOptions(**{k: v for k, v in self.index.manifest["options"].items()
                                              if k in INDEX_OPTION_NAMES})
         backend = self.options.search_backend

@@ -80,3 +80,66 @@ def test_ray_pairs_equal_local_pairs(cluster, lambda_ref, lambda_contigs, tmp_pa
         Aligner(lambda_ref, "kmer", index=index, engine=engine, ray_workers=2, threads=2,
                 batch_size=400).align_file(str(tmp_path / "r1.fq"), str(outs[engine]), mates=str(tmp_path / "r2.fq"))
     assert _body(outs["ray"]) == _body(outs["local"]) and len(_body(outs["ray"])) > 1600
+
+
+@pytest.fixture(scope="module")
+def small_random_ref(tmp_path_factory):
+    import numpy as np
+
+    rng = np.random.default_rng(21)
+    path = tmp_path_factory.mktemp("rayref") / "random.fa"
+    with open(path, "w") as fh:
+        for name, n in (("a", 700_000), ("b", 500_000)):
+            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
+    return path
+
+
+def _tiered_build(ref_path, folder, **kwargs):
+    from dnaesa.model.base import load_encoder
+    from dnaesa.options import IndexOptions
+    from dnaesa.reference import Reference
+    from dnaesa.store.index_dir import build_index, expected_manifest
+
+    ref, enc = Reference.load(ref_path), load_encoder("default", "cpu")
+    manifest = expected_manifest(ref, enc, IndexOptions(index_kind="tiered", shard_size=1000))
+    return build_index(ref, enc, folder, manifest, chunk=128, **kwargs)
+
+
+def test_ray_index_build_writes_the_same_bytes_despite_a_killed_actor(cluster, small_random_ref, tmp_path,
+                                                                      monkeypatch):
+    """Chunks embedded by 2 Ray actors, one of which dies once (replaced, its chunk retried): the
+    shards (int4 and coarse) of one process."""
+    from dnaesa.engine.ray import KILL_CHUNK_HOOK, RayEngine
+
+    one = _tiered_build(small_random_ref, tmp_path / "one")
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_CHUNK_HOOK, f"256:{marker}")
+    two = _tiered_build(small_random_ref, tmp_path / "two", engine=RayEngine(2))
+    assert marker.exists(), "the hook did not fire"
+    assert one.manifest["checksums"] == two.manifest["checksums"] and len(one.manifest["shards"]) >= 2
+
+
+def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, small_random_ref, tmp_path, monkeypatch,
+                                                                  capsys):
+    """`dnaesa index --engine ray`: an actor that dies with no restarts left stops the build with
+    one error line; the same command then builds the index a local build makes."""
+    import dnaesa.engine.ray as ray_engine
+
+    def index(folder, *extra):
+        return main(["-q", "index", str(small_random_ref), "--index", str(folder), "--store", "int4", *extra])
+
+    assert index(tmp_path / "local", "-t", "1") == 0
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(ray_engine.KILL_CHUNK_HOOK, f"0:{marker}")
+    monkeypatch.setattr(ray_engine, "MAX_RESTARTS", 0)
+    capsys.readouterr()
+    assert index(tmp_path / "ray", "--engine", "ray", "--ray-workers", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Ray actor embedding the index failed and retries ran out" in err[0], err
+    assert not (tmp_path / "ray").exists()
+    monkeypatch.undo()
+    assert index(tmp_path / "ray", "--engine", "ray", "--ray-workers", "2") == 0
+    import json
+
+    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("local", "ray")]
+    assert manifests[0]["checksums"] == manifests[1]["checksums"]

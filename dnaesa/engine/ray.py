@@ -17,17 +17,33 @@ Design, as a user with a cluster would want it:
   line and no output.
 - Pairs: the driver estimates the insert size (as the local engine does, from the first pairs)
   and the actors pair mates with it.
+- Index building (`dnaesa index --engine ray`, and `align --engine ray` when its index is
+  missing): `RayEngine.encoded_chunks` has the contract of `store.parallel_embed.encoded_chunks`
+  (each chunk's vectors, in order), so `index_dir.embed_tiers` stores and writes them exactly as
+  local chunks and the index is the same bytes (tested). The chunk encoder (a function of a chunk's
+  first fragment, holding the reference, the fragment table and the tiers' encoders) is put in the
+  object store once with `ray.put` and each `_ChunkActor` takes it once, when it starts (and again
+  only when Ray restarts it); a task carries one integer and returns the chunk's vectors. Why not
+  load from the FASTA path, as the align actors do: the reference being indexed is not always one
+  file (several genomes combined into one index, a coarse tier added to an int4 index), the
+  encoders must be the very ones the driver checked against the manifest, the build then needs no
+  shared filesystem, and a FASTA is not parsed again per actor; the price is one copy of the
+  reference per actor (as loading it would cost). The driver holds the object until the build
+  ends, so a restarted actor finds it. The actors run numpy's OpenBLAS with the driver's thread
+  count (`_blas_threads`): one thread rounds some products differently from several.
+  Shards stay written by the driver: quantising and `np.save` of a chunk cost little next to
+  encoding it, and one writer keeps the build resumable (`progress.json`) and the bytes identical.
 - Not yet: GPU actors (`--ray-gpus-per-worker` is passed to Ray but the actors' search device
-  follows `--device`), index building on Ray.
+  follows `--device`).
 """
 from __future__ import annotations
 
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
-from dnaesa.errors import DnaesaError, OptionsError, WorkerError
+from dnaesa.errors import DnaesaError, IndexDirError, OptionsError, WorkerError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dnaesa.pipeline import Aligner, Summary
@@ -38,6 +54,9 @@ IN_FLIGHT_PER_ACTOR = 2
 MAX_RESTARTS = 3
 #: test hook: an actor process exits while aligning this batch number (once per run folder)
 KILL_HOOK = "DNAESA_RAY_TEST_KILL_BATCH"
+#: test hook for index building: "LO:PATH", an actor exits while encoding the chunk starting at
+#: fragment LO, once (while PATH does not exist; it creates it)
+KILL_CHUNK_HOOK = "DNAESA_RAY_TEST_KILL_CHUNK"
 
 
 def _ray():
@@ -72,6 +91,52 @@ class _Actor:
                                 search=a.find_candidates)
         return format_reads(a.refiner, self.formatter, names, seqs, quals, a.find_candidates(seqs),
                             search=a.find_candidates)
+
+
+class _ChunkActor:
+    """One Ray actor encoding an index's chunks: `encode` (the chunk encoder, from the object
+    store) is taken once, when the actor starts."""
+
+    def __init__(self, encode, kill: tuple | None = None):
+        try:
+            import torch
+
+            torch.set_num_threads(1)  # the actors are the parallelism
+        except ImportError:  # pragma: no cover
+            pass
+        self.encode_chunk, self.kill = encode, kill
+
+    def encode(self, lo: int) -> list:
+        if self.kill and lo == self.kill[0] and not os.path.exists(self.kill[1]):
+            open(self.kill[1], "w").close()
+            os._exit(1)  # the test hook: die mid-build, once
+        return self.encode_chunk(lo)
+
+
+def _blas_threads() -> int | None:
+    """The OpenBLAS thread count of this process (numpy's), or None when it cannot be read.
+    The chunk actors get the same count: OpenBLAS computes some products in another order with
+    one thread than with several (the coarse tier's vectors then differ in the last bit), and
+    Ray would give an actor of one CPU one thread."""
+    import ctypes
+
+    import numpy  # noqa: F401 - loads its OpenBLAS
+
+    try:
+        with open("/proc/self/maps") as fh:
+            libraries = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in libraries:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                       "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(library, symbol):
+                return int(getattr(library, symbol)())
+    return None
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -150,6 +215,48 @@ class RayEngine:
                 ray.shutdown()
         summary.seconds = time.perf_counter() - t0
         return summary
+
+    def encoded_chunks(self, encode, starts) -> Iterator[list]:
+        """`encode(lo)` for each chunk start `lo` of `starts`, in order, computed by `workers`
+        actors (`_ChunkActor`, `encode` put in the object store once), `IN_FLIGHT_PER_ACTOR`
+        chunks each in flight: `parallel_embed.encoded_chunks` on a Ray cluster. An actor that dies
+        is replaced and its chunk run again; when retries run out, an IndexDirError."""
+        if not len(starts):
+            return
+        ray, started = self._connect()
+        actors: list = []
+        try:
+            blas = _blas_threads()
+            env = {"runtime_env": {"env_vars": {"OPENBLAS_NUM_THREADS": str(blas)}}} if blas else {}
+            actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
+                                     max_task_retries=MAX_RESTARTS, **env)(_ChunkActor)
+            kill = os.environ.get(KILL_CHUNK_HOOK)
+            kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
+            shared = ray.put(encode)
+            actors = [actor_class.remote(shared, kill) for _ in range(min(self.workers, len(starts)))]
+            in_flight: deque = deque()
+            for number, lo in enumerate(starts):
+                in_flight.append(actors[number % len(actors)].encode.remote(lo))
+                if len(in_flight) >= IN_FLIGHT_PER_ACTOR * len(actors):
+                    yield self._chunk(ray, in_flight.popleft())
+            while in_flight:
+                yield self._chunk(ray, in_flight.popleft())
+        finally:
+            for actor in actors:  # free their CPUs now, not when the handles are collected
+                try:
+                    ray.kill(actor)
+                except Exception:  # noqa: BLE001 - a dead actor, a cluster gone: nothing to free
+                    pass
+            if started:
+                ray.shutdown()
+
+    @staticmethod
+    def _chunk(ray, job) -> list:
+        try:
+            return ray.get(job)
+        except ray.exceptions.RayError as err:
+            raise IndexDirError(f"a Ray actor embedding the index failed and retries ran out ({type(err).__name__}); "
+                                "stopped: run again to resume the build") from None
 
     @staticmethod
     def _write(ray, n_reads: int, position, job, writer, summary, progress) -> None:

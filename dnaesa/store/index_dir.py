@@ -165,7 +165,7 @@ def check_replaceable(directory: Path) -> None:
 
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
-               workers: int = 1) -> Index:
+               workers: int = 1, engine=None) -> Index:
     """Load the index in `directory` when its manifest matches, else build it there. With
     `index_kind="auto"` an existing index keeps its store kind (`dnaesa index --store int4` then
     `dnaesa align` uses that int4 index); a new one gets the kind `resolve_options` picks.
@@ -177,7 +177,8 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     rebuilt, saying why, unless it holds several genomes (`genomes.py`), which only `rebuild` drops.
 
     `progress(total)`, when given, is called only if a build happens and returns an `update(n)`
-    callable (or None) that is told how many fragments each step embedded."""
+    callable (or None) that is told how many fragments each step embedded. `engine`: a
+    `RayEngine` whose actors embed the fragments (else `workers` local processes)."""
     explicit = directory is not None
     directory = Path(directory) if directory else default_index_dir(reference.path)
     check_replaceable(directory)
@@ -197,7 +198,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
             return load_index(directory)
         if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
-            return add_coarse_tier(reference, directory, expected, progress, workers=workers)
+            return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
         genomes = found.get("genomes") or []
         if len(genomes) > 1 and why == "the reference changed":
             table = reference.genome_table()
@@ -215,7 +216,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         log.info("index %s was built for other input (%s): rebuilding", directory, why)
     elif not rebuild:
         log.info("no index at %s: building it", directory)
-    return build_index(reference, encoder, directory, expected, progress, workers=workers)
+    return build_index(reference, encoder, directory, expected, progress, workers=workers, engine=engine)
 
 
 def _as_int4(manifest: dict) -> dict:
@@ -349,7 +350,7 @@ def _record(partial: Path, expected: dict, names: dict, checksums: dict, fragmen
 
 
 def build_index(reference: Reference, encoder: Encoder, directory: Path, manifest: dict,
-                progress: Callable | None = None, chunk: int = 4096, workers: int = 1) -> Index:
+                progress: Callable | None = None, chunk: int = 4096, workers: int = 1, engine=None) -> Index:
     """Embed every fragment, store the vectors and write the directory. Full shards go to disk
     as they fill (memory holds one shard at a time) and are recorded in `progress.json`, so an
     interrupted build resumes after them; the index is then loaded back."""
@@ -369,7 +370,8 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
             coarse = coarse_encoder()
             tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None))
         names, checksums = write_guard(partial, lambda: embed_tiers(reference, fragments, tiers, options, partial,
-                                                                       manifest, progress, chunk, workers=workers))
+                                                                       manifest, progress, chunk, workers=workers,
+                                                                       engine=engine))
         write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         (partial / PROGRESS).unlink(missing_ok=True)
@@ -383,7 +385,7 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
 
 
 def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progress: Callable | None = None,
-                    chunk: int = 4096, workers: int = 1) -> Index:
+                    chunk: int = 4096, workers: int = 1, engine=None) -> Index:
     """Make the int4 index in `directory` tiered: embed its fragments with the coarse encoder into
     `DIR.coarse.partial/` (resumable like a build), then move the coarse shards in and replace the
     manifest (written beside it and renamed: a reader sees the old index or the new one)."""
@@ -397,7 +399,7 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
             tiers = [("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None)]
             names, checksums = write_guard(partial, lambda: embed_tiers(reference, index.fragments, tiers, options,
                                                                            partial, expected, progress, chunk,
-                                                                           workers=workers))
+                                                                           workers=workers, engine=engine))
             for name in names["coarse_shards"]:
                 (partial / name).rename(directory / name)
             write_manifest(directory, dict(index.manifest, **expected, **names,
@@ -427,12 +429,13 @@ def write_guard(partial: Path, write: Callable):
 
 def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, options: IndexOptions, partial: Path,
                 manifest: dict, progress: Callable | None, chunk: int, first: int = 0, carried: int = 0,
-                workers: int = 1) -> tuple[dict, dict]:
+                workers: int = 1, engine=None) -> tuple[dict, dict]:
     """Embed `fragments` with each tier's encoder into its store (`tiers`: (manifest key, encoder,
     store, None or (the shard file it goes on filling, checksums))), spilling full shards into
     `partial` as shard `first`, `first + 1`, ... and recording them; returns (names per key,
     checksums). An index that grows (`genomes.add_genomes`) fills its last shard, which holds
-    `carried` vectors, first. `workers` > 1 processes encode the chunks (`parallel_embed.py`)."""
+    `carried` vectors, first. `workers` > 1 processes encode the chunks (`parallel_embed.py`), or
+    the actors of `engine`, a `RayEngine` (the same chunks, in order: the same bytes)."""
     keys = [key for key, _, _, _ in tiers]
     start, names, checksums = _resume_point(partial, manifest, keys)
     for key, _, store, last in tiers:
@@ -441,12 +444,15 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
     update = progress(len(fragments)) if progress else None
     if update and start:
         update(start)
+    encoders = [encoder for _, encoder, _, _ in tiers]  # not the stores: `encode` may be pickled (Ray)
+
     def encode(lo: int) -> list:
         seqs = [reference.fetch(c, s, e) for c, s, e in fragments[lo : lo + chunk]]
-        return [encoder.encode(seqs) for _, encoder, _, _ in tiers]
+        return [encoder.encode(seqs) for encoder in encoders]
 
     starts = range(start, len(fragments), chunk)
-    for lo, vectors in zip(starts, encoded_chunks(encode, starts, workers)):
+    chunks = engine.encoded_chunks(encode, starts) if engine is not None else encoded_chunks(encode, starts, workers)
+    for lo, vectors in zip(starts, chunks):
         rows = fragments[lo : lo + chunk]
         wrote = False
         for (key, _, store, _), tier_vectors in zip(tiers, vectors):
@@ -459,6 +465,7 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
             _record(partial, manifest, names, checksums, len(names[keys[0]]) * options.shard_size - carried)
         if update:
             update(len(rows))
+    chunks.close()  # the workers or actors end now
     for key, _, store, _ in tiers:
         last = store.spill(partial, first + len(names[key]), keep_last=False)
         names[key] += last
