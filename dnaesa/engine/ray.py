@@ -94,17 +94,20 @@ class _Actor:
 
 
 class _ChunkActor:
-    """One Ray actor encoding an index's chunks: `encode` (the chunk encoder, from the object
-    store) is taken once, when the actor starts."""
+    """One Ray actor encoding an index's chunks: the chunk encoder is taken from the object store
+    once, when the actor starts (`shared`: its reference in a list, which Ray passes as it is:
+    Ray warns about an actor whose constructor takes an object of the store directly)."""
 
-    def __init__(self, encode, kill: tuple | None = None):
+    def __init__(self, shared: list, kill: tuple | None = None):
+        import ray
+
         try:
             import torch
 
             torch.set_num_threads(1)  # the actors are the parallelism
         except ImportError:  # pragma: no cover
             pass
-        self.encode_chunk, self.kill = encode, kill
+        self.encode_chunk, self.kill = ray.get(shared[0]), kill
 
     def encode(self, lo: int) -> list:
         if self.kill and lo == self.kill[0] and not os.path.exists(self.kill[1]):
@@ -233,7 +236,7 @@ class RayEngine:
             kill = os.environ.get(KILL_CHUNK_HOOK)
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
             shared = ray.put(encode)
-            actors = [actor_class.remote(shared, kill) for _ in range(min(self.workers, len(starts)))]
+            actors = [actor_class.remote([shared], kill) for _ in range(min(self.workers, len(starts)))]
             in_flight: deque = deque()
             for number, lo in enumerate(starts):
                 in_flight.append(actors[number % len(actors)].encode.remote(lo))
