@@ -22,17 +22,18 @@ Design, as a user with a cluster would want it:
   (each chunk's vectors, in order), so `index_dir.embed_tiers` stores and writes them exactly as
   local chunks and the index is the same bytes (tested). The chunk encoder (a function of a chunk's
   first fragment, holding the reference, the fragment table and the tiers' encoders) is put in the
-  object store once with `ray.put` and each `_ChunkActor` takes it once, when it starts (and again
-  only when Ray restarts it); a task carries one integer and returns the chunk's vectors. Why not
-  load from the FASTA path, as the align actors do: the reference being indexed is not always one
-  file (several genomes combined into one index, a coarse tier added to an int4 index), the
-  encoders must be the very ones the driver checked against the manifest, the build then needs no
-  shared filesystem, and a FASTA is not parsed again per actor; the price is one copy of the
-  reference per actor (as loading it would cost). The driver holds the object until the build
-  ends, so a restarted actor finds it. The actors run numpy's OpenBLAS with the driver's thread
-  count (`_blas_threads`): one thread rounds some products differently from several.
-  Shards stay written by the driver: quantising and `np.save` of a chunk cost little next to
-  encoding it, and one writer keeps the build resumable (`progress.json`) and the bytes identical.
+  object store once with `ray.put` and each `_ChunkActor` fetches it once, on its first task (and
+  again only when Ray restarts it); a task carries a chunk's first fragment and the object's
+  reference, and returns the chunk's vectors. Why not load from the FASTA path, as the align
+  actors do: the reference being indexed is not always one file (several genomes combined into
+  one index, a coarse tier added to an int4 index), the encoders must be the very ones the driver
+  checked against the manifest, the build then needs no shared filesystem, and a FASTA is not
+  parsed again per actor; the price is one copy of the reference per actor (as loading it would
+  cost). The driver holds the object until the build ends, so a restarted actor finds it. The
+  actors run numpy's OpenBLAS with the driver's thread count (`_blas_threads`): one thread rounds
+  some products differently from several. Shards stay written by the driver: quantising and
+  `np.save` of a chunk cost little next to encoding it, and one writer keeps the build resumable
+  (`progress.json`) and the bytes identical.
 - Not yet: GPU actors (`--ray-gpus-per-worker` is passed to Ray but the actors' search device
   follows `--device`).
 """
@@ -94,25 +95,29 @@ class _Actor:
 
 
 class _ChunkActor:
-    """One Ray actor encoding an index's chunks: the chunk encoder is taken from the object store
-    once, when the actor starts (`shared`: its reference in a list, which Ray passes as it is:
-    Ray warns about an actor whose constructor takes an object of the store directly)."""
+    """One Ray actor encoding an index's chunks. Each task carries the chunk encoder's object
+    reference (in a list, which Ray passes as it is: a few bytes) and the actor fetches the
+    object on its first task only, keeping it: once per actor, and once more after a restart.
+    (Not a constructor argument: Ray warns, on stderr even with -q, about restartable actors
+    whose constructor takes objects of the store.)"""
 
-    def __init__(self, shared: list, kill: tuple | None = None):
-        import ray
-
+    def __init__(self, kill: tuple | None = None):
         try:
             import torch
 
             torch.set_num_threads(1)  # the actors are the parallelism
         except ImportError:  # pragma: no cover
             pass
-        self.encode_chunk, self.kill = ray.get(shared[0]), kill
+        self.encode_chunk, self.kill = None, kill
 
-    def encode(self, lo: int) -> list:
+    def encode(self, shared: list, lo: int) -> list:
         if self.kill and lo == self.kill[0] and not os.path.exists(self.kill[1]):
             open(self.kill[1], "w").close()
             os._exit(1)  # the test hook: die mid-build, once
+        if self.encode_chunk is None:
+            import ray
+
+            self.encode_chunk = ray.get(shared[0])
         return self.encode_chunk(lo)
 
 
@@ -236,10 +241,10 @@ class RayEngine:
             kill = os.environ.get(KILL_CHUNK_HOOK)
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
             shared = ray.put(encode)
-            actors = [actor_class.remote([shared], kill) for _ in range(min(self.workers, len(starts)))]
+            actors = [actor_class.remote(kill) for _ in range(min(self.workers, len(starts)))]
             in_flight: deque = deque()
             for number, lo in enumerate(starts):
-                in_flight.append(actors[number % len(actors)].encode.remote(lo))
+                in_flight.append(actors[number % len(actors)].encode.remote([shared], lo))
                 if len(in_flight) >= IN_FLIGHT_PER_ACTOR * len(actors):
                     yield self._chunk(ray, in_flight.popleft())
             while in_flight:
