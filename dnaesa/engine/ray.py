@@ -39,6 +39,7 @@ Design, as a user with a cluster would want it:
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -179,6 +180,9 @@ class RayEngine:
         if ray.is_initialized():  # a cluster this process joined already (the API, tests)
             return ray, False
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray_log = logging.getLogger("ray")
+        level = ray_log.level
+        ray_log.setLevel(logging.ERROR)  # not its notes at start-up (token authentication...)
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
@@ -187,6 +191,8 @@ class RayEngine:
         except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
             where = self.address or "a local cluster"
             raise DnaesaError(f"cannot start or reach Ray at {where}: {str(err).splitlines()[0][:200]}") from None
+        finally:
+            ray_log.setLevel(level)
         return ray, True
 
     def align_file(self, aligner: Aligner, spec: dict, batches, pairing, inputs: tuple, out: str | None,
