@@ -4,8 +4,9 @@ order. Each chunk is encoded exactly as in one process (the same fragments toget
 shards are the same bytes whatever the number of workers (tested).
 
 The workers are forked with the reference and the encoders in memory (copy-on-write) and receive
-only a chunk's first fragment; each runs one torch / BLAS thread. A worker that dies (killed, out
-of memory) stops the build with an error instead of leaving it waiting for the lost chunk.
+only a chunk's first fragment; each runs one torch thread. A worker that dies (killed, out of
+memory) breaks the pool (`concurrent.futures`), which stops the build with one error line instead
+of leaving it waiting for the lost chunk.
 """
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import multiprocessing
 import os
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence
 
 from dnaesa.errors import IndexDirError
 
 #: chunks in flight per worker
 AHEAD = 2
-#: how often a wait for a chunk checks that the workers live
-WATCH_SECONDS = 0.5
 #: the function the forked workers run: set just before the fork
 _ENCODE: list = []
 
@@ -37,7 +38,7 @@ def _init_worker() -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     else:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for a torch imported later
 
 
 def encoded_chunks(encode: Callable[[int], list], starts: Sequence[int], workers: int) -> Iterator[list]:
@@ -47,24 +48,20 @@ def encoded_chunks(encode: Callable[[int], list], starts: Sequence[int], workers
         yield from map(encode, starts)
         return
     _ENCODE[:] = [encode]
-    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(min(workers, len(starts)), multiprocessing.get_context("fork"), _init_worker)
     try:
-        with context.Pool(min(workers, len(starts)), initializer=_init_worker) as pool:
-            started = list(pool._pool)  # noqa: SLF001 (the pool replaces a dead worker: keep the old one's exit code)
-            todo = iter(starts)
-            pending = collections.deque(pool.apply_async(_encode, (lo,)) for _, lo in zip(range(AHEAD * workers), todo))
-            while pending:
-                result = pending.popleft()
-                while not result.ready():
-                    result.wait(WATCH_SECONDS)
-                    started += [p for p in pool._pool if p not in started]  # noqa: SLF001
-                    dead = [p.exitcode for p in started if p.exitcode not in (None, 0)]
-                    if dead and not result.ready():
-                        raise IndexDirError(f"an embedding worker process died (exit code {dead[0]}; out of memory?); "
-                                            "run again to resume the build, or with fewer threads (-t)")
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.apply_async(_encode, (nxt,)))
-                yield result.get()
+        todo = iter(starts)
+        pending = collections.deque(pool.submit(_encode, lo) for _, lo in zip(range(AHEAD * workers), todo))
+        while pending:
+            try:
+                vectors = pending.popleft().result()
+            except BrokenProcessPool as err:  # a worker was killed: its chunk will never come
+                raise IndexDirError("an embedding worker process died (killed; out of memory?); run again to resume "
+                                    "the build, or with fewer threads (-t)") from err
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_encode, nxt))
+            yield vectors
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         _ENCODE.clear()
