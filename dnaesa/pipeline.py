@@ -260,7 +260,7 @@ def add_to_index(index: str | Path, fastas: Sequence[str | Path], genomes: Seque
         runtime.set_threads(threads)
     names = genomes or [genome_name(path) for path in fastas]
     return add_genomes(index, list(zip(names, fastas)), load_encoder(model, device), index_options,
-                       progress=lambda total: progress_bar("index", total, progress))
+                       progress=lambda total: progress_bar("index", total, progress), workers=threads or os.cpu_count() or 1)
 
 
 class AlignProgress:
