@@ -272,3 +272,21 @@ def test_a_dead_embedding_worker_stops_the_build_instead_of_hanging():
     assert list(encoded_chunks(_die_at_chunk_two, [0, 1], 2)) == [[0], [1]]
     with pytest.raises(IndexDirError, match="worker process died"):
         list(encoded_chunks(_die_at_chunk_two, [0, 1, 2, 3], 2))
+
+
+def test_index_vectors_do_not_depend_on_the_blas_threads_of_the_machine():
+    """OpenBLAS rounds some of the compact encoder's products otherwise with 1, 2 or 3 threads
+    (up to 1e-7): a build encodes on one BLAS thread, so any machine and any -t write the same bytes."""
+    from threadpoolctl import threadpool_limits
+
+    from dnaesa.store.parallel_embed import encode_on_one_thread
+
+    encoders = [load_encoder("compact256", "cpu"), load_encoder("default", "cpu")]
+    rng = np.random.default_rng(4)
+    seqs = ["".join(rng.choice(list("ACGT"), 1250)) for _ in range(512)]
+    got = []
+    for threads in (1, 2, 3):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            got.append(encode_on_one_thread(encoders, seqs))
+    for other in got[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(got[0], other))

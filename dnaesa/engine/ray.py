@@ -30,8 +30,8 @@ Design, as a user with a cluster would want it:
   checked against the manifest, the build then needs no shared filesystem, and a FASTA is not
   parsed again per actor; the price is one copy of the reference per actor (as loading it would
   cost). The driver holds the object until the build ends, so a restarted actor finds it. The
-  actors run numpy's OpenBLAS with the driver's thread count (`_blas_threads`): one thread rounds
-  some products differently from several. Shards stay written by the driver: quantising and
+  chunk encoder runs numpy's OpenBLAS on one thread wherever it runs (`index_dir.embed_tiers`):
+  one thread rounds some products differently from several. Shards stay written by the driver: quantising and
   `np.save` of a chunk cost little next to encoding it, and one writer keeps the build resumable
   (`progress.json`) and the bytes identical.
 - Not yet: GPU actors (`--ray-gpus-per-worker` is passed to Ray but the actors' search device
@@ -120,32 +120,6 @@ class _ChunkActor:
 
             self.encode_chunk = ray.get(shared[0])
         return self.encode_chunk(lo)
-
-
-def _blas_threads() -> int | None:
-    """The OpenBLAS thread count of this process (numpy's), or None when it cannot be read.
-    The chunk actors get the same count: OpenBLAS computes some products in another order with
-    one thread than with several (the coarse tier's vectors then differ in the last bit), and
-    Ray would give an actor of one CPU one thread."""
-    import ctypes
-
-    import numpy  # noqa: F401 - loads its OpenBLAS
-
-    try:
-        with open("/proc/self/maps") as fh:
-            libraries = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None
-    for path in libraries:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                       "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(library, symbol):
-                return int(getattr(library, symbol)())
-    return None
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -240,10 +214,8 @@ class RayEngine:
         ray, started = self._connect()
         actors: list = []
         try:
-            blas = _blas_threads()
-            env = {"runtime_env": {"env_vars": {"OPENBLAS_NUM_THREADS": str(blas)}}} if blas else {}
             actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
-                                     max_task_retries=MAX_RESTARTS, **env)(_ChunkActor)
+                                     max_task_retries=MAX_RESTARTS)(_ChunkActor)
             kill = os.environ.get(KILL_CHUNK_HOOK)
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
             shared = ray.put(encode)

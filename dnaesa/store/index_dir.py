@@ -38,7 +38,7 @@ from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
 from dnaesa.store.coarse import CoarseTier
-from dnaesa.store.parallel_embed import encoded_chunks
+from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
 from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
 
 log = logging.getLogger("dnaesa")
@@ -447,8 +447,7 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
     encoders = [encoder for _, encoder, _, _ in tiers]  # not the stores: `encode` may be pickled (Ray)
 
     def encode(lo: int) -> list:
-        seqs = [reference.fetch(c, s, e) for c, s, e in fragments[lo : lo + chunk]]
-        return [encoder.encode(seqs) for encoder in encoders]
+        return encode_on_one_thread(encoders, [reference.fetch(c, s, e) for c, s, e in fragments[lo : lo + chunk]])
 
     starts = range(start, len(fragments), chunk)
     chunks = engine.encoded_chunks(encode, starts) if engine is not None else encoded_chunks(encode, starts, workers)

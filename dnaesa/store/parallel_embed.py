@@ -41,6 +41,17 @@ def _init_worker() -> None:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # for a torch imported later
 
 
+def encode_on_one_thread(encoders: Sequence, seqs: Sequence[str]) -> list:
+    """Each encoder's vectors of `seqs`, computed on one BLAS thread wherever this runs (the main
+    process, a worker, a Ray actor): OpenBLAS rounds some products otherwise with other thread
+    counts (up to 1e-7 in the compact encoder), which would make an index's bytes depend on the
+    machine and on -t."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return [encoder.encode(seqs) for encoder in encoders]
+
+
 def encoded_chunks(encode: Callable[[int], list], starts: Sequence[int], workers: int) -> Iterator[list]:
     """`encode(lo)` for each chunk start, in order; with `workers` > 1 in that many forked
     processes, `AHEAD` chunks each ahead of the caller."""
