@@ -209,10 +209,10 @@ def _run_index(args: argparse.Namespace) -> int:
 
         if args.index is None or args.rebuild_index:
             raise OptionsError("--add needs --index DIR, the index to add the genomes to, and no --rebuild-index")
-        if args.engine == "ray":
-            raise OptionsError("--add embeds the new genomes on this machine; --engine ray is not supported with it yet")
         index = add_to_index(args.index, args.ref, args.genome, model=args.model or args.encoder, device=args.device,
-                             threads=args.threads, progress=not args.quiet, fragment_len=args.fragment_len,
+                             threads=args.threads, progress=not args.quiet, engine=args.engine,
+                             ray_address=args.ray_address, ray_workers=args.ray_workers,
+                             ray_gpus_per_worker=args.ray_gpus_per_worker, fragment_len=args.fragment_len,
                              max_read_len=args.max_read_len, index_kind=args.index_kind)
     else:
         from dnaesa.store.genomes import record_genomes

@@ -248,7 +248,8 @@ class Aligner:
 
 def add_to_index(index: str | Path, fastas: Sequence[str | Path], genomes: Sequence[str] | None = None,
                  model: str | None = None, device: str = "auto", threads: int | None = None, progress: bool = False,
-                 **index_options) -> Index:
+                 engine: str = "local", ray_address: str | None = None, ray_workers: int | None = None,
+                 ray_gpus_per_worker: float = 0.0, **index_options) -> Index:
     """`dnaesa index FASTA... --index DIR --add`: append genomes (named by `genomes` or by their
     files) to the index in `index`, embedding only their fragments with `model` (the encoder the
     index was built with). Index options given (`IndexOptions` fields) must be the index's own."""
@@ -259,8 +260,16 @@ def add_to_index(index: str | Path, fastas: Sequence[str | Path], genomes: Seque
     if threads:
         runtime.set_threads(threads)
     names = genomes or [genome_name(path) for path in fastas]
+    ray = None
+    if engine == "ray":  # the new genomes' chunks are encoded by Ray actors
+        from dnaesa.engine.ray import RayEngine
+
+        ray = RayEngine(ray_workers or threads or os.cpu_count() or 1, ray_address, 1, ray_gpus_per_worker)
+    elif engine != "local":
+        raise OptionsError(f"unknown engine {engine!r}: use local or ray")
     return add_genomes(index, list(zip(names, fastas)), load_encoder(model, device), index_options,
-                       progress=lambda total: progress_bar("index", total, progress), workers=threads or os.cpu_count() or 1)
+                       progress=lambda total: progress_bar("index", total, progress), workers=threads or os.cpu_count() or 1,
+                       engine=ray)
 
 
 class AlignProgress:

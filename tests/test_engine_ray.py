@@ -143,3 +143,21 @@ def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, small
 
     manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("local", "ray")]
     assert manifests[0]["checksums"] == manifests[1]["checksums"]
+
+
+def test_ray_add_equals_building_both_at_once(cluster, small_random_ref, lambda_ref, tmp_path):
+    """`dnaesa index B --index DIR --add --engine ray`: the added genome's chunks encoded by Ray
+    actors give the index that building both genomes at once in one process gives."""
+    import json
+
+    def index(folder, *args):
+        return main(["-q", "index", *map(str, args), "--index", str(folder), "--store", "int4"])
+
+    assert index(tmp_path / "grown", small_random_ref, "--genome", "rnd", "-t", "1") == 0
+    assert index(tmp_path / "grown", lambda_ref, "--genome", "lambda", "--add", "--engine", "ray",
+                 "--ray-workers", "2") == 0
+    assert index(tmp_path / "both", small_random_ref, lambda_ref, "--genome", "rnd", "--genome", "lambda",
+                 "-t", "1") == 0
+    grown, both = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("grown", "both"))
+    assert sorted(grown["checksums"].values()) == sorted(both["checksums"].values())
+    assert [g["name"] for g in grown["genomes"]] == ["rnd", "lambda"]

@@ -167,7 +167,7 @@ def record_genomes(index: Index, reference: Reference) -> bool:
 
 def add_genomes(directory: str | Path, parts: Sequence[tuple[str, str | Path | Reference]], encoder: Encoder,
                 options: dict | None = None, progress: Callable | None = None, chunk: int = 4096,
-                workers: int = 1) -> Index:
+                workers: int = 1, engine=None) -> Index:
     """Append the genomes `parts` ((name, FASTA path or reference of one genome)) to the index in
     `directory`, embedding only their fragments with `encoder` (the index's own). `options`: index
     options the user gave (IndexOptions field -> value or None), which must be the index's own.
@@ -183,7 +183,8 @@ def add_genomes(directory: str | Path, parts: Sequence[tuple[str, str | Path | R
             index = load_index(directory)
             _remove_unlisted(directory, index.manifest)  # what an interrupted add or upgrade left
             loaded = _check_addition(index, parts, encoder, options or {})
-            write_guard(partial, lambda: _embed_and_commit(index, loaded, encoder, partial, progress, chunk, workers))
+            write_guard(partial, lambda: _embed_and_commit(index, loaded, encoder, partial, progress, chunk, workers,
+                                                           engine))
         finally:
             unlock_partial(partial, lock)
     return load_index(directory)
@@ -224,7 +225,7 @@ def _check_addition(index: Index, parts: Sequence[tuple[str, str | Path | Refere
 
 
 def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder: Encoder, partial: Path,
-                      progress: Callable | None, chunk: int, workers: int = 1) -> None:
+                      progress: Callable | None, chunk: int, workers: int = 1, engine=None) -> None:
     """Embed the genomes `parts` after the index's vectors, then put the new files and manifest in place."""
     manifest, directory = index.manifest, index.directory
     new = Reference.combine(parts)
@@ -247,7 +248,7 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
              directory, n_old)
     expected = {"add": [[g.name, g.checksum] for g in new.genome_table()], "base": manifest["checksums"]}
     names, sums = embed_tiers(new, local, tiers, options, partial, expected, progress, chunk, first, carried,
-                              workers=workers)
+                              workers=workers, engine=engine)
     fragments = np.concatenate([index.fragments, local + np.array([len(manifest["contigs"]), 0, 0])])
     np.save(partial / FRAGMENTS, fragments)
     sums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
