@@ -76,17 +76,11 @@ class Aligner:
                  threads: int | None = None, rebuild: bool = False, progress: bool = False, preset: str = "sr",
                  engine: str = "local", ray_address: str | None = None, ray_workers: int | None = None,
                  ray_gpus_per_worker: float = 0.0, genomes: Sequence[str] | None = None, **options):
-        if engine not in ("local", "ray"):
-            raise OptionsError(f"unknown engine {engine!r}: use local or ray")
+        if engine == "ray" and (encoder is not None or isinstance(ref, Reference)):
+            raise OptionsError("the Ray engine needs a reference path and an encoder name or folder, which its "
+                               "actors load themselves")
+        self._ray = _ray_engine(engine, threads, ray_address, ray_workers, ray_gpus_per_worker)
         self.index_options, self.options = resolve_options(preset, **options)
-        self._ray = None
-        if engine == "ray":
-            from dnaesa.engine.ray import RayEngine
-
-            if encoder is not None or isinstance(ref, Reference):
-                raise OptionsError("the Ray engine needs a reference path and an encoder name or folder, which its "
-                                   "actors load themselves")
-            self._ray = RayEngine(ray_workers or threads or os.cpu_count() or 1, ray_address, 1, ray_gpus_per_worker)
         self._model_spec = model
         self.device = runtime.resolve_device(device)
         threads = runtime.check_threads(threads)
@@ -260,16 +254,22 @@ def add_to_index(index: str | Path, fastas: Sequence[str | Path], genomes: Seque
     if threads:
         runtime.set_threads(threads)
     names = genomes or [genome_name(path) for path in fastas]
-    ray = None
-    if engine == "ray":  # the new genomes' chunks are encoded by Ray actors
-        from dnaesa.engine.ray import RayEngine
-
-        ray = RayEngine(ray_workers or threads or os.cpu_count() or 1, ray_address, 1, ray_gpus_per_worker)
-    elif engine != "local":
-        raise OptionsError(f"unknown engine {engine!r}: use local or ray")
+    ray = _ray_engine(engine, threads, ray_address, ray_workers, ray_gpus_per_worker)  # encodes the new chunks
     return add_genomes(index, list(zip(names, fastas)), load_encoder(model, device), index_options,
                        progress=lambda total: progress_bar("index", total, progress), workers=threads or os.cpu_count() or 1,
                        engine=ray)
+
+
+def _ray_engine(engine: str, threads: int | None, address: str | None, workers: int | None, gpus: float):
+    """The `RayEngine` of `engine="ray"` (actors: `workers`, else `threads`, else all cores), None for
+    the local engine; another name is an OptionsError."""
+    if engine not in ("local", "ray"):
+        raise OptionsError(f"unknown engine {engine!r}: use local or ray")
+    if engine == "local":
+        return None
+    from dnaesa.engine.ray import RayEngine
+
+    return RayEngine(workers or threads or os.cpu_count() or 1, address, 1, gpus)
 
 
 class AlignProgress:

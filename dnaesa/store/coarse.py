@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dnaesa.errors import IndexDirError
-from dnaesa.runtime import cpu_has_fast_int8
-from dnaesa.store.codes import F32_EXACT
+from dnaesa.store.codes import float32_products
 
 log = logging.getLogger("dnaesa")
 
@@ -147,7 +146,7 @@ class CoarseTier:
         if keep == 0 or n_q == 0:
             return ids
         codes, _ = quantize_coarse(queries)
-        f32 = self.device == "cpu" and not cpu_has_fast_int8() and 127 * 127 * self.dim < F32_EXACT
+        f32 = self.device == "cpu" and float32_products(127, 127, self.dim)
         for lo in range(0, n_q, QUERY_CHUNK):
             q = torch.from_numpy(codes[lo : lo + QUERY_CHUNK])
             q = q.float() if f32 else q

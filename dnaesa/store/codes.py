@@ -107,16 +107,23 @@ def code_norms(codes: np.ndarray, kind: str, dim: int, chunk: int = 8192) -> np.
     return out
 
 
-def exact_in_float32(queries: np.ndarray, kind: str, dim: int) -> bool:
-    """Whether CPU search should take float32 products of the codes rather than `torch._int_mm`:
-    on a CPU without int8 dot-product instructions (`runtime.cpu_has_fast_int8`), when they are
-    exact: every partial sum of |query code| x |stored code| stays below 2**24."""
+def float32_products(q_max: int, code_max: int, dim: int) -> bool:
+    """Whether CPU search should take float32 products of integer codes rather than
+    `torch._int_mm`: on a CPU without int8 dot-product instructions (`runtime.cpu_has_fast_int8`),
+    when they are exact: every partial sum of |query code| <= q_max times |stored code| <= code_max
+    over `dim` coordinates stays below 2**24."""
     from dnaesa.runtime import cpu_has_fast_int8
 
-    if cpu_has_fast_int8() or len(queries) == 0:
-        return False
-    q_max = int(np.abs(quantize(queries, "int8")[0].view(np.int8).astype(np.int16)).max())
-    return q_max * -CODE_KINDS[kind][1] * dim < F32_EXACT
+    return not cpu_has_fast_int8() and q_max * code_max * dim < F32_EXACT
+
+
+def _largest_code(q_codes: np.ndarray) -> int:
+    return int(np.abs(q_codes.view(np.int8).astype(np.int16)).max(initial=0))
+
+
+def exact_in_float32(queries: np.ndarray, kind: str, dim: int) -> bool:
+    """`float32_products` for these float queries, coded to int8, against a store of `kind`."""
+    return len(queries) > 0 and float32_products(_largest_code(quantize(queries, "int8")[0]), -CODE_KINDS[kind][1], dim)
 
 
 def search_code_shards(queries: np.ndarray, shards: list, inv_norms: list, kind: str, dim: int, k: int,
@@ -131,10 +138,10 @@ def search_code_shards(queries: np.ndarray, shards: list, inv_norms: list, kind:
     n_q = len(queries)
     best_s = torch.full((n_q, k), -torch.inf, dtype=torch.float32, device=device)
     best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=device)
-    f32 = device == "cpu" and exact_in_float32(queries, kind, dim)
+    codes = quantize(queries, "int8")[0] if device == "cpu" else None
+    f32 = codes is not None and float32_products(_largest_code(codes), -CODE_KINDS[kind][1], dim)
     block = F32_BLOCK if f32 else max((len(s) for s in shards), default=0)
     if device == "cpu":
-        codes, _ = quantize(queries, "int8")
         q_codes = torch.from_numpy(codes.view(np.int8))
         q_codes = q_codes.float() if f32 else q_codes
         q_scale = torch.from_numpy(1.0 / np.maximum(code_norms(codes, "int8", dim), 1e-30))[:, None]
