@@ -10,12 +10,13 @@ A tiered index is searched as `dnaesa align` searches it (the coarse tier picks 
 exact tier scores them; `--coarse-candidates C`, several allowed: one line each), and the line adds
 the coarse tier's own recall@1/8/16 and recall@C (the share of reads whose true fragment is among
 the C picked: what the exact tier can at best recover). `--prefilter P,...` re-ranks with the
-prefilter of `dnaesa align --prefilter-candidates` (0: every candidate in full); each (C, P) pair
-is a line. The coarse search runs once for the widest C and is shared, so only the first line's
-queries/s includes it.
+prefilter of `dnaesa align --prefilter-candidates` (0: every candidate in full); `--sieve K,...`
+narrows the coarse search with the sieve of `dnaesa align --coarse-sieve` (0: exhaustive); each
+(K, C, P) triple is a line. The coarse search runs once per K for the widest C and is shared, so
+only the first line of each K has its queries/s.
 
     python benchmarks/scale_recall.py REF.fa INDEX_DIR reads.fq [--store auto] [--threads 2] [--max-reads N]
-        [--coarse-candidates 1024,2048] [--prefilter 0,256]
+        [--coarse-candidates 1024,2048] [--prefilter 0,256] [--sieve 0,4096]
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--max-reads", type=int, default=0, help="stop after this many reads (0: all)")
     p.add_argument("--coarse-candidates", default="256", help="tiered: C values, comma-separated")
     p.add_argument("--prefilter", default="0", help="tiered: re-rank prefilter values (0: none), comma-separated")
+    p.add_argument("--sieve", default="0", help="tiered: coarse sieve values (0: exhaustive), comma-separated")
     args = p.parse_args()
     set_threads(args.threads)
     encoder = load_encoder(args.encoder, "cpu")
@@ -62,14 +64,15 @@ def main() -> None:
     else:
         store = index.store
         store.open_shards()
-        runs = [(int(c), int(p)) for c in args.coarse_candidates.split(",") for p in args.prefilter.split(",")]
-        cs, counts, picked_for = [f"{c}, prefilter {p}" for c, p in runs], [], {}
-        widest = max(c for c, _ in runs)
-        for c, prefilter in runs:
-            def search(q, seqs, c=c, prefilter=prefilter):
-                key = (len(seqs), seqs[0], seqs[-1])  # the coarse top C is a prefix of its widest top: search once
+        runs = [(int(k), int(c), int(p)) for k in args.sieve.split(",") for c in args.coarse_candidates.split(",")
+                for p in args.prefilter.split(",")]
+        cs, counts, picked_for = [f"{c}, prefilter {p}, sieve {k}" for k, c, p in runs], [], {}
+        widest = max(c for _, c, _ in runs)
+        for sieve, c, prefilter in runs:
+            def search(q, seqs, c=c, prefilter=prefilter, sieve=sieve):
+                key = (sieve, len(seqs), seqs[0], seqs[-1])  # the coarse top C is a prefix of its widest top
                 if key not in picked_for:
-                    picked_for[key] = index.coarse.search(index.coarse_encoder.encode(seqs), widest)
+                    picked_for[key] = index.coarse.search(index.coarse_encoder.encode(seqs), widest, sieve)
                 picked = picked_for[key][:, :c]
                 return store.rerank(q, picked, max(KS), prefilter)[1], picked
             counts.append(_recall(args, index, reference, encoder, search))
@@ -78,6 +81,7 @@ def main() -> None:
     kind = index.manifest["options"]["index_kind"]
     for c, (hits, coarse_hits, n, search_s) in zip(cs, counts):
         extra = [] if c is None else [f"C={c}", *(f"{100 * coarse_hits[k] / n:.2f}" for k in (*KS, int(c.split(",")[0])))]
+        extra += [f"sieve file {index.manifest.get('sieve_file')}"] if c is not None else []
         print("\t".join(map(str, [args.index, kind, store.ntotal, round(shard_bytes / store.ntotal), n,
                                   *(f"{100 * hits[k] / n:.2f}" for k in KS), f"{n / search_s:.1f}", *extra])))
 

@@ -123,6 +123,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prefilter-candidates", type=int, metavar="P",
                    help="tiered store: of those, the P best on an eighth of each fragment's sketch are scored in full; "
                         f"0: all [{_MAP.prefilter_candidates}]")
+    m.add_argument("--coarse-sieve", type=int, metavar="K",
+                   help="tiered store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
+                        f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
     m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
@@ -194,7 +197,8 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
-                       coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates)
+                       coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
+                       coarse_sieve=args.coarse_sieve)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

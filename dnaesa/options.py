@@ -94,6 +94,9 @@ class MapOptions:
     coarse_candidates: int = 2048
     #: ... of which this many, the best on a prefix of the exact tier's codes, are scored in full (0: all)
     prefilter_candidates: int = 256
+    #: ... and the coarse tier scores only the fragments its sieve (`store/sieve.py`) picks, this many a read
+    #: (0: all, exhaustively)
+    coarse_sieve: int = 4096
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -115,6 +118,8 @@ class MapOptions:
             raise OptionsError(f"coarse_candidates must be in [1, 8192], got {self.coarse_candidates}")
         if self.prefilter_candidates < 0:
             raise OptionsError(f"prefilter_candidates must be >= 0, got {self.prefilter_candidates}")
+        if not 0 <= self.coarse_sieve <= 65536:
+            raise OptionsError(f"coarse_sieve must be in [0, 65536], got {self.coarse_sieve}")
         if self.batch_size < 1:
             raise OptionsError(f"batch_size must be >= 1, got {self.batch_size}")
 

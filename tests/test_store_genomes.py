@@ -58,8 +58,12 @@ def _same_files(one, two, keys=("shards", "coarse_shards")) -> None:
             assert (one.directory / a).read_bytes() == (two.directory / b).read_bytes(), (key, a, b)
     assert (one.directory / index_dir.fragments_file(one.manifest)).read_bytes() == \
         (two.directory / index_dir.fragments_file(two.manifest)).read_bytes()
+    assert bool(one.manifest.get("sieve_file")) == bool(two.manifest.get("sieve_file"))
+    if one.manifest.get("sieve_file"):  # a tiered index's sieve (store/sieve.py)
+        assert (one.directory / one.manifest["sieve_file"]).read_bytes() == \
+            (two.directory / two.manifest["sieve_file"]).read_bytes()
     differ = {k for k in one.manifest.keys() | two.manifest.keys() if one.manifest.get(k) != two.manifest.get(k)}
-    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file"}
+    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file", "sieve_file"}
 
 
 @pytest.mark.parametrize("kind", ["int4", "tiered", "flat"])
@@ -80,7 +84,9 @@ def test_added_genome_equals_building_both_at_once(genomes, encoder, tmp_path, k
     assert [(g["name"], g["fragments"]) for g in grown.manifest["genomes"]] == [("A", [0, 1290]), ("B", [1290, 2085])]
     assert sorted(p.name for p in (tmp_path / "grown").iterdir()) == sorted(
         ["manifest.json", grown.manifest["fragments_file"], *grown.manifest["shards"],
-         *grown.manifest.get("coarse_shards", [])])  # nothing of the old index left over
+         *grown.manifest.get("coarse_shards", []), *filter(None, [grown.manifest.get("sieve_file")])])
+    # nothing of the old index left over
+    assert (kind == "tiered") == bool(grown.manifest.get("sieve_file"))
     assert not list(tmp_path.glob("*.partial"))
     queries = encoder.encode([b.fetch(0, s, s + 150) for s in range(0, 39_000, 1_500)])
     np.testing.assert_array_equal(load_index(tmp_path / "grown").store.search(queries, 8)[1],

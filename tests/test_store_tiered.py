@@ -290,3 +290,85 @@ def test_index_vectors_do_not_depend_on_the_blas_threads_of_the_machine():
             got.append(encode_on_one_thread(encoders, seqs))
     for other in got[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(got[0], other))
+
+
+def _reads(ref: Reference, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    seq = ref.fetch(0, 0, 700_000)
+    starts = rng.integers(0, 700_000 - 250, n)
+    return [seq[s : s + 250] for s in starts], starts
+
+
+def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref, tmp_path):
+    """The sieve (store/sieve.py) picks K fragments by 4-bit PQ scores; the coarse tier returns the
+    exact int8 top C among them, ties to the lower id; K >= the tier's size is the exhaustive search."""
+    ref = Reference.load(random_ref)
+    index = open_index(ref, load_encoder("default", "cpu"), IndexOptions(index_kind="tiered", shard_size=1000),
+                       tmp_path / "t")
+    tier = index.coarse
+    assert tier.sieve is not None and tier.sieve.ntotal == tier.ntotal == 1_200
+    assert index.manifest["sieve_file"] in index.manifest["checksums"]
+    seqs, starts = _reads(ref, 100, 5)
+    q = index.coarse_encoder.encode(seqs)
+    got = tier.search(q, 20, sieve=300)
+    _, picked = tier.sieve.search(q, 300)
+    codes = np.concatenate([np.asarray(s) for s in tier.shards])
+    q_codes, _ = coarse_mod.quantize_coarse(q)
+    for row, pick, ids in zip(q_codes, picked, got):
+        pick = np.sort(pick)
+        np.testing.assert_array_equal(ids, pick[_brute_top(codes[pick], row[None], 20)[0]])
+    exhaustive = tier.search(q, 20)
+    np.testing.assert_array_equal(tier.search(q, 20, sieve=1_200), exhaustive)
+    frags = index.fragments
+    true_first = [(frags[i, 0] == 0) & (frags[i, 1] <= s) & (frags[i, 2] >= s + 250) for i, s in zip(got[:, 0], starts)]
+    assert np.mean(true_first) >= 0.97  # a quarter of the tier picked: the true fragment still first
+    assert np.mean(got[:, 0] == exhaustive[:, 0]) >= 0.97
+
+
+def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused(random_ref, tmp_path):
+    import shutil
+
+    ref, enc = Reference.load(random_ref), load_encoder("default", "cpu")
+    opts = IndexOptions(index_kind="tiered", shard_size=1000)
+    built = open_index(ref, enc, opts, tmp_path / "t")
+    shutil.copytree(tmp_path / "t", tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())  # as an index made before the sieve
+    name = manifest.pop("sieve_file")
+    manifest.pop("coarse_sieve")
+    manifest["checksums"].pop(name)
+    (tmp_path / "old" / name).unlink()
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    assert load_index(tmp_path / "old").coarse.sieve is None  # still usable: exhaustive coarse search
+    upgraded = open_index(ref, enc, opts, tmp_path / "old")
+    assert upgraded.manifest == dict(built.manifest, genomes=upgraded.manifest["genomes"])
+    assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "t" / name).read_bytes()
+    assert upgraded.coarse.sieve is not None and not (tmp_path / "old.partial").exists()
+    data = bytearray((tmp_path / "t" / name).read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "t" / name).write_bytes(bytes(data))
+    with pytest.raises(IndexDirError, match="checksum"):
+        load_index(tmp_path / "t")
+
+
+def test_reads_are_placed_through_the_sieve(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    seqs, starts = _reads(ref, 200, 6)
+    aligner = Aligner(ref, "default", index=tmp_path / "t", device="cpu", index_kind="tiered", coarse_candidates=64,
+                      coarse_sieve=256)
+    got = aligner.map_batch(seqs)
+    assert sum(bool(a) and a[0].contig == "a" and a[0].ref_start == s for a, s in zip(got, starts)) >= 198
+
+
+def test_sieve_bytes_do_not_depend_on_faiss_threads(random_ref, tmp_path):
+    import faiss
+
+    from dnaesa.store import sieve
+
+    ref = Reference.load(random_ref)
+    tier = open_index(ref, load_encoder("default", "cpu"), IndexOptions(index_kind="tiered"), tmp_path / "t").coarse
+    got = []
+    for threads in (1, 2):
+        faiss.omp_set_num_threads(threads)
+        got.append(faiss.serialize_index(sieve.build(tier, sieve.SIEVE_PARAMS)).tobytes())
+    assert got[0] == got[1]
+    assert faiss.omp_get_max_threads() == 2  # restored after the build

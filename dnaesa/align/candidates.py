@@ -79,7 +79,8 @@ class CandidateFinder:
 
     With `coarse` = (encoder, `CoarseTier`) (a tiered index) the coarse tier picks each read's
     `coarse_candidates` fragments and `store` scores only those (`VectorStore.rerank`): the
-    `prefilter_candidates` best of them on a prefix of the exact tier's codes, in full."""
+    `prefilter_candidates` best of them on a prefix of the exact tier's codes, in full; the coarse
+    tier scores only the `coarse_sieve` fragments its sieve picks, when it has one."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
                  fragment_len: int, coarse: tuple | None = None):
@@ -114,7 +115,7 @@ class CandidateFinder:
         if self.coarse is None:
             return self.store.search(vectors, k)
         encoder, tier = self.coarse
-        picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k))
+        picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k), self.options.coarse_sieve)
         prefilter = max(self.options.prefilter_candidates, k) if self.options.prefilter_candidates else 0
         return self.store.rerank(vectors, picked, k, prefilter)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dnaesa.errors import IndexDirError
-from dnaesa.store.codes import float32_products
+from dnaesa.store.codes import _dots_by_shard, float32_products
 
 log = logging.getLogger("dnaesa")
 
@@ -71,6 +71,8 @@ class CoarseTier:
         self.use_numba = HAVE_NUMBA
         self.device = "cpu"
         self._tensors: list | None = None
+        #: a FAISS index of the same vectors that narrows the search (`sieve.py`), or None
+        self.sieve = None
 
     @property
     def ntotal(self) -> int:
@@ -135,9 +137,10 @@ class CoarseTier:
                 self._tensors = [torch.from_numpy(np.asarray(s)).to(self.device, torch.float32) for s in self.shards]
         return self._tensors
 
-    def search(self, queries: np.ndarray, c: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, c: int, sieve: int = 0) -> np.ndarray:
         """The ids (int64 (n, c), best first, ties to the lower id; -1 pads when the tier holds
-        fewer) of each query's top-c integer products."""
+        fewer) of each query's top-c integer products. With `sieve` = K > 0 and a sieve loaded
+        (CPU only), among the sieve's K picks (`sieve.py`) instead of among all vectors."""
         import torch
 
         n_q = len(queries)
@@ -146,6 +149,9 @@ class CoarseTier:
         if keep == 0 or n_q == 0:
             return ids
         codes, _ = quantize_coarse(queries)
+        if sieve and self.sieve is not None and self.device == "cpu" and max(sieve, keep) < self.ntotal:
+            ids[:, :keep] = self._search_sieved(queries, codes, keep, max(sieve, keep))
+            return ids
         f32 = self.device == "cpu" and float32_products(127, 127, self.dim)
         for lo in range(0, n_q, QUERY_CHUNK):
             q = torch.from_numpy(codes[lo : lo + QUERY_CHUNK])
@@ -155,6 +161,16 @@ class CoarseTier:
             else:
                 ids[lo : lo + len(q), :keep] = self._search_torch(q, keep)
         return ids
+
+    def _search_sieved(self, queries: np.ndarray, codes: np.ndarray, keep: int, k: int) -> np.ndarray:
+        """The exact top `keep` (int8 products, ties to the lower id) among the sieve's `k` picks."""
+        _, picked = self.sieve.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        picked = np.sort(picked, axis=1)  # ids ascending (-1 pads first): a stable sort keeps ties to the lower id
+        dots, _ = _dots_by_shard(codes, self.shards, "int8", self.dim, self.shard_size, picked)
+        pad = -(1 << 40)  # below any product (|score| <= 127 * 127 * D)
+        scores = np.where(picked >= 0, dots.reshape(picked.shape), pad)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
+        return np.where(np.take_along_axis(scores, order, 1) > pad, np.take_along_axis(picked, order, 1), -1)
 
     def _search_numba(self, q, keep: int) -> np.ndarray:
         import torch

@@ -48,6 +48,7 @@ from dnaesa.store.index_dir import (
     genome_entries,
     load_index,
     lock_partial,
+    make_sieve,
     read_manifest,
     store_kind,
     unlock_partial,
@@ -55,6 +56,7 @@ from dnaesa.store.index_dir import (
     write_manifest,
     writing,
 )
+from dnaesa.store.sieve import SIEVE_PARAMS
 from dnaesa.store.vector_store import VectorStore
 
 log = logging.getLogger("dnaesa")
@@ -252,6 +254,13 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
     fragments = np.concatenate([index.fragments, local + np.array([len(manifest["contigs"]), 0, 0])])
     np.save(partial / FRAGMENTS, fragments)
     sums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
+    sieve_entry = {}
+    if options.index_kind == "tiered":  # the grown coarse tier gets its sieve anew
+        paths = [directory / name for name in manifest["coarse_shards"][:first]] + \
+                [partial / name for name in names["coarse_shards"]]
+        tier = CoarseTier(index.coarse.dim, options.shard_size)
+        tier.shards = [np.load(path, mmap_mode="r") for path in paths]
+        sieve_entry = dict(make_sieve(tier, SIEVE_PARAMS, partial, sums), coarse_sieve=dict(SIEVE_PARAMS))
 
     listed = {*manifest["checksums"], fragments_file(manifest)}
     placed = {name: _free_name(name, listed) for name in sums}  # not a file that a reader may be using
@@ -261,8 +270,11 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
                             {key: [placed[name] for name in names[key]] for key in keys})
     every = {**manifest["checksums"], **{placed[name]: value for name, value in sums.items()}}
     grown["fragments_file"] = placed[FRAGMENTS]
+    if sieve_entry.get("sieve_file"):
+        sieve_entry["sieve_file"] = placed[sieve_entry["sieve_file"]]
+    grown.update(sieve_entry)
     grown["checksums"] = {name: every[name] for name in [*grown["shards"], *grown.get("coarse_shards", []),
-                                                          placed[FRAGMENTS]]}
+                                                          placed[FRAGMENTS], *filter(None, [grown.get("sieve_file")])]}
     write_manifest(directory, grown)
     _remove_unlisted(directory, grown)
     shutil.rmtree(partial)

@@ -37,6 +37,7 @@ from dnaesa.errors import IndexDirError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
+from dnaesa.store import sieve
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
 from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
@@ -113,6 +114,7 @@ def expected_manifest(reference: Reference, encoder: Encoder, options: IndexOpti
     }
     if options.index_kind == "tiered":
         manifest["coarse_encoder"] = coarse_encoder().identity()
+        manifest["coarse_sieve"] = dict(sieve.SIEVE_PARAMS)
     return manifest
 
 
@@ -129,7 +131,7 @@ def genome_entries(reference: Reference, options: IndexOptions, first_fragment: 
 
 def _mismatch(found: dict, expected: dict) -> str | None:
     """Why `found` cannot serve `expected`, or None when it can."""
-    for key in ("format_version", "reference_checksum", "encoder", "dim", "options", "coarse_encoder"):
+    for key in ("format_version", "reference_checksum", "encoder", "dim", "options", "coarse_encoder", "coarse_sieve"):
         if found.get(key) != expected.get(key):
             if key == "options":
                 diff = [f"{name} {found.get(key, {}).get(name)} -> {value}" for name, value in expected[key].items()
@@ -199,6 +201,9 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
             return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
+        if expected["options"]["index_kind"] == "tiered" and why == "its coarse_sieve differs":
+            log.info("making the coarse tier's sieve of %s anew (%s)", directory, sieve.SIEVE_PARAMS)
+            return add_sieve(directory, expected["coarse_sieve"])
         genomes = found.get("genomes") or []
         if len(genomes) > 1 and why == "the reference changed":
             table = reference.genome_table()
@@ -221,7 +226,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
 
 def _as_int4(manifest: dict) -> dict:
     """The manifest of the int4 index that a tiered one extends."""
-    int4 = {key: value for key, value in manifest.items() if key != "coarse_encoder"}
+    int4 = {key: value for key, value in manifest.items() if key not in ("coarse_encoder", "coarse_sieve")}
     int4["options"] = dict(manifest["options"], index_kind="int4")
     return int4
 
@@ -254,6 +259,12 @@ def load_index(directory: Path) -> Index:
                                         "replaced); rebuild the index with --rebuild-index")
             coarse = CoarseTier.load(directory, manifest["coarse_shards"], coarse_enc.dim, opts["shard_size"],
                                      manifest["n_fragments"])
+            if manifest.get("sieve_file"):
+                path = directory / manifest["sieve_file"]
+                if file_checksum(path) != checksums[path.name]:
+                    raise IndexDirError(f"{path}: does not match the manifest's checksum (damaged or replaced); "
+                                        "rebuild the index with --rebuild-index")
+                coarse.sieve = sieve.load(path, manifest["coarse_sieve"], coarse.dim, coarse.ntotal)
     except (OSError, KeyError, TypeError, ValueError) as err:
         raise IndexDirError(f"{directory}: cannot load the index ({err}); rebuild it with --rebuild-index") from err
     if manifest["n_fragments"] != len(fragments):
@@ -374,9 +385,13 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
                                                                        engine=engine))
         write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
+        extra = {}
+        if options.index_kind == "tiered":
+            tier = CoarseTier.load(partial, names["coarse_shards"], tiers[1][2].dim, options.shard_size, len(fragments))
+            extra = write_guard(partial, lambda: make_sieve(tier, manifest["coarse_sieve"], partial, checksums))
         (partial / PROGRESS).unlink(missing_ok=True)
         (partial / "lock").unlink()
-        (partial / MANIFEST).write_text(json.dumps(dict(manifest, **names, n_fragments=int(len(fragments)),
+        (partial / MANIFEST).write_text(json.dumps(dict(manifest, **names, **extra, n_fragments=int(len(fragments)),
                                                         fragments_file=FRAGMENTS, checksums=checksums), indent=1))
         _move_into_place(partial, directory)
     finally:
@@ -402,11 +417,41 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
                                                                            workers=workers, engine=engine))
             for name in names["coarse_shards"]:
                 (partial / name).rename(directory / name)
-            write_manifest(directory, dict(index.manifest, **expected, **names,
+            tier = CoarseTier.load(directory, names["coarse_shards"], coarse.dim, options.shard_size, len(index.fragments))
+            extra = write_guard(directory, lambda: make_sieve(tier, expected["coarse_sieve"], directory, checksums))
+            write_manifest(directory, dict(index.manifest, **expected, **names, **extra,
                                             checksums={**index.manifest["checksums"], **checksums}))
             shutil.rmtree(partial)
         finally:
             unlock_partial(partial, lock)
+    return load_index(directory)
+
+
+def make_sieve(tier: CoarseTier, params: dict, folder: Path, checksums: dict) -> dict:
+    """Build the coarse tier's sieve (`sieve.py`) into `folder` when the tier is large enough for
+    one, adding its checksum to `checksums`; returns the manifest's `sieve_file` entry."""
+    if not sieve.wanted(params, tier.ntotal):
+        return {"sieve_file": None}
+    name = sieve.sieve_file(tier.ntotal)
+    log.info("building the coarse tier's sieve (%d fragments)", tier.ntotal)
+    sieve.write(sieve.build(tier, params), folder / name)
+    checksums[name] = file_checksum(folder / name)
+    return {"sieve_file": name}
+
+
+def add_sieve(directory: Path, params: dict) -> Index:
+    """Give the tiered index in `directory` the sieve of `params` (an index made before the sieve
+    existed, or with other parameters): the file is written beside the index's own, then the
+    manifest is replaced in one step."""
+    with writing(directory):
+        index = load_index(directory)
+        manifest = dict(index.manifest)
+        checksums = {name: value for name, value in manifest["checksums"].items() if name != manifest.get("sieve_file")}
+        entry = write_guard(directory, lambda: make_sieve(index.coarse, params, directory, checksums))
+        write_manifest(directory, dict(manifest, **entry, coarse_sieve=params, checksums=checksums))
+        old = manifest.get("sieve_file")
+        if old and old != entry["sieve_file"]:
+            (directory / old).unlink(missing_ok=True)
     return load_index(directory)
 
 
