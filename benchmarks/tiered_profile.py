@@ -1,9 +1,10 @@
 """Where a tiered store's search time goes, per read: the two encoders, the coarse tier's top C and
-the exact tier's re-rank (with and without its prefilter), in CPU ms a read on one thread; and the
+the exact tier's re-rank (with and without its prefilter), and the coarse top C through the sieve
+(`--sieve K`; also: how many reads' coarse top C it changed), in CPU ms a read on one thread; and the
 matrix-product rates that decide the coarse search on this CPU (int8 `torch._int_mm`, float32,
 bfloat16) at the coarse tier's block shape.
 
-    python benchmarks/tiered_profile.py INDEX_DIR READS.fq [--max-reads 1024] [--candidates 2048] [--prefilter 256]
+    python benchmarks/tiered_profile.py INDEX_DIR READS.fq [--max-reads 1024] [--candidates 2048] [--prefilter 256] [--sieve 4096]
 
 Set `DNAESA_INT8_PRODUCTS=1` (or 0) to force the coarse tier's integer (or float32) products.
 """
@@ -29,7 +30,9 @@ def main() -> None:
     p.add_argument("--max-reads", dest="n", type=int, default=1024)
     p.add_argument("--candidates", type=int, default=2048)
     p.add_argument("--prefilter", type=int, default=256)
+    p.add_argument("--sieve", type=int, default=4096)
     args = p.parse_args()
+    import faiss
     import pysam
     import torch
 
@@ -38,6 +41,7 @@ def main() -> None:
     from dnaesa.store.index_dir import load_index
 
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     q = torch.randint(-100, 100, (512, 256), dtype=torch.int8)
     block = torch.randint(-100, 100, (2048, 256), dtype=torch.int8)
     print(f"products (512 x 256) x (256 x 2048), 1 thread, GOPS a CPU second: int8 _int_mm {_rate(torch, q, block):.1f} GOPS, "
@@ -62,6 +66,12 @@ def main() -> None:
     full = timed(f"re-rank all {args.candidates}", lambda: index.store.rerank(vectors, picked, 16))
     pre = timed(f"re-rank, prefilter {args.prefilter}", lambda: index.store.rerank(vectors, picked, 16, args.prefilter))
     print(f"top hit changed by the prefilter: {(pre[1][:, 0] != full[1][:, 0]).sum()} of {len(seqs)} reads")
+    if tier.sieve is not None:
+        sieved = timed(f"coarse top {args.candidates} among the sieve's {args.sieve}",
+                       lambda: tier.search(compact, args.candidates, args.sieve))
+        same = [len(set(a) & set(b)) / len(a) for a, b in zip(picked, sieved)]
+        print(f"coarse top {args.candidates} through the sieve: {sum(s == 1 for s in same)} of {len(seqs)} reads the "
+              f"same set, {100 * sum(same) / len(same):.2f}% of the ids in common")
 
 
 if __name__ == "__main__":

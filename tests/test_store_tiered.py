@@ -116,6 +116,28 @@ def test_prefix_dots_compiled_equal_numpy(width, dim):
     assert np.array_equal(got[1][0], (full[rows] * q_int[reads]).sum(1)) and np.array_equal(got[1][1], (full[rows] ** 2).sum(1))
 
 
+def test_int8_dots_compiled_equal_numpy():
+    """The int8 kernel (an int8 store's re-rank, the coarse tier's sieved picks) and numpy agree."""
+    if not codes.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    shard = rng.integers(-127, 128, (50, 256)).astype(np.int8)
+    q_int = rng.integers(-127, 128, (4, 256)).astype(np.int8)
+    rows, reads = rng.integers(0, 50, 300), rng.integers(0, 4, 300)
+    got = []
+    for compiled in (True, False):
+        codes.HAVE_NUMBA = compiled
+        try:
+            dots, sq = np.zeros(300, dtype=np.int64), np.zeros(300, dtype=np.int64)
+            codes._shard_dots(q_int, shard, "int8", 256, rows, reads, np.arange(300), dots, sq)
+            got.append((dots, sq))
+        finally:
+            codes.HAVE_NUMBA = True
+    want = (shard[rows].astype(np.int64) * q_int[reads]).sum(1)
+    assert np.array_equal(got[0][0], want) and np.array_equal(got[1][0], want)
+    assert np.array_equal(got[0][1], got[1][1])
+
+
 def test_prefilter_keeps_the_best_hit(random_ref):
     """A re-rank that scores 1,300 candidates on an eighth of each code and only the best 64 in
     full finds each read's best fragment among all of them (4,096-dim sketch, 2% errors)."""

@@ -196,6 +196,11 @@ def _shard_dots(q_int: np.ndarray, shard, kind: str, dim: int, rows: np.ndarray,
 
         kernels._dots_int4(q, np.asarray(shard), rows, reads, slots, dots, norms, width)
         return
+    if kind == "int8" and HAVE_NUMBA and width == h:
+        from dnaesa.store import kernels
+
+        kernels._dots_int8(q_int, np.asarray(shard).view(np.int8), rows, reads, slots, dots, norms)
+        return
     cols = np.arange(width) if kind == "int8" else np.r_[0:width, h : min(h + width, dim)]
     for lo in range(0, len(rows), 4096):
         part = unpack_rows(shard[rows[lo : lo + 4096]][:, :width], kind, 2 * width)[:, : len(cols)].astype(np.int32)

@@ -2,8 +2,8 @@
 (importing numba costs about 0.5 s, more than a small run's whole search).
 
 - `_absorb`, `_compact_row`, `_finish`: the coarse tier's streaming exact top-C (`coarse.py`);
-- `_dots_int4`: dot products of queries with int4-packed rows (or their first bytes), straight from
-  the codes (`codes.py`).
+- `_dots_int4`, `_dots_int8`: dot products of queries with int4-packed (or int8) rows, straight from
+  the codes (`codes.py`; `_dots_int8` also scores the coarse tier's sieved picks, `coarse.py`).
 """
 from __future__ import annotations
 
@@ -87,5 +87,23 @@ def _dots_int4(q, shard, rows, reads, slots, dots, norms, width):
             hi = ((v >> 4) ^ 8) - 8
             acc += np.int32(q_lo[j]) * lo + np.int32(q_hi[j]) * hi
             nrm += lo * lo + hi * hi
+        dots[slots[k]] = acc
+        norms[slots[k]] = nrm
+
+
+@numba.njit(cache=True, nogil=True)
+def _dots_int8(q, shard, rows, reads, slots, dots, norms):
+    """For each k: dots[slots[k]] = q[reads[k]] . shard[rows[k]] and norms[slots[k]] = its
+    |row|^2; q and the shard's rows int8 (m, D), (n, D)."""
+    d = shard.shape[1]
+    for k in range(len(rows)):
+        row = shard[rows[k]]
+        qr = q[reads[k]]
+        acc = np.int32(0)  # |q|, |code| <= 127: exact up to 2**17 dimensions
+        nrm = np.int32(0)
+        for j in range(d):
+            v = np.int32(row[j])
+            acc += np.int32(qr[j]) * v
+            nrm += v * v
         dots[slots[k]] = acc
         norms[slots[k]] = nrm
