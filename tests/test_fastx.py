@@ -171,3 +171,52 @@ def test_bad_reference(tmp_path: Path, case: str) -> None:
         list(read_reference(path))
     assert str(err.value).startswith(path)
     assert message in str(err.value)
+
+
+TRICKY_REFERENCES = [
+    ">c1 desc\r\nACGT\r\nacgt  \r\n\r\n>c2\nRYKM\n\t\nswbdhvn",  # CRLF, trailing blanks, no final newline
+    "\n\n>c1\nAC\nGT\n>c2\n" + "ACGTN" * 40 + "\n" + "acgt\n" * 30,  # blank lines first, lines across blocks
+    ">c1\nAC GT\n",  # a blank inside a line: an error, as before
+    ">c1\nAC\rGT\n",  # a lone carriage return inside a line: an error too
+    ">c1\nACGT\n>c1\nGG\n",
+    ">c1\nACGT\n>c2\n>c3\nAC\n",
+    "ACGT\n>c1\nAC\n",
+    ">c1\nAC>GT\n",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_REFERENCES)
+@pytest.mark.parametrize("block", [1, 7, 1 << 24])
+def test_reference_blocks_parse_as_the_line_parser(tmp_path: Path, text: str, block: int, monkeypatch) -> None:
+    """The reference is parsed in blocks (a few C calls each); it gives what the line-by-line
+    parser of reads gives (records, names, sequences and errors), whatever the block size."""
+    import itertools
+
+    from dnaesa.io import fastx
+
+    path = write(tmp_path, "ref.fa", text)
+    gz = str(tmp_path / "ref.fa.gz")
+    Path(gz).write_bytes(gzip.compress(text.encode()))
+
+    def by_lines(p):
+        lines = fastx._lines(p)
+        first = fastx._first_line(lines)
+        if first[:1] != b">":
+            raise InputError(p, "not FASTA")
+        seen = set()
+        for record, name, raw in fastx._parse_fasta(itertools.chain([first], lines), p, fastx._contig_name):
+            if name in seen:
+                raise InputError(p, "duplicate contig name", record=record, name=name)
+            seen.add(name)
+            yield name, fastx._sequence(raw, p, record, name)
+
+    monkeypatch.setattr(fastx, "_BLOCK", block)
+    for p in (path, gz):
+        try:
+            want = list(by_lines(p))
+        except InputError as err:
+            with pytest.raises(InputError) as got:
+                list(read_reference(p))
+            assert str(got.value).startswith(str(err)) or ("not FASTA" in str(err) and "not FASTA" in str(got.value))
+        else:
+            assert list(read_reference(p)) == want
