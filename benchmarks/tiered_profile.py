@@ -4,7 +4,7 @@ the exact tier's re-rank (with and without its prefilter), and the coarse top C 
 matrix-product rates that decide the coarse search on this CPU (int8 `torch._int_mm`, float32,
 bfloat16) at the coarse tier's block shape.
 
-    python benchmarks/tiered_profile.py INDEX_DIR READS.fq [--max-reads 1024] [--candidates 2048] [--prefilter 256] [--sieve 4096]
+    python benchmarks/tiered_profile.py INDEX_DIR READS.fq [--max-reads 1024] [--candidates 2048] [--prefilter 256] [--sieve 8192]
 
 Set `DNAESA_INT8_PRODUCTS=1` (or 0) to force the coarse tier's integer (or float32) products.
 """
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--max-reads", dest="n", type=int, default=1024)
     p.add_argument("--candidates", type=int, default=2048)
     p.add_argument("--prefilter", type=int, default=256)
-    p.add_argument("--sieve", type=int, default=4096)
+    p.add_argument("--sieve", type=int, default=8192)
     args = p.parse_args()
     import faiss
     import pysam

@@ -96,7 +96,7 @@ class MapOptions:
     prefilter_candidates: int = 256
     #: ... and the coarse tier scores only the fragments its sieve (`store/sieve.py`) picks, this many a read
     #: (0: all, exhaustively)
-    coarse_sieve: int = 4096
+    coarse_sieve: int = 8192
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:

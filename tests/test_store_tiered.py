@@ -321,7 +321,7 @@ def _reads(ref: Reference, n: int, seed: int) -> tuple[list[str], np.ndarray]:
     return [seq[s : s + 250] for s in starts], starts
 
 
-def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref, tmp_path):
+def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref, tmp_path, monkeypatch):
     """The sieve (store/sieve.py) picks K fragments by 4-bit PQ scores; the coarse tier returns the
     exact int8 top C among them, ties to the lower id; K >= the tier's size is the exhaustive search."""
     ref = Reference.load(random_ref)
@@ -332,6 +332,7 @@ def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref
     assert index.manifest["sieve_file"] in index.manifest["checksums"]
     seqs, starts = _reads(ref, 100, 5)
     q = index.coarse_encoder.encode(seqs)
+    monkeypatch.setattr(coarse_mod, "QUERY_CHUNK", 32)  # queries sieved in chunks
     got = tier.search(q, 20, sieve=300)
     _, picked = tier.sieve.search(q, 300)
     codes = np.concatenate([np.asarray(s) for s in tier.shards])

@@ -150,7 +150,9 @@ class CoarseTier:
             return ids
         codes, _ = quantize_coarse(queries)
         if sieve and self.sieve is not None and self.device == "cpu" and max(sieve, keep) < self.ntotal:
-            ids[:, :keep] = self._search_sieved(queries, codes, keep, max(sieve, keep))
+            for lo in range(0, n_q, QUERY_CHUNK):  # a chunk's picks and scores: 512 x K x 24 bytes
+                ids[lo : lo + QUERY_CHUNK, :keep] = self._search_sieved(queries[lo : lo + QUERY_CHUNK],
+                                                                       codes[lo : lo + QUERY_CHUNK], keep, max(sieve, keep))
             return ids
         f32 = self.device == "cpu" and float32_products(127, 127, self.dim)
         for lo in range(0, n_q, QUERY_CHUNK):
