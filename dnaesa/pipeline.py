@@ -166,7 +166,7 @@ class Aligner:
             batches, pairing = read_batches_at(reads, self.options.batch_size), None
         if self._ray is not None:
             spec = {"ref": str(self.reference.path), "model": self._model_spec, "index": str(self.index.directory),
-                    "device": self.device, "preset": "sr",
+                    "device": "cuda" if self._ray.gpus else self.device, "preset": "sr",  # GPU actors search on CUDA
                     "options": {**dataclasses.asdict(self.index_options), **dataclasses.asdict(self.options)}}
             if os.environ.get(KILL_HOOK):  # tests: an actor dies while aligning this batch, once
                 spec["kill"] = (int(os.environ[KILL_HOOK]), str(self.index.directory) + ".killed")

@@ -67,6 +67,30 @@ def test_unreachable_cluster_is_one_error_line(reads, lambda_ref, tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.parametrize("ask", [["--ray-gpus-per-worker", "1"], ["--ray-workers", "3"]])
+def test_actors_the_cluster_cannot_hold_are_one_error_line_not_a_hang(cluster, reads, lambda_ref, tmp_path, capsys,
+                                                                      monkeypatch, ask):
+    """A GPU asked of a cluster without one, or more actors than its 2 CPUs: Ray would leave the
+    actors pending for ever; the reservation fails after DNAESA_RAY_PLACEMENT_SECONDS instead."""
+    monkeypatch.setenv("DNAESA_RAY_PLACEMENT_SECONDS", "3")
+    out = tmp_path / "o.sam"
+    code = main(["-q", "align", str(reads), str(lambda_ref), "--encoder", "kmer", "--index", str(tmp_path / "idx"),
+                 "-o", str(out), "--engine", "ray", *ask])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot hold" in err[0] and "waited 3 s" in err[0], err
+    assert not out.exists()
+    assert not ray.util.placement_group_table() or all(
+        group["state"] == "REMOVED" for group in ray.util.placement_group_table().values())
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_actors_equal_local_sam(reads, lambda_ref, local_sam, tmp_path, tmp_path_factory):
+    out = tmp_path / "gpu.sam"
+    Aligner(lambda_ref, "kmer", index=tmp_path_factory.getbasetemp() / "ray.idx", engine="ray", ray_workers=1,
+            ray_gpus_per_worker=1, batch_size=500).align_file(str(reads), str(out))
+    assert _body(out) == local_sam
+
+
 def test_ray_pairs_equal_local_pairs(cluster, lambda_ref, lambda_contigs, tmp_path, tmp_path_factory):
     from dnaesa.simulate import simulate_pairs
 

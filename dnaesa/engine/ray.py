@@ -34,8 +34,13 @@ Design, as a user with a cluster would want it:
   one thread rounds some products differently from several. Shards stay written by the driver: quantising and
   `np.save` of a chunk cost little next to encoding it, and one writer keeps the build resumable
   (`progress.json`) and the bytes identical.
-- Not yet: GPU actors (`--ray-gpus-per-worker` is passed to Ray but the actors' search device
-  follows `--device`).
+- Resources: the actors' CPUs and GPUs (`--ray-gpus-per-worker`) are reserved at once, in a
+  placement group, before any work is sent: a cluster that cannot hold them all (a GPU asked of a
+  cluster without one, more actors than CPUs) is one error line, at once for the local cluster a
+  run starts and after `PLACEMENT_SECONDS` for a cluster joined (which may be scaling up), never a
+  run that waits forever on actors Ray cannot place. Align actors given GPUs search on CUDA
+  (`device="cuda"`: one that finds no GPU fails, and the run ends with one error line); the
+  index-building actors encode with numpy and ask for no GPU.
 """
 from __future__ import annotations
 
@@ -54,6 +59,9 @@ if TYPE_CHECKING:  # pragma: no cover
 IN_FLIGHT_PER_ACTOR = 2
 #: how often an actor is replaced, and a batch retried, before the run gives up
 MAX_RESTARTS = 3
+#: how long a cluster joined (not started by the run) may take to find room for the actors;
+#: `DNAESA_RAY_PLACEMENT_SECONDS` overrides
+PLACEMENT_SECONDS = 120
 #: test hook: an actor process exits while aligning this batch number (once per run folder)
 KILL_HOOK = "DNAESA_RAY_TEST_KILL_BATCH"
 #: test hook for index building: "LO:PATH", an actor exits while encoding the chunk starting at
@@ -182,11 +190,13 @@ class RayEngine:
         try:
             actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
                                      max_task_retries=MAX_RESTARTS)(_Actor)
+            placed = self._reserve(ray, self.workers, self.gpus, started)
             with SamWriter(out, aligner.reference.contigs, command_line, read_group=read_group,
                            secondary=0 if pairing else aligner.options.secondary,
                            inputs=(*inputs, aligner.reference.path), reference=aligner.reference,
                            split_as_secondary=split_as_secondary, hard_clip=hard_clip) as writer:
-                actors = [actor_class.remote(spec, writer.formatter, pairing) for _ in range(self.workers)]
+                actors = [actor_class.options(scheduling_strategy=placed(i)).remote(spec, writer.formatter, pairing)
+                          for i in range(self.workers)]
                 in_flight: deque = deque()
                 limit = IN_FLIGHT_PER_ACTOR * self.workers
                 for number, (batch, position) in enumerate(batches):
@@ -199,6 +209,7 @@ class RayEngine:
                 while in_flight:
                     self._write(ray, *in_flight.popleft(), writer, summary, progress)
         finally:
+            self._release(ray)
             if started:
                 ray.shutdown()
         summary.seconds = time.perf_counter() - t0
@@ -214,12 +225,14 @@ class RayEngine:
         ray, started = self._connect()
         actors: list = []
         try:
-            actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
+            actor_class = ray.remote(num_cpus=self.cpus, max_restarts=MAX_RESTARTS,  # numpy encoders: no GPU
                                      max_task_retries=MAX_RESTARTS)(_ChunkActor)
             kill = os.environ.get(KILL_CHUNK_HOOK)
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
             shared = ray.put(encode)
-            actors = [actor_class.remote(kill) for _ in range(min(self.workers, len(starts)))]
+            n = min(self.workers, len(starts))
+            placed = self._reserve(ray, n, 0.0, started)
+            actors = [actor_class.options(scheduling_strategy=placed(i)).remote(kill) for i in range(n)]
             in_flight: deque = deque()
             for number, lo in enumerate(starts):
                 in_flight.append(actors[number % len(actors)].encode.remote([shared], lo))
@@ -233,8 +246,43 @@ class RayEngine:
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - a dead actor, a cluster gone: nothing to free
                     pass
+            self._release(ray)
             if started:
                 ray.shutdown()
+
+    def _reserve(self, ray, n: int, gpus: float, started: bool):
+        """Reserve `n` actors' CPUs and `gpus` GPUs each in one placement group; returns a function
+        of the actor number that gives its scheduling strategy. A cluster that cannot hold them
+        is a DnaesaError: at once when this run started it (its resources are all there is), else
+        after `PLACEMENT_SECONDS`."""
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle = {"CPU": float(self.cpus), **({"GPU": float(gpus)} if gpus else {})}
+        total = ray.cluster_resources()
+        short = [name for name, need in bundle.items() if need * n > total.get(name, 0.0)]
+        wait = float(os.environ.get("DNAESA_RAY_PLACEMENT_SECONDS", PLACEMENT_SECONDS))
+        self._group = None if short and started else placement_group([bundle] * n, strategy="PACK")
+        if self._group is None or not self._group.wait(timeout_seconds=wait):
+            where = "the local Ray cluster" if started else f"the Ray cluster at {self.address or 'auto'}"
+            has = ", ".join(f"{total.get(name, 0.0):g} {name}" for name in bundle)
+            each = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
+            raise DnaesaError(f"{where} cannot hold {n} actor(s) of {each} each (it has {has} in all"
+                              f"{'' if started else f'; waited {wait:g} s'}): lower --ray-workers or "
+                              "--ray-gpus-per-worker, or add nodes")
+        group = self._group
+        return lambda i: PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+
+    def _release(self, ray) -> None:
+        """Free the actors' reservation (`_reserve`), if any."""
+        from ray.util.placement_group import remove_placement_group
+
+        group, self._group = getattr(self, "_group", None), None
+        if group is not None:
+            try:
+                remove_placement_group(group)
+            except Exception:  # noqa: BLE001 - a cluster gone: nothing to free
+                pass
 
     @staticmethod
     def _chunk(ray, job) -> list:
