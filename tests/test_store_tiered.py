@@ -348,7 +348,7 @@ def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref
     assert np.mean(got[:, 0] == exhaustive[:, 0]) >= 0.97
 
 
-def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused(random_ref, tmp_path):
+def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused(random_ref, tmp_path, monkeypatch):
     import shutil
 
     ref, enc = Reference.load(random_ref), load_encoder("default", "cpu")
@@ -366,6 +366,16 @@ def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused
     assert upgraded.manifest == dict(built.manifest, genomes=upgraded.manifest["genomes"])
     assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "t" / name).read_bytes()
     assert upgraded.coarse.sieve is not None and not (tmp_path / "old.partial").exists()
+    # a folder the sieve cannot be written to (read-only, full, being written): served without it
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "old" / name).unlink()
+
+    def refuse(*args, **kwargs):
+        raise IndexDirError(f"{tmp_path / 'old'}: cannot write the index there (Read-only file system)")
+
+    monkeypatch.setattr("dnaesa.store.index_dir.make_sieve", refuse)
+    served = open_index(ref, enc, opts, tmp_path / "old")
+    assert served.coarse is not None and served.coarse.sieve is None and "sieve_file" not in served.manifest
     data = bytearray((tmp_path / "t" / name).read_bytes())
     data[len(data) // 2] ^= 1
     (tmp_path / "t" / name).write_bytes(bytes(data))

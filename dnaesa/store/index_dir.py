@@ -203,7 +203,12 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
             return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
         if expected["options"]["index_kind"] == "tiered" and why == "its coarse_sieve differs":
             log.info("making the coarse tier's sieve of %s anew (%s)", directory, sieve.SIEVE_PARAMS)
-            return add_sieve(directory, expected["coarse_sieve"])
+            try:
+                return add_sieve(directory, expected["coarse_sieve"])
+            except IndexDirError as err:  # a read-only folder, a full disk, another writer: the index still serves
+                log.warning("[dnaesa] %s; its coarse tier is searched exhaustively (slower) until the sieve can be "
+                            "added", err)
+                return load_index(directory)
         genomes = found.get("genomes") or []
         if len(genomes) > 1 and why == "the reference changed":
             table = reference.genome_table()

@@ -83,7 +83,9 @@ def write(index, path: Path) -> None:
         faiss.write_index(index, str(tmp))
     except RuntimeError as err:  # FAISS reports a failed write (a full disk) as a RuntimeError
         tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {tmp}: {str(err).splitlines()[0]}") from err
+        text = str(err)
+        why = "No space left on device" if "No space left" in text else text.rpartition("Error:")[2].strip()[:160]
+        raise OSError(f"cannot write {tmp}: {why}") from err
     tmp.replace(path)
 
 
