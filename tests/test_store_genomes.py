@@ -45,6 +45,13 @@ def genomes(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(autouse=True)
+def sieve_from_1024_fragments(monkeypatch):
+    """The sieve (store/sieve.py) is built from 1,000,000 fragments; these small indexes get one too."""
+    from dnaesa.store import sieve
+
+    monkeypatch.setitem(sieve.SIEVE_PARAMS, "min_fragments", 1024)
+
 @pytest.fixture(scope="module")
 def encoder():
     return load_encoder("default", "cpu")

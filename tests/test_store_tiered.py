@@ -21,6 +21,13 @@ from dnaesa.store.index_dir import load_index, open_index
 from dnaesa.store.vector_store import VectorStore
 
 
+@pytest.fixture(autouse=True)
+def sieve_from_1024_fragments(monkeypatch):
+    """The sieve (store/sieve.py) is built from 1,000,000 fragments; these small indexes get one too."""
+    from dnaesa.store import sieve
+
+    monkeypatch.setitem(sieve.SIEVE_PARAMS, "min_fragments", 1024)
+
 def _brute_top(codes: np.ndarray, queries: np.ndarray, c: int) -> np.ndarray:
     scores = queries.astype(np.int64) @ codes.astype(np.int64).T
     ids = np.arange(len(codes))
@@ -334,6 +341,9 @@ def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref
     q = index.coarse_encoder.encode(seqs)
     monkeypatch.setattr(coarse_mod, "QUERY_CHUNK", 32)  # queries sieved in chunks
     got = tier.search(q, 20, sieve=300)
+    tier.use_numba = False  # numpy: the same ids
+    np.testing.assert_array_equal(tier.search(q, 20, sieve=300), got)
+    tier.use_numba = coarse_mod.HAVE_NUMBA
     _, picked = tier.sieve.search(q, 300)
     codes = np.concatenate([np.asarray(s) for s in tier.shards])
     q_codes, _ = coarse_mod.quantize_coarse(q)
@@ -405,3 +415,27 @@ def test_sieve_bytes_do_not_depend_on_faiss_threads(random_ref, tmp_path):
         got.append(faiss.serialize_index(sieve.build(tier, sieve.SIEVE_PARAMS)).tobytes())
     assert got[0] == got[1]
     assert faiss.omp_get_max_threads() == 2  # restored after the build
+
+
+def test_sieve_top_kernel_breaks_ties_to_the_lower_id():
+    """Rows repeated across shards score alike; the kernel keeps the lower ids, as a stable sort would."""
+    if not coarse_mod.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    from numba.typed import List
+
+    from dnaesa.store import kernels
+
+    rng = np.random.default_rng(8)
+    base = rng.integers(-5, 6, (10, 16)).astype(np.int8)
+    codes = np.concatenate([base, base, base])  # ids i, i + 10, i + 20 tie
+    shards = List()
+    for lo in range(0, 30, 7):
+        shards.append(np.ascontiguousarray(codes[lo : lo + 7]))
+    q = rng.integers(-5, 6, (6, 16)).astype(np.int8)
+    picked = np.stack([rng.permutation(30) for _ in range(6)]).astype(np.int64)
+    picked[:, -3:] = -1  # pads
+    out = np.full((6, 12), -1, dtype=np.int64)
+    kernels._sieve_top(q, shards, 7, picked, 12, out)
+    for r in range(6):
+        ids = np.sort(picked[r][picked[r] >= 0])
+        np.testing.assert_array_equal(out[r], ids[_brute_top(codes[ids], q[r][None], 12)[0]])

@@ -73,6 +73,7 @@ class CoarseTier:
         self._tensors: list | None = None
         #: a FAISS index of the same vectors that narrows the search (`sieve.py`), or None
         self.sieve = None
+        self._typed = None  # the shards as a numba typed list, made on first use
 
     @property
     def ntotal(self) -> int:
@@ -90,7 +91,7 @@ class CoarseTier:
             room = self.shard_size - len(self.shards[-1])
             self.shards[-1] = np.concatenate([self.shards[-1], codes[done : done + room]])
             done += room
-        self._tensors = None
+        self._tensors = self._typed = None
 
     def spill(self, directory: str | Path, first: int, keep_last: bool = True) -> list[str]:
         """Write the full shards (all, without `keep_last`) as coarse{first:03d}.npy, ...; drop them
@@ -102,6 +103,7 @@ class CoarseTier:
             np.save(Path(directory) / name, shard)
             names.append(name)
         self.shards = self.shards[len(ready):]
+        self._tensors = self._typed = None
         return names
 
     @classmethod
@@ -167,12 +169,29 @@ class CoarseTier:
     def _search_sieved(self, queries: np.ndarray, codes: np.ndarray, keep: int, k: int) -> np.ndarray:
         """The exact top `keep` (int8 products, ties to the lower id) among the sieve's `k` picks."""
         _, picked = self.sieve.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        if self.use_numba and self.ntotal < 1 << 32 and self.dim * 127 * 127 < 1 << 24:  # one compiled pass
+            from dnaesa.store import kernels
+
+            out = np.full((len(picked), keep), -1, dtype=np.int64)
+            kernels._sieve_top(codes, self._typed_shards(), self.shard_size, picked, keep, out)
+            return out
         picked = np.sort(picked, axis=1)  # ids ascending (-1 pads first): a stable sort keeps ties to the lower id
         dots, _ = _dots_by_shard(codes, self.shards, "int8", self.dim, self.shard_size, picked)
         pad = -(1 << 40)  # below any product (|score| <= 127 * 127 * D)
         scores = np.where(picked >= 0, dots.reshape(picked.shape), pad)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
         return np.where(np.take_along_axis(scores, order, 1) > pad, np.take_along_axis(picked, order, 1), -1)
+
+    def _typed_shards(self):
+        """The shards as a numba typed list (made once; the kernels take it)."""
+        from numba.typed import List
+
+        if self._typed is None:
+            typed = List()
+            for shard in self.shards:
+                typed.append(np.asarray(shard))
+            self._typed = typed
+        return self._typed
 
     def _search_numba(self, q, keep: int) -> np.ndarray:
         import torch

@@ -107,3 +107,62 @@ def _dots_int8(q, shard, rows, reads, slots, dots, norms):
             nrm += v * v
         dots[slots[k]] = acc
         norms[slots[k]] = nrm
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _sieve_top(q, shards, shard_size, picked, keep, out):
+    """For each query r: the exact int8 products of q[r] with the rows picked[r] (ids into the
+    list of (shard_size, D) int8 `shards`; -1 skips), and out[r] = the ids of the `keep` best,
+    best first, ties to the lower id (-1 pads). The (query, row) pairs are first bucketed by
+    shard (a counting sort), so the rows are read one shard at a time, from cache. Each pair is
+    ranked by one int64 key, product * 2**32 + (2**32 - 1 - id): the order is total, so
+    `np.partition` is exact."""
+    n_q, k = picked.shape
+    d = q.shape[1]
+    n_s = len(shards)
+    low = np.int64(-(1 << 62))
+    keys = np.full((n_q, k), low, dtype=np.int64)
+    counts = np.zeros(n_s + 1, dtype=np.int64)
+    for r in range(n_q):
+        for j in range(k):
+            i = picked[r, j]
+            if i >= 0:
+                counts[i // shard_size + 1] += 1
+    for s in range(n_s):
+        counts[s + 1] += counts[s]
+    order = np.empty(counts[n_s], dtype=np.int64)  # flat pair numbers r * k + j, grouped by shard
+    fill = counts[:n_s].copy()
+    for r in range(n_q):
+        for j in range(k):
+            i = picked[r, j]
+            if i >= 0:
+                s = i // shard_size
+                order[fill[s]] = r * k + j
+                fill[s] += 1
+    qf = q.astype(np.float32)  # float32 sums of these integer products are exact (|sum| < 2**24) in any order,
+    for s in range(n_s):       # so fastmath may reorder them: the loop vectorises
+        shard = shards[s]
+        base = s * shard_size
+        for t in range(counts[s], counts[s + 1]):
+            p = order[t]
+            r, j = p // k, p % k
+            i = picked[r, j]
+            row = shard[i - base]
+            qr = qf[r]
+            acc = np.float32(0)
+            for c in range(d):
+                acc += qr[c] * np.float32(row[c])
+            keys[r, j] = (np.int64(acc) << 32) | (np.int64(0xFFFFFFFF) - i)
+    for r in range(n_q):
+        valid = 0
+        for j in range(k):
+            if picked[r, j] >= 0:
+                valid += 1
+        m = min(keep, valid)
+        if m == 0:
+            continue
+        kr = keys[r]
+        kth = np.partition(kr, k - m)[k - m]
+        best = np.sort(kr[kr >= kth])[::-1]
+        for j in range(m):
+            out[r, j] = np.int64(0xFFFFFFFF) - (best[j] & np.int64(0xFFFFFFFF))

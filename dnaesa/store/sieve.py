@@ -27,8 +27,9 @@ from dnaesa.store.coarse import COARSE_SCALE, CoarseTier
 
 #: the manifest's `coarse_sieve`: FAISS PQ fast-scan codes of `m` sub-vectors of `nbits` bits,
 #: trained on `train` coarse vectors drawn with `seed`; indexes of fewer than `min_fragments`
-#: get none (an exhaustive pass over them is cheap)
-SIEVE_PARAMS = {"kind": "pq-fastscan", "m": 128, "nbits": 4, "train": 65536, "seed": 0, "min_fragments": 1024}
+#: get none: at 300,001 fragments the sieve's 8,192 picks cost about what the exhaustive pass
+#: does (2.5 against 2.7 CPU ms a read), at 3.1 M half (benchmarks/RESULTS.md, "Genome scale")
+SIEVE_PARAMS = {"kind": "pq-fastscan", "m": 128, "nbits": 4, "train": 65536, "seed": 0, "min_fragments": 1_000_000}
 #: vectors encoded at a time while building
 ADD_CHUNK = 1 << 18
 
