@@ -204,10 +204,18 @@ def many_reads(tmp_path_factory, lambda_contigs) -> Path:
     return path
 
 
+#: `python -m dnaesa` with Ctrl-C's default handling, as at a terminal: a process started in the
+#: background by a non-interactive shell (`cmd &`, as CI jobs may be) inherits SIGINT ignored,
+#: and Python then leaves it ignored
+PY_INTERACTIVE = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                  "signal.default_int_handler); sys.argv[0] = 'dnaesa'; runpy.run_module('dnaesa', "
+                  "run_name='__main__', alter_sys=True)"]
+
+
 def _start(tmp_path, lambda_ref, many_reads, out):
     index = tmp_path.parent / "signals.idx"
     subprocess.run([*PY, "-q", "index", str(lambda_ref), "--encoder", "kmer", "--index", str(index)], check=True)
-    return subprocess.Popen([*PY, "-q", "align", str(many_reads), str(lambda_ref), "--encoder", "kmer", "-t", "2",
+    return subprocess.Popen([*PY_INTERACTIVE, "-q", "align", str(many_reads), str(lambda_ref), "--encoder", "kmer", "-t", "2",
                              "--batch-size", "512", "-o", str(out), "--index", str(index)],
                             stderr=subprocess.PIPE, text=True)
 
