@@ -95,6 +95,20 @@ def test_rerank_of_all_ids_equals_exhaustive_search(int4_store, use_numba, monke
         assert all(len(set(row)) == 10 for row in got_i)
 
 
+def _dots_both_ways(q_int, shard, kind, dim, rows, reads, width=None) -> list:
+    """`codes._shard_dots` compiled, then in numpy: [(dots, |row|^2), (dots, |row|^2)]."""
+    got = []
+    for compiled in (True, False):
+        codes.HAVE_NUMBA = compiled
+        try:
+            dots, sq = np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
+            codes._shard_dots(q_int, shard, kind, dim, rows, reads, np.arange(len(rows)), dots, sq, width)
+            got.append((dots, sq))
+        finally:
+            codes.HAVE_NUMBA = True
+    return got
+
+
 @pytest.mark.parametrize("width", [None, 3])
 @pytest.mark.parametrize("dim", [20, 19])
 def test_prefix_dots_compiled_equal_numpy(width, dim):
@@ -106,15 +120,7 @@ def test_prefix_dots_compiled_equal_numpy(width, dim):
     shard, _ = codes.quantize(rng.standard_normal((50, dim)).astype(np.float32), "int4")
     q_int = codes.quantize(rng.standard_normal((4, dim)).astype(np.float32), "int8")[0].view(np.int8)
     rows, reads = rng.integers(0, 50, 30), rng.integers(0, 4, 30)
-    got = []
-    for compiled in (True, False):
-        codes.HAVE_NUMBA = compiled
-        try:
-            dots, sq = np.zeros(30, dtype=np.int64), np.zeros(30, dtype=np.int64)
-            codes._shard_dots(q_int, shard, "int4", dim, rows, reads, np.arange(30), dots, sq, width)
-            got.append((dots, sq))
-        finally:
-            codes.HAVE_NUMBA = True
+    got = _dots_both_ways(q_int, shard, "int4", dim, rows, reads, width)
     assert np.array_equal(got[0][0], got[1][0]) and np.array_equal(got[0][1], got[1][1])
     full = codes.unpack_rows(shard, "int4", dim).astype(np.int64)
     if width is not None:  # the bytes' low and high nibbles: coordinates 0-2 and 10-12
@@ -124,22 +130,14 @@ def test_prefix_dots_compiled_equal_numpy(width, dim):
 
 
 def test_int8_dots_compiled_equal_numpy():
-    """The int8 kernel (an int8 store's re-rank, the coarse tier's sieved picks) and numpy agree."""
+    """The int8 kernel (an int8 store's re-rank) and numpy agree."""
     if not codes.HAVE_NUMBA:
         pytest.skip("numba not installed")
     rng = np.random.default_rng(3)
     shard = rng.integers(-127, 128, (50, 256)).astype(np.int8)
     q_int = rng.integers(-127, 128, (4, 256)).astype(np.int8)
     rows, reads = rng.integers(0, 50, 300), rng.integers(0, 4, 300)
-    got = []
-    for compiled in (True, False):
-        codes.HAVE_NUMBA = compiled
-        try:
-            dots, sq = np.zeros(300, dtype=np.int64), np.zeros(300, dtype=np.int64)
-            codes._shard_dots(q_int, shard, "int8", 256, rows, reads, np.arange(300), dots, sq)
-            got.append((dots, sq))
-        finally:
-            codes.HAVE_NUMBA = True
+    got = _dots_both_ways(q_int, shard, "int8", 256, rows, reads)
     want = (shard[rows].astype(np.int64) * q_int[reads]).sum(1)
     assert np.array_equal(got[0][0], want) and np.array_equal(got[1][0], want)
     assert np.array_equal(got[0][1], got[1][1])

@@ -3,7 +3,8 @@
 
 - `_absorb`, `_compact_row`, `_finish`: the coarse tier's streaming exact top-C (`coarse.py`);
 - `_dots_int4`, `_dots_int8`: dot products of queries with int4-packed (or int8) rows, straight from
-  the codes (`codes.py`; `_dots_int8` also scores the coarse tier's sieved picks, `coarse.py`).
+  the codes (`codes.py`);
+- `_sieve_top`: the coarse tier's exact top C among its sieve's picks (`coarse.py`, `sieve.py`).
 """
 from __future__ import annotations
 
