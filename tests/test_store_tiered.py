@@ -359,6 +359,8 @@ def test_sieved_coarse_search_is_the_exact_top_among_the_sieves_picks(random_ref
 def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused(random_ref, tmp_path, monkeypatch):
     import shutil
 
+    from dnaesa.store import sieve
+
     ref, enc = Reference.load(random_ref), load_encoder("default", "cpu")
     opts = IndexOptions(index_kind="tiered", shard_size=1000)
     built = open_index(ref, enc, opts, tmp_path / "t")
@@ -374,9 +376,14 @@ def test_an_index_without_a_sieve_gets_one_in_place_and_a_damaged_one_is_refused
     assert upgraded.manifest == dict(built.manifest, genomes=upgraded.manifest["genomes"])
     assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "t" / name).read_bytes()
     assert upgraded.coarse.sieve is not None and not (tmp_path / "old.partial").exists()
+    # other sieve parameters: a new file beside the one readers may be using, then the manifest
+    monkeypatch.setitem(sieve.SIEVE_PARAMS, "seed", 1)
+    remade = open_index(ref, enc, opts, tmp_path / "old")
+    assert remade.manifest["sieve_file"] == name.replace(".faiss", ".1.faiss") and not (tmp_path / "old" / name).exists()
+    assert remade.manifest["coarse_sieve"]["seed"] == 1 and remade.coarse.sieve is not None
+    monkeypatch.setitem(sieve.SIEVE_PARAMS, "seed", 0)
     # a folder the sieve cannot be written to (read-only, full, being written): served without it
     (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "old" / name).unlink()
 
     def refuse(*args, **kwargs):
         raise IndexDirError(f"{tmp_path / 'old'}: cannot write the index there (Read-only file system)")

@@ -432,12 +432,16 @@ def add_coarse_tier(reference: Reference, directory: Path, expected: dict, progr
     return load_index(directory)
 
 
-def make_sieve(tier: CoarseTier, params: dict, folder: Path, checksums: dict) -> dict:
+def make_sieve(tier: CoarseTier, params: dict, folder: Path, checksums: dict, taken: tuple = ()) -> dict:
     """Build the coarse tier's sieve (`sieve.py`) into `folder` when the tier is large enough for
-    one, adding its checksum to `checksums`; returns the manifest's `sieve_file` entry."""
+    one, adding its checksum to `checksums`; returns the manifest's `sieve_file` entry. The file
+    is named anew when its name is in `taken` (a file that readers of the index may be using)."""
     if not sieve.wanted(params, tier.ntotal):
         return {"sieve_file": None}
-    name = sieve.sieve_file(tier.ntotal)
+    name, k = sieve.sieve_file(tier.ntotal), 0
+    while name in taken:
+        k += 1
+        name = sieve.sieve_file(tier.ntotal).replace(".faiss", f".{k}.faiss")
     log.info("building the coarse tier's sieve (%d fragments)", tier.ntotal)
     sieve.write(sieve.build(tier, params), folder / name)
     checksums[name] = file_checksum(folder / name)
@@ -452,7 +456,8 @@ def add_sieve(directory: Path, params: dict) -> Index:
         index = load_index(directory)
         manifest = dict(index.manifest)
         checksums = {name: value for name, value in manifest["checksums"].items() if name != manifest.get("sieve_file")}
-        entry = write_guard(directory, lambda: make_sieve(index.coarse, params, directory, checksums))
+        taken = (manifest["sieve_file"],) if manifest.get("sieve_file") else ()
+        entry = write_guard(directory, lambda: make_sieve(index.coarse, params, directory, checksums, taken))
         write_manifest(directory, dict(manifest, **entry, coarse_sieve=params, checksums=checksums))
         old = manifest.get("sieve_file")
         if old and old != entry["sieve_file"]:
