@@ -1,7 +1,8 @@
 """The coarse tier's sieve: 4-bit product-quantisation codes that narrow the coarse search.
 
 At genome scale the coarse tier's exhaustive pass is most of a read's cost: 3.1 M fragments x 256
-int8 products, 40 CPU ms a read on an AVX2 core (benchmarks/RESULTS.md, "Genome scale"). The
+int8 products, 20-40 CPU ms a read on an AVX2 core, as the host's load goes (benchmarks/RESULTS.md,
+"Genome scale"; through the sieve, 11.4). The
 sieve holds each fragment's coarse vector again as `m` 4-bit product-quantisation codes (FAISS
 `IndexPQFastScan`: `m / 2` bytes a fragment, scanned with SIMD table lookups, several times
 faster than the int8 products), picks each read's `k` best fragments by those approximate
@@ -15,7 +16,9 @@ The sieve is derived from the coarse shards alone (trained on a sample that depe
 number of fragments and their codes, on one thread: the same bytes on any machine), written as
 one FAISS file named in the manifest with its checksum, and rebuilt whenever the coarse tier
 changes (a build, the upgrade of an int4 index, an added genome); an index without one (made
-before it existed) gets one in place the next time it is opened for a tiered search.
+before it existed) gets one in place the next time it is opened for a tiered search, or, where
+the folder cannot take it (read-only, full, another writer), is searched exhaustively with one
+warning line.
 """
 from __future__ import annotations
 
