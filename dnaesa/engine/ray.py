@@ -77,6 +77,25 @@ def _ray():
     return ray
 
 
+def _bundle(group, i: int):
+    """The scheduling strategy that puts actor `i` in bundle `i` of the placement group `group`."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+
+
+def _release(group) -> None:
+    """Free a placement group (`RayEngine._reserve`), if any."""
+    if group is None:
+        return
+    from ray.util.placement_group import remove_placement_group
+
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 - a cluster gone: nothing to free
+        pass
+
+
 class _Actor:
     """One Ray actor: an `Aligner` built from paths, formatting batches of reads as SAM text."""
 
@@ -187,15 +206,17 @@ class RayEngine:
 
         ray, started = self._connect()
         summary, t0 = Summary(), time.perf_counter()  # the driver's insert-size estimate came before
+        group = None
         try:
             actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
                                      max_task_retries=MAX_RESTARTS)(_Actor)
-            placed = self._reserve(ray, self.workers, self.gpus, started)
+            group = self._reserve(ray, self.workers, self.gpus, started)
             with SamWriter(out, aligner.reference.contigs, command_line, read_group=read_group,
                            secondary=0 if pairing else aligner.options.secondary,
                            inputs=(*inputs, aligner.reference.path), reference=aligner.reference,
                            split_as_secondary=split_as_secondary, hard_clip=hard_clip) as writer:
-                actors = [actor_class.options(scheduling_strategy=placed(i)).remote(spec, writer.formatter, pairing)
+                actors = [actor_class.options(scheduling_strategy=_bundle(group, i)).remote(spec, writer.formatter,
+                                                                                             pairing)
                           for i in range(self.workers)]
                 in_flight: deque = deque()
                 limit = IN_FLIGHT_PER_ACTOR * self.workers
@@ -209,7 +230,7 @@ class RayEngine:
                 while in_flight:
                     self._write(ray, *in_flight.popleft(), writer, summary, progress)
         finally:
-            self._release(ray)
+            _release(group)
             if started:
                 ray.shutdown()
         summary.seconds = time.perf_counter() - t0
@@ -224,6 +245,7 @@ class RayEngine:
             return
         ray, started = self._connect()
         actors: list = []
+        group = None
         try:
             actor_class = ray.remote(num_cpus=self.cpus, max_restarts=MAX_RESTARTS,  # numpy encoders: no GPU
                                      max_task_retries=MAX_RESTARTS)(_ChunkActor)
@@ -231,8 +253,8 @@ class RayEngine:
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
             shared = ray.put(encode)
             n = min(self.workers, len(starts))
-            placed = self._reserve(ray, n, 0.0, started)
-            actors = [actor_class.options(scheduling_strategy=placed(i)).remote(kill) for i in range(n)]
+            group = self._reserve(ray, n, 0.0, started)
+            actors = [actor_class.options(scheduling_strategy=_bundle(group, i)).remote(kill) for i in range(n)]
             in_flight: deque = deque()
             for number, lo in enumerate(starts):
                 in_flight.append(actors[number % len(actors)].encode.remote([shared], lo))
@@ -246,43 +268,30 @@ class RayEngine:
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - a dead actor, a cluster gone: nothing to free
                     pass
-            self._release(ray)
+            _release(group)
             if started:
                 ray.shutdown()
 
     def _reserve(self, ray, n: int, gpus: float, started: bool):
-        """Reserve `n` actors' CPUs and `gpus` GPUs each in one placement group; returns a function
-        of the actor number that gives its scheduling strategy. A cluster that cannot hold them
-        is a DnaesaError: at once when this run started it (its resources are all there is), else
-        after `PLACEMENT_SECONDS`."""
+        """A placement group reserving `n` actors' CPUs and `gpus` GPUs each. A cluster that cannot
+        hold them is a DnaesaError: at once when this run started it (its resources are all there
+        is), else after `PLACEMENT_SECONDS`."""
         from ray.util.placement_group import placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         bundle = {"CPU": float(self.cpus), **({"GPU": float(gpus)} if gpus else {})}
         total = ray.cluster_resources()
         short = [name for name, need in bundle.items() if need * n > total.get(name, 0.0)]
         wait = float(os.environ.get("DNAESA_RAY_PLACEMENT_SECONDS", PLACEMENT_SECONDS))
-        self._group = None if short and started else placement_group([bundle] * n, strategy="PACK")
-        if self._group is None or not self._group.wait(timeout_seconds=wait):
-            where = "the local Ray cluster" if started else f"the Ray cluster at {self.address or 'auto'}"
-            has = ", ".join(f"{total.get(name, 0.0):g} {name}" for name in bundle)
-            each = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
-            raise DnaesaError(f"{where} cannot hold {n} actor(s) of {each} each (it has {has} in all"
-                              f"{'' if started else f'; waited {wait:g} s'}): lower --ray-workers or "
-                              "--ray-gpus-per-worker, or add nodes")
-        group = self._group
-        return lambda i: PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
-
-    def _release(self, ray) -> None:
-        """Free the actors' reservation (`_reserve`), if any."""
-        from ray.util.placement_group import remove_placement_group
-
-        group, self._group = getattr(self, "_group", None), None
-        if group is not None:
-            try:
-                remove_placement_group(group)
-            except Exception:  # noqa: BLE001 - a cluster gone: nothing to free
-                pass
+        group = None if short and started else placement_group([bundle] * n, strategy="PACK")
+        if group is not None and group.wait(timeout_seconds=wait):
+            return group
+        _release(group)
+        where = "the local Ray cluster" if started else f"the Ray cluster at {self.address or 'auto'}"
+        has = ", ".join(f"{total.get(name, 0.0):g} {name}" for name in bundle)
+        each = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
+        raise DnaesaError(f"{where} cannot hold {n} actor(s) of {each} each (it has {has} in all"
+                          f"{'' if started else f'; waited {wait:g} s'}): lower --ray-workers or "
+                          "--ray-gpus-per-worker, or add nodes")
 
     @staticmethod
     def _chunk(ray, job) -> list:

@@ -108,7 +108,8 @@ class CoarseTier:
 
     @classmethod
     def load(cls, directory: str | Path, names: list[str], dim: int, shard_size: int, ntotal: int) -> "CoarseTier":
-        """The tier saved in `directory` (files already checked against the manifest by the caller)."""
+        """The tier saved in `directory` as the files `names` (absolute paths are taken as they are;
+        files already checked against the manifest by the caller)."""
         tier = cls(dim, shard_size)
         for name in names:
             path = Path(directory) / name
@@ -151,10 +152,11 @@ class CoarseTier:
         if keep == 0 or n_q == 0:
             return ids
         codes, _ = quantize_coarse(queries)
-        if sieve and self.sieve is not None and self.device == "cpu" and max(sieve, keep) < self.ntotal:
+        picks = max(sieve, keep)
+        if sieve and self.sieve is not None and self.device == "cpu" and picks < self.ntotal:
             for lo in range(0, n_q, QUERY_CHUNK):  # a chunk's picks and scores: 512 x K x 24 bytes
                 ids[lo : lo + QUERY_CHUNK, :keep] = self._search_sieved(queries[lo : lo + QUERY_CHUNK],
-                                                                       codes[lo : lo + QUERY_CHUNK], keep, max(sieve, keep))
+                                                                       codes[lo : lo + QUERY_CHUNK], keep, picks)
             return ids
         f32 = self.device == "cpu" and float32_products(127, 127, self.dim)
         for lo in range(0, n_q, QUERY_CHUNK):

@@ -257,9 +257,8 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
     sieve_entry = {}
     if options.index_kind == "tiered":  # the grown coarse tier gets its sieve anew
         paths = [directory / name for name in manifest["coarse_shards"][:first]] + \
-                [partial / name for name in names["coarse_shards"]]
-        tier = CoarseTier(index.coarse.dim, options.shard_size)
-        tier.shards = [np.load(path, mmap_mode="r") for path in paths]
+                [partial / name for name in names["coarse_shards"]]  # absolute: `load` joins them as they are
+        tier = CoarseTier.load(directory, paths, index.coarse.dim, options.shard_size, len(fragments))
         sieve_entry = dict(make_sieve(tier, SIEVE_PARAMS, partial, sums), coarse_sieve=dict(SIEVE_PARAMS))
 
     listed = {*manifest["checksums"], fragments_file(manifest)}

@@ -201,7 +201,8 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
             return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
-        if expected["options"]["index_kind"] == "tiered" and why == "its coarse_sieve differs":
+        if expected["options"]["index_kind"] == "tiered" and \
+                _mismatch(found, dict(expected, coarse_sieve=found.get("coarse_sieve"))) is None:  # all but the sieve
             log.info("making the coarse tier's sieve of %s anew (%s)", directory, sieve.SIEVE_PARAMS)
             try:
                 return add_sieve(directory, expected["coarse_sieve"])
@@ -392,7 +393,7 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         extra = {}
         if options.index_kind == "tiered":
-            tier = CoarseTier.load(partial, names["coarse_shards"], tiers[1][2].dim, options.shard_size, len(fragments))
+            tier = CoarseTier.load(partial, names["coarse_shards"], coarse.dim, options.shard_size, len(fragments))
             extra = write_guard(partial, lambda: make_sieve(tier, manifest["coarse_sieve"], partial, checksums))
         (partial / PROGRESS).unlink(missing_ok=True)
         (partial / "lock").unlink()
