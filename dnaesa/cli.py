@@ -53,10 +53,12 @@ def _add_index_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fragment-len", type=int, metavar="N",
                    help=f"reference fragment length [{_IDX.fragment_len}]")
     g.add_argument("--store", "--index-kind", dest="index_kind", default=None,
-                   choices=["auto", "flat", "hnsw", "int8", "int4", "tiered"],
+                   choices=["auto", "flat", "hnsw", "int8", "int4", "tiered", "lean"],
                    help="vector store: exact float32 (flat), graph (hnsw), exact search over 1-byte (int8) or "
-                        "4-bit (int4) codes, or tiered (int4 plus a 256-dim coarse tier that picks the candidates; "
-                        "an int4 index is upgraded in place); auto: tiered from 1,000,000 fragments (~1 Gb), int4 "
+                        "4-bit (int4) codes, tiered (int4 plus a 256-dim coarse tier that picks the candidates; "
+                        "an int4 index is upgraded in place), or lean (the coarse tier, an eighth of the int4 codes, "
+                        "and exact scores computed from the reference: a quarter of tiered's bytes; a tiered index "
+                        "is cut in place); auto: tiered from 1,000,000 fragments (~1 Gb), int4 "
                         "from 100,000 (~100 Mb), else flat [auto]")
     g.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it matches")
 
@@ -119,12 +121,12 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("-T", "--min-score", type=int, metavar="S",
                    help=f"report alignments scoring at least S, else unmapped [{_MAP.min_score}]")
     m.add_argument("--coarse-candidates", type=int, metavar="C",
-                   help=f"tiered store: fragments the coarse tier picks per read for exact scoring [{_MAP.coarse_candidates}]")
+                   help=f"tiered/lean store: fragments the coarse tier picks per read for exact scoring [{_MAP.coarse_candidates}]")
     m.add_argument("--prefilter-candidates", type=int, metavar="P",
-                   help="tiered store: of those, the P best on an eighth of each fragment's sketch are scored in full; "
+                   help="tiered/lean store: of those, the P best on an eighth of each fragment's sketch are scored in full; "
                         f"0: all [{_MAP.prefilter_candidates}]")
     m.add_argument("--coarse-sieve", type=int, metavar="K",
-                   help="tiered store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
+                   help="tiered/lean store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
                         f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")

@@ -19,8 +19,10 @@ class IndexOptions:
 
     fragment_len: int = 1250
     max_read_len: int = 250
-    #: store kind (`dnaesa/store/vector_store.py`): auto, flat, hnsw, int8, int4 or tiered (int4
-    #: plus a compact256 coarse tier that picks the candidates, `dnaesa/store/coarse.py`); `auto`
+    #: store kind (`dnaesa/store/vector_store.py`): auto, flat, hnsw, int8, int4, tiered (int4
+    #: plus a compact256 coarse tier that picks the candidates, `dnaesa/store/coarse.py`) or lean
+    #: (the coarse tier, an int4 prefix, and exact scores from the reference's sequence,
+    #: `dnaesa/store/sequence_tier.py`); `auto`
     #: takes tiered for references of 1,000,000 fragments (about 1 Gb) or more, int4 from 100,000
     #: (about 100 Mb), flat below
     index_kind: str = "auto"
@@ -32,8 +34,8 @@ class IndexOptions:
             raise OptionsError(f"max_read_len must be in [50, fragment_len), got {self.max_read_len}")
         if self.fragment_len > 100_000:
             raise OptionsError(f"fragment_len must be at most 100000, got {self.fragment_len}")
-        if self.index_kind not in ("auto", "flat", "hnsw", "int8", "int4", "tiered"):
-            raise OptionsError(f"index_kind must be auto, flat, hnsw, int8, int4 or tiered, got {self.index_kind!r}")
+        if self.index_kind not in ("auto", "flat", "hnsw", "int8", "int4", "tiered", "lean"):
+            raise OptionsError(f"index_kind must be auto, flat, hnsw, int8, int4, tiered or lean, got {self.index_kind!r}")
         if self.shard_size < 1000:
             raise OptionsError(f"shard_size must be at least 1000, got {self.shard_size}")
 

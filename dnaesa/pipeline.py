@@ -118,9 +118,14 @@ class Aligner:
         self.search_in_workers = self.device == "cpu"
         #: reads -> candidate windows (embed, search, prune): in this process or in the workers
         coarse = (self.index.coarse_encoder, self.index.coarse) if self.index.coarse is not None else None
+        exact = None
+        if self.index_options.index_kind == "lean":  # the exact tier from the reference's sequence
+            from dnaesa.store.sequence_tier import SequenceTier
+
+            exact = SequenceTier(self.encoder, self.reference, self.index.fragments)
         self.find_candidates = CandidateFinder(self.encoder, self.index.store, self.index.fragments,
                                                self.reference.lengths, self.options, self.index_options.fragment_len,
-                                               coarse=coarse)
+                                               coarse=coarse, exact=exact)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""

@@ -80,12 +80,14 @@ class CandidateFinder:
     With `coarse` = (encoder, `CoarseTier`) (a tiered index) the coarse tier picks each read's
     `coarse_candidates` fragments and `store` scores only those (`VectorStore.rerank`): the
     `prefilter_candidates` best of them on a prefix of the exact tier's codes, in full; the coarse
-    tier scores only the `coarse_sieve` fragments its sieve picks, when it has one."""
+    tier scores only the `coarse_sieve` fragments its sieve picks, when it has one. With `exact` (a
+    lean index's `SequenceTier`) `store` holds only the prefix, which picks the `prefilter_candidates`
+    that `exact` scores in full from the reference's sequence."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
-                 fragment_len: int, coarse: tuple | None = None):
+                 fragment_len: int, coarse: tuple | None = None, exact=None):
         self.encoder, self.store, self.fragments, self.options = encoder, store, fragments, options
-        self.coarse = coarse
+        self.coarse, self.exact = coarse, exact
         self.fragment_len = fragment_len
         self._contig_lengths = np.asarray(contig_lengths, dtype=np.int64)
 
@@ -117,7 +119,11 @@ class CandidateFinder:
         encoder, tier = self.coarse
         picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k), self.options.coarse_sieve)
         prefilter = max(self.options.prefilter_candidates, k) if self.options.prefilter_candidates else 0
-        return self.store.rerank(vectors, picked, k, prefilter)
+        if self.exact is None:
+            return self.store.rerank(vectors, picked, k, prefilter)
+        if 0 < prefilter < picked.shape[1]:
+            picked = self.store.rerank(vectors, picked, prefilter)[1]
+        return self.exact.rerank(vectors, picked, k)
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:

@@ -52,6 +52,15 @@ def code_width(kind: str, dim: int) -> int:
     return dim if kind == "int8" else (dim + 1) // 2
 
 
+def prefix_columns(dim: int) -> np.ndarray:
+    """The coordinates held in the first 1 / `PREFIX_PART` of an int4 row's bytes (the low and high
+    nibbles of its first bytes), in the order an int4 row of `len` of them packs them: a `lean`
+    index's stored tier (`vector_store.PrefixStore`) is exactly those bytes."""
+    h = code_width("int4", dim)
+    w = max(1, h // PREFIX_PART)
+    return np.r_[0:w, h : min(h + w, dim)]
+
+
 def quantize(vectors: np.ndarray, kind: str) -> tuple[np.ndarray, int]:
     """float32 (n, dim) -> (uint8 codes (n, code_width), number of clipped coordinates).
 

@@ -38,6 +38,7 @@ from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, check_genome_name, genome_name, genomes_checksum
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.index_dir import (
+    COARSE_KINDS,
     FRAGMENTS,
     MANIFEST,
     Index,
@@ -49,15 +50,14 @@ from dnaesa.store.index_dir import (
     load_index,
     lock_partial,
     make_sieve,
+    new_store,
     read_manifest,
-    store_kind,
     unlock_partial,
     write_guard,
     write_manifest,
     writing,
 )
 from dnaesa.store.sieve import SIEVE_PARAMS
-from dnaesa.store.vector_store import VectorStore
 
 log = logging.getLogger("dnaesa")
 ADD_SUFFIX = ".add.partial"
@@ -234,15 +234,14 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
     options = IndexOptions(**manifest["options"])
     n_old = manifest["n_fragments"]
     first, carried = divmod(n_old, options.shard_size)
-    keys = ["shards", "coarse_shards"] if options.index_kind == "tiered" else ["shards"]
+    keys = ["shards", "coarse_shards"] if options.index_kind in COARSE_KINDS else ["shards"]
     for key in keys:
         if len(manifest[key]) != first + bool(carried):
             raise IndexDirError(f"{directory}: {len(manifest[key])} {key} files for {n_old} fragments in shards of "
                                 f"{options.shard_size}; rebuild the index with --rebuild-index")
     last = {key: (directory / manifest[key][-1], manifest["checksums"]) if carried else None for key in keys}
-    tiers = [("shards", encoder, VectorStore(encoder.dim, store_kind(options.index_kind), options.shard_size),
-              last["shards"])]
-    if options.index_kind == "tiered":
+    tiers = [("shards", encoder, new_store(options.index_kind, encoder.dim, options.shard_size), last["shards"])]
+    if options.index_kind in COARSE_KINDS:
         coarse = index.coarse_encoder
         tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), last["coarse_shards"]))
     local = new.fragments(options.fragment_len, options.stride)
@@ -255,7 +254,7 @@ def _embed_and_commit(index: Index, parts: list[tuple[str, Reference]], encoder:
     np.save(partial / FRAGMENTS, fragments)
     sums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
     sieve_entry = {}
-    if options.index_kind == "tiered":  # the grown coarse tier gets its sieve anew
+    if options.index_kind in COARSE_KINDS:  # the grown coarse tier gets its sieve anew
         paths = [directory / name for name in manifest["coarse_shards"][:first]] + \
                 [partial / name for name in names["coarse_shards"]]  # absolute: `load` joins them as they are
         tier = CoarseTier.load(directory, paths, index.coarse.dim, options.shard_size, len(fragments))
@@ -317,7 +316,7 @@ def _remove_unlisted(directory: Path, manifest: dict) -> None:
     """Remove our files (shards, fragment tables, a manifest's temporary) that `manifest` does not list."""
     listed = {MANIFEST, *manifest.get("checksums", {}), fragments_file(manifest)}
     for path in directory.iterdir():
-        ours = path.name.startswith(("shard", "coarse", "fragments")) or path.name == MANIFEST + ".new"
+        ours = path.name.startswith(("shard", "prefix", "coarse", "fragments")) or path.name == MANIFEST + ".new"
         if ours and path.name not in listed and path.is_file():
             try:
                 path.unlink()

@@ -33,14 +33,15 @@ from typing import Callable
 
 import numpy as np
 
-from dnaesa.errors import IndexDirError
+from dnaesa.errors import IndexDirError, OptionsError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
 from dnaesa.store import sieve
 from dnaesa.store.coarse import CoarseTier
+from dnaesa.store.codes import code_width
 from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
-from dnaesa.store.vector_store import STORE_KINDS, VectorStore, file_checksum
+from dnaesa.store.vector_store import STORE_KINDS, PrefixStore, VectorStore, file_checksum
 
 log = logging.getLogger("dnaesa")
 FORMAT_VERSION = 2
@@ -55,8 +56,11 @@ AUTO_COMPACT_FRAGMENTS = 100_000
 AUTO_TIERED_FRAGMENTS = 1_000_000
 #: the encoder of a tiered store's coarse tier (a bundled model)
 COARSE_MODEL = "compact256"
+#: index kinds with a coarse tier: `tiered` (int4 exact tier) and `lean` (the exact tier computed from
+#: the reference's sequence, `sequence_tier.py`; only an int4 prefix of each vector stored)
+COARSE_KINDS = ("tiered", "lean")
 #: index kinds beyond the vector store's own
-INDEX_KINDS = (*STORE_KINDS, "tiered")
+INDEX_KINDS = (*STORE_KINDS, *COARSE_KINDS)
 #: an old-style `DIR.tmpXXXX` build folder untouched this long is stale
 STALE_TMP_SECONDS = 3600
 
@@ -75,8 +79,16 @@ class Index:
 
 
 def store_kind(index_kind: str) -> str:
-    """The vector store's kind for an index kind: a tiered index's exact tier is int4."""
-    return "int4" if index_kind == "tiered" else index_kind
+    """The vector store's kind for an index kind: a tiered index's exact tier is int4, and so is a
+    lean index's prefix."""
+    return "int4" if index_kind in COARSE_KINDS else index_kind
+
+
+def new_store(index_kind: str, dim: int, shard_size: int) -> VectorStore:
+    """An empty store of `index_kind` for `dim`-dim vectors (a lean index: their int4 prefix)."""
+    if index_kind == "lean":
+        return PrefixStore(dim, shard_size)
+    return VectorStore(dim, store_kind(index_kind), shard_size)
 
 
 def coarse_encoder() -> Encoder:
@@ -112,7 +124,13 @@ def expected_manifest(reference: Reference, encoder: Encoder, options: IndexOpti
         "options": asdict(options),
         "genomes": genome_entries(reference, options),
     }
-    if options.index_kind == "tiered":
+    if options.index_kind == "lean":
+        from dnaesa.store.sequence_tier import SequenceTier
+
+        if not SequenceTier.supports(encoder):
+            raise OptionsError(f"--store lean computes the exact tier from the reference, which only a count-sketch "
+                               f"encoder allows (not {encoder.name}); use --store tiered")
+    if options.index_kind in COARSE_KINDS:
         manifest["coarse_encoder"] = coarse_encoder().identity()
         manifest["coarse_sieve"] = dict(sieve.SIEVE_PARAMS)
     return manifest
@@ -198,10 +216,14 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         why = _mismatch(found, expected)
         if why is None:
             return load_index(directory)
-        if expected["options"]["index_kind"] == "tiered" and _mismatch(found, _as_int4(expected)) is None:
+        kind = expected["options"]["index_kind"]
+        if kind == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
             return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
-        if expected["options"]["index_kind"] == "tiered" and \
+        if kind == "lean" and _mismatch(found, _as_tiered(expected)) is None:
+            log.info("making the tiered index %s lean: its int4 codes are cut to their prefix", directory)
+            return lean_from_tiered(directory, expected)
+        if kind in COARSE_KINDS and \
                 _mismatch(found, dict(expected, coarse_sieve=found.get("coarse_sieve"))) is None:  # all but the sieve
             log.info("making the coarse tier's sieve of %s anew (%s)", directory, sieve.SIEVE_PARAMS)
             try:
@@ -230,6 +252,11 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     return build_index(reference, encoder, directory, expected, progress, workers=workers, engine=engine)
 
 
+def _as_tiered(manifest: dict) -> dict:
+    """The manifest of the tiered index that a lean one can be cut from."""
+    return dict(manifest, options=dict(manifest["options"], index_kind="tiered"))
+
+
 def _as_int4(manifest: dict) -> dict:
     """The manifest of the int4 index that a tiered one extends."""
     int4 = {key: value for key, value in manifest.items() if key not in ("coarse_encoder", "coarse_sieve")}
@@ -252,10 +279,14 @@ def load_index(directory: Path) -> Index:
         missing = [name for name in manifest["shards"] if not (directory / name).is_file()]
         if missing:
             raise OSError(f"missing shard files {missing}")
-        store = VectorStore.load(directory, manifest["shards"], manifest["dim"], store_kind(opts["index_kind"]),
-                                 opts["shard_size"], ntotal=manifest["n_fragments"], checksums=checksums)
+        if opts["index_kind"] == "lean":
+            store = PrefixStore.load(directory, manifest["shards"], manifest["dim"], opts["shard_size"],
+                                     ntotal=manifest["n_fragments"], checksums=checksums)
+        else:
+            store = VectorStore.load(directory, manifest["shards"], manifest["dim"], store_kind(opts["index_kind"]),
+                                     opts["shard_size"], ntotal=manifest["n_fragments"], checksums=checksums)
         coarse = coarse_enc = None
-        if opts["index_kind"] == "tiered":
+        if opts["index_kind"] in COARSE_KINDS:
             coarse_enc = coarse_encoder()
             if coarse_enc.identity() != manifest["coarse_encoder"]:
                 raise ValueError(f"its coarse tier was made by another encoder than the bundled {COARSE_MODEL}")
@@ -382,8 +413,8 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
     partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
     lock = lock_partial(partial)
     try:
-        tiers = [("shards", encoder, VectorStore(encoder.dim, store_kind(options.index_kind), options.shard_size), None)]
-        if options.index_kind == "tiered":
+        tiers = [("shards", encoder, new_store(options.index_kind, encoder.dim, options.shard_size), None)]
+        if options.index_kind in COARSE_KINDS:
             coarse = coarse_encoder()
             tiers.append(("coarse_shards", coarse, CoarseTier(coarse.dim, options.shard_size), None))
         names, checksums = write_guard(partial, lambda: embed_tiers(reference, fragments, tiers, options, partial,
@@ -392,7 +423,7 @@ def build_index(reference: Reference, encoder: Encoder, directory: Path, manifes
         write_guard(partial, lambda: np.save(partial / FRAGMENTS, fragments))
         checksums[FRAGMENTS] = file_checksum(partial / FRAGMENTS)
         extra = {}
-        if options.index_kind == "tiered":
+        if options.index_kind in COARSE_KINDS:
             tier = CoarseTier.load(partial, names["coarse_shards"], coarse.dim, options.shard_size, len(fragments))
             extra = write_guard(partial, lambda: make_sieve(tier, manifest["coarse_sieve"], partial, checksums))
         (partial / PROGRESS).unlink(missing_ok=True)
@@ -463,6 +494,30 @@ def add_sieve(directory: Path, params: dict) -> Index:
         old = manifest.get("sieve_file")
         if old and old != entry["sieve_file"]:
             (directory / old).unlink(missing_ok=True)
+    return load_index(directory)
+
+
+def lean_from_tiered(directory: Path, expected: dict) -> Index:
+    """Make the tiered index in `directory` lean (the manifest `expected`): each int4 shard's rows
+    are cut to their prefix (`PrefixStore`) into new files, the manifest is replaced in one step,
+    and only then are the int4 shards removed. Nothing is embedded again: the coarse tier and its
+    sieve stay as they are."""
+    with writing(directory):
+        index = load_index(directory)
+        manifest = index.manifest
+        width = code_width("int4", len(PrefixStore(manifest["dim"]).columns))
+        names, checksums = [], {name: value for name, value in manifest["checksums"].items()
+                                if name not in manifest["shards"]}
+        for n, shard in enumerate(index.store._read_all()):
+            name = f"prefix{n:03d}.npy"
+            write_guard(directory, lambda name=name, shard=shard: np.save(directory / name, np.ascontiguousarray(shard[:, :width])))
+            checksums[name] = file_checksum(directory / name)
+            names.append(name)
+        write_guard(directory, lambda: write_manifest(directory, dict(manifest, options=expected["options"],
+                                                                        shards=names, checksums=checksums)))
+        for old in manifest["shards"]:
+            if old not in names:
+                (directory / old).unlink(missing_ok=True)
     return load_index(directory)
 
 

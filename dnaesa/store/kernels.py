@@ -167,3 +167,97 @@ def _sieve_top(q, shards, shard_size, picked, keep, out):
         best = np.sort(kr[kr >= kth])[::-1]
         for j in range(m):
             out[r, j] = np.int64(0xFFFFFFFF) - (best[j] & np.int64(0xFFFFFFFF))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sketch_pass(codes, n, span, salt, shift, weight, fwd_tab, rev_tab, spaced, acc, bitmap, added):
+    """acc += weight x the count sketch of the distinct canonical codes of codes[:n]'s windows of
+    `span` bases free of non-ACGT (-1): k-mers, or with `spaced` the seeds read through the tables
+    (`_sketch_scores`). Each code's coordinate and sign are those of `kmer.sketch_coordinates`."""
+    one = np.uint64(1)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    wmask = (one << np.uint64(2 * span)) - one
+    top = np.uint64(2 * (span - 1))
+    fwd = np.uint64(0)
+    rev = np.uint64(0)
+    run = 0
+    n_added = 0
+    for i in range(n):
+        c = codes[i]
+        if c < 0:
+            run = 0
+            continue
+        run += 1
+        fwd = ((fwd << np.uint64(2)) | np.uint64(c)) & wmask
+        rev = (rev >> np.uint64(2)) | (np.uint64(3 - c) << top)
+        if run < span:
+            continue
+        if spaced:
+            fw = np.uint64(0)
+            rv = np.uint64(0)
+            for t in range(fwd_tab.shape[0]):
+                fw |= np.uint64(fwd_tab[t, np.int64((fwd >> np.uint64(10 * t)) & np.uint64(1023))])
+                rv |= np.uint64(rev_tab[t, np.int64((rev >> np.uint64(10 * t)) & np.uint64(1023))])
+            key = min(fw, rv)
+        else:
+            key = min(fwd, rev)
+        word = np.int64(key >> np.uint64(6))
+        bit = one << (key & np.uint64(63))
+        if bitmap[word] & bit:
+            continue
+        bitmap[word] |= bit
+        added[n_added] = word
+        n_added += 1
+        h = (key ^ salt) * golden
+        acc[np.int64(h >> shift)] += weight * (np.float32((h >> np.uint64(19)) & np.uint64(2)) - np.float32(1))
+    for t in range(n_added):
+        bitmap[added[t]] = 0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _sketch_scores(seq, bounds, base_code, k, k_salt, shift, spans, salts, scales, fwd_tab, rev_tab, code_bits,
+                   pair_frag, pair_query, q, out):
+    """out[p] = the cosine of q[pair_query[p]] with the sketch of fragment pair_frag[p], the
+    fragments being seq[bounds[f]:bounds[f + 1]] (ASCII; pairs grouped by fragment): the
+    `SketchModelEncoder`'s vector computed from the sequence itself, as it computes it (distinct
+    canonical k-mers, each +-1 at its hashed coordinate; distinct canonical spaced seeds of each
+    pattern j, each +-scales[j]; windows covering a non-ACGT base skipped), then divided by its
+    norm (0 for an empty sketch).
+
+    A spaced seed's two codes are read from its window's rolling 2-bit codes (forward and
+    reverse complement) through per-pattern tables of 5 bases at a time (`fwd_tab[j, c, x]`:
+    the code's bits from the window code's bits 10c..10c+9 = x). Distinct codes (k and care
+    counts <= 12: `code_bits` <= 24) are found with a bitmap over all codes, cleared after each use. Sums of +-1 and
+    +-scale are exact in float32 in any order, as in the encoder; the sketch is dense (dim
+    floats, in cache), so the norm, the products and the reset are vector loops."""
+    dim = q.shape[1]
+    longest = 1
+    for f in range(len(bounds) - 1):
+        longest = max(longest, bounds[f + 1] - bounds[f])
+    bitmap = np.zeros(max(1, (1 << code_bits) >> 6), dtype=np.uint64)
+    added = np.empty(longest, dtype=np.int64)
+    acc = np.zeros(dim, dtype=np.float32)
+    codes = np.empty(longest, dtype=np.int64)
+    p = 0
+    n_pairs = len(pair_frag)
+    for f in range(len(bounds) - 1):
+        if p >= n_pairs or pair_frag[p] != f:
+            continue
+        lo, n = bounds[f], bounds[f + 1] - bounds[f]
+        for i in range(n):
+            codes[i] = base_code[seq[lo + i]]
+        _sketch_pass(codes, n, k, k_salt, shift, np.float32(1), fwd_tab[0], rev_tab[0], False, acc, bitmap, added)
+        for j in range(len(spans)):
+            _sketch_pass(codes, n, spans[j], salts[j], shift, scales[j], fwd_tab[j], rev_tab[j], True, acc, bitmap, added)
+        sq = np.float32(0)
+        for b in range(dim):
+            sq += acc[b] * acc[b]
+        inv = np.float32(1) / np.sqrt(sq) if sq > 0 else np.float32(0)
+        while p < n_pairs and pair_frag[p] == f:
+            qr = q[pair_query[p]]
+            s = np.float32(0)
+            for b in range(dim):
+                s += qr[b] * acc[b]
+            out[p] = s * inv
+            p += 1
+        acc[:] = 0

@@ -24,7 +24,7 @@ import numpy as np
 
 from dnaesa.errors import IndexDirError
 from dnaesa.runtime import cpu_has_fast_bf16
-from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, quantize, rerank_code_rows, search_code_shards
+from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, prefix_columns, quantize, rerank_code_rows, search_code_shards
 
 STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
@@ -150,6 +150,10 @@ class VectorStore:
             self.clipped += clipped
         elif not np.isfinite(vectors).all():
             raise ValueError("the encoder returned NaN or infinite vectors: they cannot be stored")
+        self._append(vectors)
+
+    def _append(self, vectors: np.ndarray) -> None:
+        """Add rows (codes, or float vectors for FAISS kinds) to the last shard, opening new ones."""
         done = 0
         while done < len(vectors):
             if not self.shards or _size(self.shards[-1]) >= self.shard_size:
@@ -339,4 +343,41 @@ class VectorStore:
             store.shards = [_read_shard(path, kind, checksums) for path in paths]
         else:
             store._unread, store._unread_ntotal = paths, int(ntotal)
+        return store
+
+
+class PrefixStore(VectorStore):
+    """The stored tier of a `lean` index: of each `full_dim`-dim vector's int4 codes, only the first
+    1 / `PREFIX_PART` of the bytes (256 of 2,048 at 4,096 dims: `codes.prefix_columns`), which for a
+    count sketch are a smaller sketch of the same k-mers. It serves `rerank` only: the prefilter
+    that picks which candidates the sequence tier (`sequence_tier.py`) scores in full."""
+
+    def __init__(self, full_dim: int, shard_size: int = 1_000_000):
+        self.full_dim = full_dim
+        self.columns = prefix_columns(full_dim)
+        super().__init__(len(self.columns), "int4", shard_size)
+
+    def add(self, vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._read_all()
+        if vectors.ndim != 2 or vectors.shape[1] != self.full_dim:
+            raise ValueError(f"expected vectors of shape (n, {self.full_dim}), got {vectors.shape}")
+        codes, clipped = quantize(vectors, "int4")  # the full vector's codes (its own grid), cut
+        self.clipped += clipped
+        self._append(np.ascontiguousarray(codes[:, : code_width("int4", self.dim)]))
+
+    def search(self, queries: np.ndarray, k: int):
+        raise ValueError("a lean index's stored tier only re-ranks candidates")
+
+    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, prefilter: int = 0):
+        """Top-`k` of each query (full-dim vectors) among its `candidates` on the prefix alone."""
+        return super().rerank(np.ascontiguousarray(queries[:, self.columns]), candidates, k, 0)
+
+    @classmethod
+    def load(cls, directory: str | Path, shard_names: list[str], full_dim: int, shard_size: int, ntotal: int,
+             checksums: dict | None = None) -> "PrefixStore":
+        """The tier saved in `directory`; its files are read (and checked) when first needed."""
+        store = cls(full_dim, shard_size)
+        store._checksums = checksums
+        store._unread, store._unread_ntotal = [str(Path(directory) / name) for name in shard_names], int(ntotal)
         return store
