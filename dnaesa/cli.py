@@ -125,6 +125,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prefilter-candidates", type=int, metavar="P",
                    help="tiered/lean store: of those, the P best on an eighth of each fragment's sketch are scored in full; "
                         f"0: all [{_MAP.prefilter_candidates}]")
+    m.add_argument("--prefilter-ratio", type=float, metavar="F",
+                   help="lean store: of those P, only the ones scoring on the eighth at least F x the read's best "
+                        f"(and always the first --top-k) are scored in full from the reference [{_MAP.prefilter_ratio}]")
     m.add_argument("--coarse-sieve", type=int, metavar="K",
                    help="tiered/lean store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
                         f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
@@ -200,6 +203,7 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
                        coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
+                       prefilter_ratio=args.prefilter_ratio,
                        coarse_sieve=args.coarse_sieve)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,

@@ -96,6 +96,9 @@ class MapOptions:
     coarse_candidates: int = 2048
     #: ... of which this many, the best on a prefix of the exact tier's codes, are scored in full (0: all)
     prefilter_candidates: int = 256
+    #: a lean store: of those, only the ones scoring on the prefix at least this x the read's best
+    #: prefix score (and always the first top_k) are scored from the reference's sequence
+    prefilter_ratio: float = 0.4
     #: ... and the coarse tier scores only the fragments its sieve (`store/sieve.py`) picks, this many a read
     #: (0: all, exhaustively)
     coarse_sieve: int = 8192
@@ -120,6 +123,8 @@ class MapOptions:
             raise OptionsError(f"coarse_candidates must be in [1, 8192], got {self.coarse_candidates}")
         if self.prefilter_candidates < 0:
             raise OptionsError(f"prefilter_candidates must be >= 0, got {self.prefilter_candidates}")
+        if not 0.0 <= self.prefilter_ratio <= 1.0:
+            raise OptionsError(f"prefilter_ratio must be in [0, 1], got {self.prefilter_ratio}")
         if not 0 <= self.coarse_sieve <= 65536:
             raise OptionsError(f"coarse_sieve must be in [0, 65536], got {self.coarse_sieve}")
         if self.batch_size < 1:
