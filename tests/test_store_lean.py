@@ -56,6 +56,7 @@ def _awkward_reference() -> tuple[Reference, np.ndarray]:
 @pytest.mark.parametrize("compiled", [True, False])
 def test_sequence_tier_scores_are_the_encoders_cosines(encoder, compiled, monkeypatch):
     monkeypatch.setattr(sequence_tier, "HAVE_NUMBA", compiled)
+    monkeypatch.setattr(sequence_tier, "CHUNK", 7)  # fragments sketched 7 at a time: the pairs cross chunks
     enc = load_encoder("default", "cpu") if encoder == "default" else KmerSketchEncoder(k=9, dim=1024, seed=3)
     ref, frags = _awkward_reference()
     tier = SequenceTier(enc, ref, frags)

@@ -27,6 +27,8 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 MAX_CODE_BASES = 12
 #: a spaced seed's codes are read from its window's code this many bits at a time
 CHUNK_BITS = 10
+#: fragments whose sequence is gathered at a time (20 MB at 1,250 bp)
+CHUNK = 16_384
 
 
 def _salt(seed: int) -> int:
@@ -85,28 +87,37 @@ class SequenceTier:
         return False
 
     def scores(self, queries: np.ndarray, reads: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """float32 cosine of queries[reads[p]] with fragment ids[p], for each pair p."""
+        """float32 cosine of queries[reads[p]] with fragment ids[p], for each pair p. Each distinct
+        fragment is sketched once, `CHUNK` fragments' sequence at a time (bounded memory)."""
         out = np.zeros(len(ids), dtype=np.float32)
         if len(ids) == 0:
             return out
+        queries = np.ascontiguousarray(queries, np.float32)
+        reads = np.asarray(reads, np.int64)
         unique, which = np.unique(ids, return_inverse=True)
-        rows = self.fragments[unique]
-        seqs = [self.reference.fetch(int(c), int(s), int(e)) for c, s, e in rows]
+        order = np.argsort(which, kind="stable")  # pairs grouped by fragment, as the kernel takes them
+        which, reads = which[order].astype(np.int64), reads[order]
+        got = np.empty(len(ids), dtype=np.float32)
+        for lo in range(0, len(unique), CHUNK):
+            a, b = np.searchsorted(which, [lo, lo + CHUNK])
+            seqs = [self.reference.fetch(int(c), int(s), int(e)) for c, s, e in self.fragments[unique[lo : lo + CHUNK]]]
+            got[a:b] = self._chunk_scores(seqs, queries, which[a:b] - lo, reads[a:b])
+        out[order] = got
+        return out
+
+    def _chunk_scores(self, seqs: list[str], queries: np.ndarray, frag: np.ndarray, reads: np.ndarray) -> np.ndarray:
         if not HAVE_NUMBA:
             vectors = self.encoder.encode(seqs)
-            return np.einsum("pd,pd->p", np.asarray(queries, np.float32)[reads], vectors[which]).astype(np.float32)
+            return np.einsum("pd,pd->p", queries[reads], vectors[frag]).astype(np.float32)
         from dnaesa.store import kernels
 
         bounds = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum([len(s) for s in seqs], out=bounds[1:])
         seq = np.frombuffer("".join(seqs).encode("ascii", "replace"), dtype=np.uint8)
-        order = np.argsort(which, kind="stable")
-        got = np.empty(len(ids), dtype=np.float32)
+        got = np.empty(len(frag), dtype=np.float32)
         kernels._sketch_scores(seq, bounds, BASE_CODE, self.k, self.k_salt, self.shift, self.spans, self.salts,
-                               self.scales, self.fwd_tab, self.rev_tab, self.code_bits, which[order].astype(np.int64),
-                               np.asarray(reads, np.int64)[order], np.ascontiguousarray(queries, np.float32), got)
-        out[order] = got
-        return out
+                               self.scales, self.fwd_tab, self.rev_tab, self.code_bits, frag, reads, queries, got)
+        return got
 
     def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` of each query among its `candidates` (int64 ids (n, C), -1 pads), by the
