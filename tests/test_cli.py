@@ -70,9 +70,30 @@ def test_duplicate_contig_names(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_bad_option_value(tmp_path, index_args, capsys):
-    code, err, out = _align(tmp_path, GOOD, index_args + ["--top-k", "0"], capsys)
-    assert code == 2 and len(err) == 1 and "top_k" in err[0]
+@pytest.mark.parametrize("flag, value, name", [("--top-k", "0", "top_k"), ("--prefilter-ratio", "1.5", "prefilter_ratio"),
+                                              ("--prefilter-ratio", "-0.1", "prefilter_ratio")])
+def test_bad_option_value(tmp_path, index_args, capsys, flag, value, name):
+    code, err, out = _align(tmp_path, GOOD, index_args + [flag, value], capsys)
+    assert code == 2 and len(err) == 1 and name in err[0] and not out.exists()
+
+
+def test_lean_store_from_the_command_line(tmp_path, lambda_ref, capsys):
+    """`dnaesa index --store lean`, then `align` against it: the example reads place as with the
+    tiered store (the same SAM records), from an index a quarter of its size."""
+    from pathlib import Path
+
+    examples = Path(__file__).parent.parent / "examples"
+    records, sizes = {}, {}
+    for kind in ("tiered", "lean"):
+        idx = tmp_path / kind
+        assert main(["-q", "index", str(lambda_ref), "--index", str(idx), "--store", kind]) == 0
+        out = tmp_path / f"{kind}.sam"
+        assert main(["-q", "align", str(examples / "reads.fq.gz"), str(lambda_ref), "--index", str(idx), "-o", str(out),
+                     "-t", "1"]) == 0
+        records[kind] = [line for line in out.read_text().splitlines() if not line.startswith("@")]
+        sizes[kind] = sum(p.stat().st_size for p in idx.iterdir())
+    assert len(records["lean"]) == 1000 and records["lean"] == records["tiered"]
+    assert sizes["lean"] < sizes["tiered"] / 3
 
 
 def test_subprocess_align_stdin_and_summary(tmp_path, lambda_ref, lambda_contigs):
