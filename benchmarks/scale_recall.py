@@ -6,8 +6,8 @@ read's true span (same contig, fragment start <= read start, fragment end >= rea
 TSV line: index, kind, fragments, bytes/fragment (shard files), reads, recall@1/8/16, search
 queries/s (embedding excluded, one process, torch threads as set).
 
-A tiered index is searched as `dnaesa align` searches it (the coarse tier picks C fragments, the
-exact tier scores them; `--coarse-candidates C`, several allowed: one line each), and the line adds
+A tiered or lean index is searched as `dnaesa align` searches it (the coarse tier picks C
+fragments, the exact tier scores them, or for a lean index the sequence tier; `--coarse-candidates C`, several allowed: one line each), and the line adds
 the coarse tier's own recall@1/8/16 and recall@C (the share of reads whose true fragment is among
 the C picked: what the exact tier can at best recover). `--prefilter P,...` re-ranks with the
 prefilter of `dnaesa align --prefilter-candidates` (0: every candidate in full); `--sieve K,...`
@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dnaesa.align.candidates import exact_rerank  # noqa: E402
 from dnaesa.io.fastx import read_batches  # noqa: E402
 from dnaesa.model.base import load_encoder  # noqa: E402
-from dnaesa.options import IndexOptions  # noqa: E402
+from dnaesa.options import IndexOptions, MapOptions  # noqa: E402
 from dnaesa.pipeline import set_threads  # noqa: E402
 from dnaesa.reference import Reference  # noqa: E402
 from dnaesa.simulate import parse_truth  # noqa: E402
 from dnaesa.store.index_dir import open_index  # noqa: E402
+from dnaesa.store.sequence_tier import SequenceTier  # noqa: E402
 
 KS = (1, 8, 16)
 
@@ -52,6 +54,8 @@ def main() -> None:
     p.add_argument("--coarse-candidates", default="256", help="tiered: C values, comma-separated")
     p.add_argument("--prefilter", default="0", help="tiered: re-rank prefilter values (0: none), comma-separated")
     p.add_argument("--sieve", default="0", help="tiered: coarse sieve values (0: exhaustive), comma-separated")
+    p.add_argument("--prefilter-ratio", type=float, default=MapOptions.prefilter_ratio,
+                   help="lean: of the prefilter's picks, those scored from the sequence (as dnaesa align)")
     args = p.parse_args()
     set_threads(args.threads)
     encoder = load_encoder(args.encoder, "cpu")
@@ -64,6 +68,9 @@ def main() -> None:
     else:
         store = index.store
         store.open_shards()
+        exact = None
+        if index.manifest["options"]["index_kind"] == "lean":  # exact scores from the reference's sequence
+            exact = SequenceTier(encoder, reference, index.fragments)
         runs = [(int(k), int(c), int(p)) for k in args.sieve.split(",") for c in args.coarse_candidates.split(",")
                 for p in args.prefilter.split(",")]
         cs, counts, picked_for = [f"{c}, prefilter {p}, sieve {k}" for k, c, p in runs], [], {}
@@ -74,7 +81,8 @@ def main() -> None:
                 if key not in picked_for:
                     picked_for[key] = index.coarse.search(index.coarse_encoder.encode(seqs), widest, sieve)
                 picked = picked_for[key][:, :c]
-                return store.rerank(q, picked, max(KS), prefilter)[1], picked
+                options = MapOptions(top_k=max(KS), prefilter_candidates=prefilter, prefilter_ratio=args.prefilter_ratio)
+                return exact_rerank(store, exact, q, picked, max(KS), options)[1], picked
             counts.append(_recall(args, index, reference, encoder, search))
     shard_bytes = sum((Path(args.index) / name).stat().st_size
                       for name in index.manifest["shards"] + index.manifest.get("coarse_shards", []))

@@ -162,10 +162,16 @@ def test_changed_store_kind_is_caught_by_the_manifest(small_ref, tmp_path, encod
 
 
 def test_auto_store_kind_by_reference_size(small_ref, monkeypatch):
+    from dnaesa.model.base import load_encoder
+
+    compact = load_encoder("compact256", "cpu")  # not a count sketch: no lean store
     assert resolve_options(small_ref, OPTS).index_kind == "flat"
     monkeypatch.setattr(index_dir, "AUTO_COMPACT_FRAGMENTS", 2000)
-    assert resolve_options(small_ref, OPTS).index_kind == "int4"
+    assert resolve_options(small_ref, OPTS).index_kind == "lean"
+    assert resolve_options(small_ref, OPTS, load_encoder("default", "cpu")).index_kind == "lean"
+    assert resolve_options(small_ref, OPTS, compact).index_kind == "int4"
     assert resolve_options(small_ref, IndexOptions(index_kind="hnsw")).index_kind == "hnsw"
     monkeypatch.setattr(index_dir, "AUTO_TIERED_FRAGMENTS", 2600)
-    assert resolve_options(small_ref, OPTS).index_kind == "tiered"
+    assert resolve_options(small_ref, OPTS).index_kind == "lean"
+    assert resolve_options(small_ref, OPTS, compact).index_kind == "tiered"
     assert len(small_ref.fragments(OPTS.fragment_len, OPTS.stride)) == 2600

@@ -73,6 +73,24 @@ class CandidateBatch:
         return [(c, (lambda i=i: rescue.slice(i, i + 1).lists()[0])) for i, c in enumerate(first)]
 
 
+def exact_rerank(store, exact, vectors: np.ndarray, picked: np.ndarray, k: int,
+                 options: MapOptions) -> tuple[np.ndarray, np.ndarray]:
+    """A two-tier index's top `k` (scores, ids) among a coarse search's `picked` ids: `store`
+    (int4) scores them, the `prefilter_candidates` best on a prefix of each code in full; or, for a
+    lean index (`exact`, its `SequenceTier`), `store` (the prefix alone) picks those best and
+    `exact` scores from the reference's sequence the ones of them scoring on the prefix at least
+    `prefilter_ratio` x the read's best (always the first `top_k`)."""
+    prefilter = max(options.prefilter_candidates, k) if options.prefilter_candidates else 0
+    if exact is None:
+        return store.rerank(vectors, picked, k, prefilter)
+    if 0 < prefilter < picked.shape[1]:
+        scores, picked = store.rerank(vectors, picked, prefilter)
+        near = scores >= np.float32(options.prefilter_ratio) * scores[:, :1]
+        near[:, : options.top_k] = True  # the rescue's deeper hits (k) only where they are near too
+        picked = np.where(near, picked, -1)
+    return exact.rerank(vectors, picked, k)
+
+
 class CandidateFinder:
     """Reads -> `CandidateBatch`: embed with `encoder`, search `store`, and map the hits to windows
     of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i.
@@ -120,15 +138,7 @@ class CandidateFinder:
             return self.store.search(vectors, k)
         encoder, tier = self.coarse
         picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k), self.options.coarse_sieve)
-        prefilter = max(self.options.prefilter_candidates, k) if self.options.prefilter_candidates else 0
-        if self.exact is None:
-            return self.store.rerank(vectors, picked, k, prefilter)
-        if 0 < prefilter < picked.shape[1]:  # the best P on the prefix, of which those near the best
-            scores, picked = self.store.rerank(vectors, picked, prefilter)
-            near = scores >= np.float32(self.options.prefilter_ratio) * scores[:, :1]
-            near[:, : self.options.top_k] = True  # the rescue's deeper hits (k) only where they are near too
-            picked = np.where(near, picked, -1)
-        return self.exact.rerank(vectors, picked, k)
+        return exact_rerank(self.store, self.exact, vectors, picked, k, self.options)
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:

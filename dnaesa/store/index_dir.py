@@ -50,9 +50,11 @@ FRAGMENTS = "fragments.npy"
 PROGRESS = "progress.json"
 PARTIAL_SUFFIX = ".partial"
 #: `index_kind="auto"`: references of at least this many fragments (about 100 Mb at the default
-#: stride) get the compact `int4` store (2 KB a 4,096-dim vector), smaller ones exact `flat`
+#: stride) get the `lean` store (600 bytes a fragment; faster than int4 and as good as tiered at
+#: 300 Mb and 3.1 Gb, benchmarks/RESULTS.md "A lean store"), smaller ones exact `flat`; with an
+#: encoder that is not a count sketch (no lean store), `int4` ...
 AUTO_COMPACT_FRAGMENTS = 100_000
-#: ... and from this many (about 1 Gb) the `tiered` store: int4 plus a coarse tier that picks candidates
+#: ... and from this many (about 1 Gb) `tiered`: int4 plus a coarse tier that picks candidates
 AUTO_TIERED_FRAGMENTS = 1_000_000
 #: the encoder of a tiered store's coarse tier (a bundled model)
 COARSE_MODEL = "compact256"
@@ -103,18 +105,27 @@ def default_index_dir(reference_path: str | Path) -> Path:
     return path.with_name(path.name + ".dnaesa-index")
 
 
-def resolve_options(reference: Reference, options: IndexOptions) -> IndexOptions:
-    """`index_kind="auto"` -> `tiered` for references of `AUTO_TIERED_FRAGMENTS` fragments or
-    more, `int4` from `AUTO_COMPACT_FRAGMENTS`, else `flat`."""
+def resolve_options(reference: Reference, options: IndexOptions, encoder: Encoder | None = None) -> IndexOptions:
+    """`index_kind="auto"` -> `lean` for references of `AUTO_COMPACT_FRAGMENTS` fragments or more,
+    else `flat`; for an `encoder` the lean store cannot serve (not a count sketch), `tiered` from
+    `AUTO_TIERED_FRAGMENTS` and `int4` from `AUTO_COMPACT_FRAGMENTS` instead. (No encoder: the
+    default, a count sketch.)"""
     if options.index_kind != "auto":
         return options
+    from dnaesa.store.sequence_tier import SequenceTier
+
     n = fragment_count(reference.lengths, options.fragment_len, options.stride)
-    kind = "tiered" if n >= AUTO_TIERED_FRAGMENTS else "int4" if n >= AUTO_COMPACT_FRAGMENTS else "flat"
+    if n < AUTO_COMPACT_FRAGMENTS:
+        kind = "flat"
+    elif encoder is None or SequenceTier.supports(encoder):
+        kind = "lean"
+    else:
+        kind = "tiered" if n >= AUTO_TIERED_FRAGMENTS else "int4"
     return replace(options, index_kind=kind)
 
 
 def expected_manifest(reference: Reference, encoder: Encoder, options: IndexOptions) -> dict:
-    options = resolve_options(reference, options)
+    options = resolve_options(reference, options, encoder)
     manifest = {
         "format_version": FORMAT_VERSION,
         "reference_checksum": reference.checksum(),
