@@ -156,3 +156,25 @@ def test_reads_place_through_the_lean_store_as_through_the_tiered_one(random_ref
         got[kind] = [(a[0].contig, a[0].ref_start, a[0].reverse) if a else None for a in aligner.map_batch(reads)]
     assert sum(g is not None and g[:2] == ("b", s) for g, s in zip(got["lean"], starts)) >= 198
     assert got["lean"] == got["tiered"]
+
+
+def test_a_cut_that_cannot_be_written_leaves_the_tiered_index_as_it_was(random_ref, tmp_path, monkeypatch):
+    ref = Reference.load(random_ref)
+    enc = load_encoder("default", "cpu")
+    opts = IndexOptions(index_kind="tiered", shard_size=1000)
+    folder = tmp_path / "t"
+    open_index(ref, enc, opts, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_save = np.save
+
+    def full_disk(path, array):
+        if str(path).endswith("prefix001.npy"):
+            raise OSError(28, "No space left on device")
+        return real_save(path, array)
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(IndexDirError, match="cannot write"):
+        open_index(ref, enc, IndexOptions(index_kind="lean", shard_size=1000), folder)
+    monkeypatch.setattr(np, "save", real_save)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no partial prefix file left
+    assert load_index(folder).manifest["options"]["index_kind"] == "tiered"

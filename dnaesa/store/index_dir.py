@@ -519,13 +519,20 @@ def lean_from_tiered(directory: Path, expected: dict) -> Index:
         width = code_width("int4", len(PrefixStore(manifest["dim"]).columns))
         names, checksums = [], {name: value for name, value in manifest["checksums"].items()
                                 if name not in manifest["shards"]}
-        for n, shard in enumerate(index.store._read_all()):
-            name = f"prefix{n:03d}.npy"
-            write_guard(directory, lambda name=name, shard=shard: np.save(directory / name, np.ascontiguousarray(shard[:, :width])))
-            checksums[name] = file_checksum(directory / name)
-            names.append(name)
-        write_guard(directory, lambda: write_manifest(directory, dict(manifest, options=expected["options"],
-                                                                        shards=names, checksums=checksums)))
+        try:
+            for n, shard in enumerate(index.store._read_all()):
+                name = f"prefix{n:03d}.npy"
+                names.append(name)
+                write_guard(directory, lambda name=name, shard=shard: np.save(directory / name,
+                                                                              np.ascontiguousarray(shard[:, :width])))
+                checksums[name] = file_checksum(directory / name)
+            write_guard(directory, lambda: write_manifest(directory, dict(manifest, options=expected["options"],
+                                                                            shards=names, checksums=checksums)))
+        except IndexDirError:  # a full disk: the tiered index stays as it was, without our partial files
+            for name in names:
+                (directory / name).unlink(missing_ok=True)
+            (directory / (MANIFEST + ".new")).unlink(missing_ok=True)
+            raise
         for old in manifest["shards"]:
             if old not in names:
                 (directory / old).unlink(missing_ok=True)
