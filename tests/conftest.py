@@ -56,3 +56,16 @@ def lambda_reads_placed(lambda_contigs, tmp_path_factory):
         return good, len(reads), aligner
 
     return placed
+
+
+@pytest.fixture(scope="module")
+def random_ref(tmp_path_factory) -> Path:
+    """1.2 Mb of random sequence in two contigs (a: 700 kb, b: 500 kb): 1,200 fragments, one per module."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    path = tmp_path_factory.mktemp("tref") / "random.fa"
+    with open(path, "w") as fh:
+        for name, n in (("a", 700_000), ("b", 500_000)):
+            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
+    return path

@@ -28,16 +28,6 @@ def sieve_from_1024_fragments(monkeypatch):
     monkeypatch.setitem(sieve.SIEVE_PARAMS, "min_fragments", 1024)
 
 
-@pytest.fixture(scope="module")
-def random_ref(tmp_path_factory):
-    rng = np.random.default_rng(11)
-    path = tmp_path_factory.mktemp("lref") / "random.fa"
-    with open(path, "w") as fh:
-        for name, n in (("a", 700_000), ("b", 500_000)):
-            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
-    return path
-
-
 def _awkward_reference() -> tuple[Reference, np.ndarray]:
     """Fragments with N runs and single Ns, low complexity, shorter than a spaced seed, all N."""
     rng = np.random.default_rng(3)

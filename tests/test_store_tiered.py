@@ -174,14 +174,6 @@ def test_rerank_keeps_only_candidates_and_pads(int4_store):
     assert set(i[:, :2].ravel()) <= {5, 600} and (i[:, 2] == -1).all() and np.isneginf(s[:, 2]).all()
 
 
-@pytest.fixture(scope="module")
-def random_ref(tmp_path_factory):
-    rng = np.random.default_rng(11)
-    path = tmp_path_factory.mktemp("tref") / "random.fa"
-    with open(path, "w") as fh:
-        for name, n in (("a", 700_000), ("b", 500_000)):
-            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
-    return path
 
 
 def test_upgraded_int4_index_equals_tiered_build_and_places_reads(random_ref, tmp_path):
