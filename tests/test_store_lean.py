@@ -117,6 +117,17 @@ def test_lean_build_holds_the_tiered_indexs_bytes_and_a_cut_tiered_index_equals_
     with pytest.raises(IndexDirError, match="index_kind lean -> tiered"):  # the way back needs a rebuild
         open_index(ref, enc, IndexOptions(index_kind="tiered", **opts), tmp_path / "t")
 
+    # an int4 index (what `auto` took from 100 Mb before) gets its coarse tier, then is cut
+    open_index(ref, enc, IndexOptions(index_kind="int4", **opts), tmp_path / "i")
+    upgraded = open_index(ref, enc, IndexOptions(index_kind="lean", **opts), tmp_path / "i")
+    assert upgraded.manifest["options"] == lean.manifest["options"]
+    for key in ("shards", "coarse_shards"):
+        for a, b in zip(upgraded.manifest[key], lean.manifest[key], strict=True):
+            assert (tmp_path / "i" / a).read_bytes() == (tmp_path / "l" / b).read_bytes()
+    assert (tmp_path / "i" / upgraded.manifest["sieve_file"]).read_bytes() == \
+        (tmp_path / "l" / lean.manifest["sieve_file"]).read_bytes()
+    assert not list((tmp_path / "i").glob("shard*")) and not list(tmp_path.glob("*.partial"))
+
 
 def test_damaged_prefix_shard_is_refused(random_ref, tmp_path):
     ref = Reference.load(random_ref)

@@ -231,6 +231,10 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
         if kind == "tiered" and _mismatch(found, _as_int4(expected)) is None:
             log.info("adding a coarse tier (%s) to the int4 index %s", COARSE_MODEL, directory)
             return add_coarse_tier(reference, directory, expected, progress, workers=workers, engine=engine)
+        if kind == "lean" and _mismatch(found, _as_int4(expected)) is None:  # int4 -> tiered -> lean
+            log.info("adding a coarse tier (%s) to the int4 index %s, then making it lean", COARSE_MODEL, directory)
+            add_coarse_tier(reference, directory, _as_tiered(expected), progress, workers=workers, engine=engine)
+            found = read_manifest(directory)
         if kind == "lean" and _mismatch(found, _as_tiered(expected)) is None:
             log.info("making the tiered index %s lean: its int4 codes are cut to their prefix", directory)
             return lean_from_tiered(directory, expected)
