@@ -106,18 +106,6 @@ def test_ray_pairs_equal_local_pairs(cluster, lambda_ref, lambda_contigs, tmp_pa
     assert _body(outs["ray"]) == _body(outs["local"]) and len(_body(outs["ray"])) > 1600
 
 
-@pytest.fixture(scope="module")
-def small_random_ref(tmp_path_factory):
-    import numpy as np
-
-    rng = np.random.default_rng(21)
-    path = tmp_path_factory.mktemp("rayref") / "random.fa"
-    with open(path, "w") as fh:
-        for name, n in (("a", 700_000), ("b", 500_000)):
-            fh.write(f">{name}\n{''.join(rng.choice(list('ACGT'), n))}\n")
-    return path
-
-
 def _tiered_build(ref_path, folder, **kwargs):
     from dnaesa.model.base import load_encoder
     from dnaesa.options import IndexOptions
@@ -129,28 +117,28 @@ def _tiered_build(ref_path, folder, **kwargs):
     return build_index(ref, enc, folder, manifest, chunk=128, **kwargs)
 
 
-def test_ray_index_build_writes_the_same_bytes_despite_a_killed_actor(cluster, small_random_ref, tmp_path,
+def test_ray_index_build_writes_the_same_bytes_despite_a_killed_actor(cluster, random_ref, tmp_path,
                                                                       monkeypatch):
     """Chunks embedded by 2 Ray actors, one of which dies once (replaced, its chunk retried): the
     shards (int4 and coarse) of one process."""
     from dnaesa.engine.ray import KILL_CHUNK_HOOK, RayEngine
 
-    one = _tiered_build(small_random_ref, tmp_path / "one")
+    one = _tiered_build(random_ref, tmp_path / "one")
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_CHUNK_HOOK, f"256:{marker}")
-    two = _tiered_build(small_random_ref, tmp_path / "two", engine=RayEngine(2))
+    two = _tiered_build(random_ref, tmp_path / "two", engine=RayEngine(2))
     assert marker.exists(), "the hook did not fire"
     assert one.manifest["checksums"] == two.manifest["checksums"] and len(one.manifest["shards"]) >= 2
 
 
-def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, small_random_ref, tmp_path, monkeypatch,
+def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, random_ref, tmp_path, monkeypatch,
                                                                   capsys):
     """`dnaesa index --engine ray`: an actor that dies with no restarts left stops the build with
     one error line; the same command then builds the index a local build makes."""
     import dnaesa.engine.ray as ray_engine
 
     def index(folder, *extra):
-        return main(["-q", "index", str(small_random_ref), "--index", str(folder), "--store", "int4", *extra])
+        return main(["-q", "index", str(random_ref), "--index", str(folder), "--store", "int4", *extra])
 
     assert index(tmp_path / "local", "-t", "1") == 0
     marker = tmp_path / "killed"
@@ -169,7 +157,7 @@ def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, small
     assert manifests[0]["checksums"] == manifests[1]["checksums"]
 
 
-def test_ray_add_equals_building_both_at_once(cluster, small_random_ref, lambda_ref, tmp_path):
+def test_ray_add_equals_building_both_at_once(cluster, random_ref, lambda_ref, tmp_path):
     """`dnaesa index B --index DIR --add --engine ray`: the added genome's chunks encoded by Ray
     actors give the index that building both genomes at once in one process gives."""
     import json
@@ -177,10 +165,10 @@ def test_ray_add_equals_building_both_at_once(cluster, small_random_ref, lambda_
     def index(folder, *args):
         return main(["-q", "index", *map(str, args), "--index", str(folder), "--store", "int4"])
 
-    assert index(tmp_path / "grown", small_random_ref, "--genome", "rnd", "-t", "1") == 0
+    assert index(tmp_path / "grown", random_ref, "--genome", "rnd", "-t", "1") == 0
     assert index(tmp_path / "grown", lambda_ref, "--genome", "lambda", "--add", "--engine", "ray",
                  "--ray-workers", "2") == 0
-    assert index(tmp_path / "both", small_random_ref, lambda_ref, "--genome", "rnd", "--genome", "lambda",
+    assert index(tmp_path / "both", random_ref, lambda_ref, "--genome", "rnd", "--genome", "lambda",
                  "-t", "1") == 0
     grown, both = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("grown", "both"))
     assert sorted(grown["checksums"].values()) == sorted(both["checksums"].values())
