@@ -316,13 +316,11 @@ class LocalEngine:
         self._workers = []
 
     def terminate(self) -> None:
-        """Stop the workers at once (after an error: queued work is dropped)."""
-        if any(process.exitcode is not None for process in self._workers):
-            self._abandon()  # a dead worker may hold a queue lock that terminate() would wait for
-        self._workers = []
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        """Stop the workers at once (after an error or a signal: queued work is dropped). Always by
+        `_abandon`, never `Pool.terminate()`: besides a dead worker's lock, that can wait forever
+        on its result thread, stuck reading a result that a worker was writing when it was stopped
+        (seen once in about 6 runs of a SIGTERM mid-run, 2026-12-03: the run never ended)."""
+        self._abandon()
 
     def __del__(self):
         if self._pool is not None:
