@@ -129,9 +129,14 @@ def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarra
     return (keys >> dtype(2 * k)).astype(np.int64), (keys & dtype((1 << (2 * k)) - 1)).astype(np.uint64)
 
 
+def sketch_salt(seed: int) -> int:
+    """The value a k-mer code is xor-ed with before hashing, for the sketch of `seed`."""
+    return (seed * 0x632BE59BD9B4E019 + 1) % (1 << 64)
+
+
 def sketch_coordinates(kmers: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Count-sketch coordinate (int64 in [0, dim)) and sign (float32 +-1) of each uint64 k-mer code."""
-    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 1) % (1 << 64))
+    salt = np.uint64(sketch_salt(seed))
     h = (kmers.astype(np.uint64) ^ salt) * _GOLDEN
     coord = (h >> np.uint64(64 - dim.bit_length() + 1)).astype(np.int64)
     sign = ((h >> np.uint64(20)) & np.uint64(1)).astype(np.float32) * 2 - 1

@@ -25,7 +25,7 @@ import importlib.util
 
 import numpy as np
 
-from dnaesa.model.kmer import BASE_CODE, KmerSketchEncoder, SketchModelEncoder
+from dnaesa.model.kmer import BASE_CODE, KmerSketchEncoder, SketchModelEncoder, sketch_salt
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
@@ -36,10 +36,6 @@ MAX_CODE_BASES = 12
 CHUNK_BITS = 10
 #: fragments whose sequence is gathered at a time (20 MB at 1,250 bp)
 CHUNK = 16_384
-
-
-def _salt(seed: int) -> int:
-    return (seed * 0x632BE59BD9B4E019 + 1) % (1 << 64)
 
 
 def spaced_tables(patterns: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +67,12 @@ class SequenceTier:
         if not self.supports(encoder):
             raise ValueError(f"a lean index needs a count-sketch encoder, not {encoder.identity()}")
         self.encoder, self.reference, self.fragments = encoder, reference, fragments
-        self.dim = encoder.dim
         self.k = encoder.k
-        self.k_salt = np.uint64(_salt(encoder.seed))
+        self.k_salt = np.uint64(sketch_salt(encoder.seed))
         self.shift = np.uint64(64 - encoder.dim.bit_length() + 1)
         patterns = list(getattr(encoder, "patterns", []))
         self.spans = np.array([len(p) for p in patterns], dtype=np.int64)
-        self.salts = np.array([_salt(encoder.seed + 1 + j) for j in range(len(patterns))], dtype=np.uint64)
+        self.salts = np.array([sketch_salt(encoder.seed + 1 + j) for j in range(len(patterns))], dtype=np.uint64)
         self.scales = np.array(getattr(encoder, "scales", []), dtype=np.float32)
         self.fwd_tab, self.rev_tab = spaced_tables(patterns)
         self.code_bits = max([2 * self.k] + [2 * p.count("1") for p in patterns])
