@@ -3,6 +3,7 @@ selection (against the per-read code it replaced), several batches in flight, wo
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -187,6 +188,28 @@ def test_worker_error_reaches_the_caller(kmer_aligner, lambda_contigs):
         engine.terminate()
 
 
+
+def test_a_search_that_ends_after_terminate_starts_no_pool(kmer_aligner, lambda_contigs):
+    """A batch whose search result arrives after `terminate()` (a signal mid-run) fails; the old
+    pool's result thread must not start a new pool (it did: that pool's exit handler then waited
+    forever on a lock that its killed worker held, and the run never ended)."""
+    from dnaesa.errors import WorkerError
+
+    engine = LocalEngine(kmer_aligner.refiner, 2)
+    seqs = [lambda_contigs[0][1][i : i + 100] for i in range(0, 100 * MIN_PARALLEL_READS, 100)]
+    names, quals = [f"r{i}" for i in range(len(seqs))], [None] * len(seqs)
+
+    def slow_search(batch):
+        time.sleep(30)
+        return kmer_aligner.find_candidates(batch)
+
+    engine.start(SamFormatter([lambda_contigs[0][0]]), slow_search)
+    job = engine.submit(names, seqs, quals)
+    engine.terminate()
+    job._searched(kmer_aligner.find_candidates(seqs))  # the late result, as the result thread delivers it
+    assert engine._pool is None
+    with pytest.raises(WorkerError, match="stopped"):
+        job.get()
 
 def test_pool_waits_on_workers_not_results(kmer_aligner, lambda_contigs):
     """The pool's maintenance thread does not watch the result pipe (it would spin on every

@@ -161,8 +161,10 @@ class BatchJob:
         self._done = threading.Event()
         self._value: tuple[list[str], int] | None = None
         self._error: BaseException | None = None
+        #: the pool this batch runs on: if it is stopped meanwhile, the batch fails, never starts another
+        self._pool = engine._get_pool()
         if candidates is None:
-            engine._get_pool().apply_async(_search_batch, (seqs,), callback=self._searched, error_callback=self._fail)
+            self._pool.apply_async(_search_batch, (seqs,), callback=self._searched, error_callback=self._fail)
         else:
             self._searched(candidates)
 
@@ -172,7 +174,9 @@ class BatchJob:
             self._reads = None
             jobs = [(names[lo:hi], seqs[lo:hi], quals[lo:hi], candidates.slice(lo, hi))
                     for lo, hi in self._engine.chunks(len(seqs))]
-            self._engine._get_pool().map_async(_format_chunk, jobs, callback=self._formatted, error_callback=self._fail)
+            if self._engine._pool is not self._pool:  # stopped (a signal, an error) while it was searched
+                raise WorkerError("the worker pool was stopped")
+            self._pool.map_async(_format_chunk, jobs, callback=self._formatted, error_callback=self._fail)
         except BaseException as e:  # noqa: BLE001 - an exception here would stop the pool's result thread
             self._fail(e)
 
@@ -319,7 +323,9 @@ class LocalEngine:
         """Stop the workers at once (after an error or a signal: queued work is dropped). Always by
         `_abandon`, never `Pool.terminate()`: besides a dead worker's lock, that can wait forever
         on its result thread, stuck reading a result that a worker was writing when it was stopped
-        (seen once in about 6 runs of a SIGTERM mid-run, 2026-12-03: the run never ended)."""
+        (seen once in about 6 runs of a SIGTERM mid-run, 2026-12-03: the run never ended). A batch
+        still being searched then fails instead of starting a new pool from the old pool's result
+        thread (it did, and that pool's exit handler waited forever on a lock its killed worker held)."""
         self._abandon()
 
     def __del__(self):
