@@ -125,7 +125,8 @@ class Reference:
 
     @property
     def lengths(self) -> list[int]:
-        return [len(s) for s in self.seqs]
+        packed = getattr(self.seqs, "lengths", None)  # `store.sequence_file.PackedSequence`
+        return list(packed) if packed is not None else [len(s) for s in self.seqs]
 
     @property
     def contigs(self) -> list[tuple[str, int]]:
@@ -151,5 +152,7 @@ class Reference:
         return fragment_windows(self.lengths, fragment_len, stride)
 
     def fetch(self, contig_index: int, start: int, end: int) -> str:
+        if not isinstance(self.seqs, list):  # packed bases (`store.sequence_file.PackedSequence`)
+            return self.seqs.fetch(contig_index, start, end)
         seq = self.seqs[contig_index]
         return seq[max(start, 0) : min(end, len(seq))]

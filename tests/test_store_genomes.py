@@ -69,8 +69,12 @@ def _same_files(one, two, keys=("shards", "coarse_shards")) -> None:
     if one.manifest.get("sieve_file"):  # a tiered index's sieve (store/sieve.py)
         assert (one.directory / one.manifest["sieve_file"]).read_bytes() == \
             (two.directory / two.manifest["sieve_file"]).read_bytes()
+    if one.manifest.get("sequence") and two.manifest.get("sequence"):  # the reference's bases (sequence_file.py)
+        for key in ("bases", "nruns"):
+            assert (one.directory / one.manifest["sequence"][key]).read_bytes() == \
+                (two.directory / two.manifest["sequence"][key]).read_bytes()
     differ = {k for k in one.manifest.keys() | two.manifest.keys() if one.manifest.get(k) != two.manifest.get(k)}
-    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file", "sieve_file"}
+    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file", "sieve_file", "sequence"}
 
 
 @pytest.mark.parametrize("kind", ["int4", "tiered", "flat", "lean"])

@@ -111,7 +111,7 @@ def test_lean_build_holds_the_tiered_indexs_bytes_and_a_cut_tiered_index_equals_
     for a, b in zip(cut.manifest["shards"], lean.manifest["shards"], strict=True):
         assert (tmp_path / "t" / a).read_bytes() == (tmp_path / "l" / b).read_bytes()
     listed = {"manifest.json", cut.manifest["fragments_file"], cut.manifest["sieve_file"], *cut.manifest["shards"],
-              *cut.manifest["coarse_shards"]}
+              *cut.manifest["coarse_shards"], cut.manifest["sequence"]["bases"], cut.manifest["sequence"]["nruns"]}
     assert {p.name for p in (tmp_path / "t").iterdir()} == listed  # the int4 shards are gone
     assert open_index(ref, enc, IndexOptions(**opts), tmp_path / "t").manifest["options"]["index_kind"] == "lean"
     with pytest.raises(IndexDirError, match="index_kind lean -> tiered"):  # the way back needs a rebuild

@@ -540,7 +540,8 @@ def build_alignment(reference: Reference, ci: int, ref_pos: int, reverse: bool, 
 
     Works run by run; only mismatch runs, and match runs of a read with an N (where parasail calls
     N against N a match, which SAM counts as a mismatch), go base by base."""
-    ref = reference.seqs[ci]
+    span = sum(n for n, op in runs if op in "=XD")
+    ref = reference.fetch(ci, ref_pos, ref_pos + span)  # ref[i] is the base at ref_pos + i
     has_n = "N" in query
     cigar: list[tuple[int, int]] = []
     md: list[str] = []
@@ -558,7 +559,7 @@ def build_alignment(reference: Reference, ci: int, ref_pos: int, reverse: bool, 
             r, q = r + n, q + n
         elif op in "=X":
             for j in range(n):
-                rb, qb = ref[r + j], query[q + j]
+                rb, qb = ref[r - ref_pos + j], query[q + j]
                 if rb == qb and rb != "N":
                     matched += 1
                     score += o.match
@@ -569,7 +570,7 @@ def build_alignment(reference: Reference, ci: int, ref_pos: int, reverse: bool, 
                     score -= 1 if "N" in (rb, qb) else o.mismatch
             r, q = r + n, q + n
         elif op == "D":
-            md.append(f"{matched}^{ref[r:r + n]}")
+            md.append(f"{matched}^{ref[r - ref_pos : r - ref_pos + n]}")
             matched, nm, r = 0, nm + n, r + n
             score -= o.gap_open + n * o.gap_extend
         else:

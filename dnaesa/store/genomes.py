@@ -35,7 +35,8 @@ import numpy as np
 from dnaesa.errors import IndexDirError, InputError, OptionsError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
-from dnaesa.reference import Reference, check_genome_name, genome_name, genomes_checksum
+from dnaesa.reference import Genome, Reference, check_genome_name, genome_name, genomes_checksum
+from dnaesa.store import sequence_file
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.index_dir import (
     COARSE_KINDS,
@@ -83,11 +84,16 @@ def load_reference(ref: str | Path | Sequence[str | Path], directory: str | Path
         manifest = read_manifest(folder)
         if manifest is None:
             raise IndexDirError(f"{folder}: not a dnaesa index (no manifest.json of ours); give a FASTA reference")
-        return recorded_genomes(folder, manifest)
-    refs = [Reference.load(p) for p in paths]
-    if len(refs) > 1 and directory is None:
+        return packed_reference(folder, manifest) or recorded_genomes(folder, manifest)
+    if len(paths) > 1 and directory is None:
         raise OptionsError("several genomes go into one index: name its folder with --index DIR")
     folder = Path(directory) if directory is not None else default_index_dir(paths[0])
+    if not rebuild and not names:
+        manifest = read_manifest(folder)
+        found = packed_reference(folder, manifest, paths) if manifest is not None else None
+        if found is not None:
+            return found
+    refs = [Reference.load(p) for p in paths]
     manifest = None if rebuild else read_manifest(folder)
     if manifest is not None and (len(manifest.get("genomes") or ()) > 1 or len(refs) > 1):
         found = recorded_genomes(folder, manifest, refs)
@@ -97,6 +103,53 @@ def load_reference(ref: str | Path | Sequence[str | Path], directory: str | Path
         return refs[0]
     return Reference.combine([(name, r) for name, r in zip(names or [genome_name(p) for p in paths], refs)],
                              folder if len(refs) > 1 else None)
+
+
+def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None = None) -> Reference | None:
+    """The reference of the index in `folder` read from its packed bases (`sequence_file.py`), as
+    `load_reference` would read it from the FASTA files, when every genome's FASTA file is where
+    the manifest says and unchanged since the bases were kept (same size and modification time),
+    and `paths` (given on the command line; None: the folder stands for its genomes) are among
+    them. None otherwise, or when the files are missing or damaged: the FASTA files are then read
+    and checked as before (a moved or changed one is an error naming it), and the bases written
+    anew."""
+    entry, genomes = manifest.get("sequence"), manifest.get("genomes") or []
+    if not entry or entry.get("reference_checksum") != manifest.get("reference_checksum") or not genomes or \
+            len(entry.get("stamps") or ()) != len(genomes):
+        return None
+    try:  # every genome's FASTA where it was, unchanged (else it is read: an error names it, as before)
+        if entry["stamps"] != [sequence_file.stamp(g["path"]) for g in genomes]:
+            return None
+        given = [sequence_file.stamp(p) for p in paths or ()]
+    except (OSError, KeyError, TypeError):
+        return None
+    if any(s not in entry["stamps"] for s in given) or len({s["path"] for s in given}) < len(given):
+        return None
+    try:
+        contigs = manifest["contigs"]
+        lengths = [int(n) for _, n in contigs]
+        bases, runs = folder / entry["bases"], folder / entry["nruns"]
+        for path in (bases, runs):
+            if file_checksum(path) != entry["checksums"][path.name]:
+                raise ValueError(f"{path.name} does not match its checksum")
+        packed, n_runs = np.load(bases, mmap_mode="r"), np.load(runs)
+        if packed.dtype != np.uint8 or len(packed) != (sum(lengths) + 3) // 4 or n_runs.ndim != 2:
+            raise ValueError("the packed bases do not fit the contigs")
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        log.warning("[dnaesa] %s: its copy of the reference's bases cannot be used (%s); reading the FASTA", folder, err)
+        return None
+    seqs = sequence_file.PackedSequence(packed, n_runs, lengths)
+    names = [name for name, _ in contigs]
+    if len(genomes) > 1:
+        table = [Genome(g["name"], g["path"], g["checksum"], g["contigs"]) for g in genomes]
+        ref = Reference(str(folder), names, seqs, table)
+    elif paths is None:  # as `recorded_genomes` names it
+        g = genomes[0]
+        ref = Reference(g["path"], names, seqs, [Genome(g["name"], g["path"], g["checksum"], g["contigs"])])
+    else:
+        ref = Reference(str(paths[0]), names, seqs)
+    ref._checksum = manifest["reference_checksum"]
+    return ref
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -284,8 +337,9 @@ def _grown_manifest(manifest: dict, parts: list[tuple[str, Reference]], added: l
     their genome, the old shards before `first` and then `new_shards` (per tier key)."""
     base = manifest["genomes"]
     contigs = manifest["contigs"] if len(base) > 1 else [[f"{base[0]['name']}:{c}", n] for c, n in manifest["contigs"]]
-    contigs += [[f"{name}:{c}", len(seq)] for name, ref in parts for c, seq in zip(ref.names, ref.seqs)]
+    contigs += [[f"{name}:{c}", n] for name, ref in parts for c, n in zip(ref.names, ref.lengths)]
     genomes = base + added
+    manifest = {key: value for key, value in manifest.items() if key != "sequence"}  # kept anew on next open
     grown = dict(manifest, reference_checksum=genomes_checksum([(g["name"], g["checksum"]) for g in genomes]),
                  contigs=contigs, genomes=genomes, n_fragments=int(n_fragments))
     for key, names in new_shards.items():
@@ -313,10 +367,14 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _remove_unlisted(directory: Path, manifest: dict) -> None:
-    """Remove our files (shards, fragment tables, a manifest's temporary) that `manifest` does not list."""
-    listed = {MANIFEST, *manifest.get("checksums", {}), fragments_file(manifest)}
+    """Remove our files (shards, fragment tables, the reference's bases, a manifest's temporary) that
+    `manifest` does not list."""
+    sequence = manifest.get("sequence") or {}
+    listed = {MANIFEST, *manifest.get("checksums", {}), fragments_file(manifest), sequence.get("bases"),
+              sequence.get("nruns")}
     for path in directory.iterdir():
-        ours = path.name.startswith(("shard", "prefix", "coarse", "fragments")) or path.name == MANIFEST + ".new"
+        ours = path.name.startswith(("shard", "prefix", "coarse", "fragments", "bases.", "nruns.")) or \
+            path.name == MANIFEST + ".new"
         if ours and path.name not in listed and path.is_file():
             try:
                 path.unlink()

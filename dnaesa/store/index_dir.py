@@ -37,7 +37,7 @@ from dnaesa.errors import IndexDirError, OptionsError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
-from dnaesa.store import sieve
+from dnaesa.store import sequence_file, sieve
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.codes import code_width
 from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
@@ -197,6 +197,69 @@ def check_replaceable(directory: Path) -> None:
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
                workers: int = 1, engine=None) -> Index:
+    """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`)."""
+    index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
+    return keep_sequence(index, reference)
+
+
+def keep_sequence(index: Index, reference: Reference) -> Index:
+    """Give `index` the packed bases of `reference` (which it matches) and the size and time of
+    its FASTA files, unless it has them; best effort: a folder that cannot take them (read-only,
+    full, another writer at work) is left as it is, with an info line."""
+    entry = index.manifest.get("sequence") or {}
+    if isinstance(reference.seqs, sequence_file.PackedSequence):
+        return index  # read from there: nothing to add
+    checksum = index.manifest["reference_checksum"]
+    stamps = []
+    for g in reference.genome_table():
+        try:
+            stamps.append(sequence_file.stamp(g.path))
+        except OSError:
+            stamps.append(None)  # a reference given as an object, or its file gone
+    bases, runs = sequence_file.file_names(checksum)
+    try:  # the FASTA was read (this reference is not packed): check the kept bases too
+        have = entry.get("reference_checksum") == checksum and all(
+            file_checksum(index.directory / name) == entry["checksums"][name] for name in (bases, runs))
+    except (OSError, KeyError, TypeError):
+        have = False
+    if have and entry.get("stamps") == stamps:
+        return index
+    try:
+        with writing(index.directory):
+            manifest = read_manifest(index.directory)
+            if manifest is None or manifest.get("checksums") != index.manifest["checksums"]:
+                return index  # changed meanwhile: leave it
+            if not have:
+                log.info("keeping the reference's bases in %s (2 bits a base)", index.directory)
+                tmp = [index.directory / (name + ".new.npy") for name in (bases, runs)]
+                try:
+                    sequence_file.pack(reference.seqs, tmp[0], tmp[1])
+                    for path, name in zip(tmp, (bases, runs)):
+                        path.replace(index.directory / name)
+                finally:
+                    for path in tmp:
+                        path.unlink(missing_ok=True)
+                entry = {"reference_checksum": checksum, "bases": bases, "nruns": runs,
+                         "checksums": {name: file_checksum(index.directory / name) for name in (bases, runs)}}
+            entry = dict(entry, stamps=stamps)
+            write_manifest(index.directory, dict(manifest, sequence=entry))
+            for old in index.directory.glob("bases.*.npy"):  # another reference's, or a killed write's
+                if old.name != bases:
+                    old.unlink(missing_ok=True)
+            for old in index.directory.glob("nruns.*.npy"):
+                if old.name != runs:
+                    old.unlink(missing_ok=True)
+    except (IndexDirError, OSError) as err:
+        log.info("[dnaesa] %s: the reference's bases are not kept there (%s); the FASTA is read each run", index.directory,
+                 getattr(err, "strerror", None) or err)
+        return index
+    index.manifest["sequence"] = entry
+    return index
+
+
+def _open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
+                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
+                workers: int = 1, engine=None) -> Index:
     """Load the index in `directory` when its manifest matches, else build it there. With
     `index_kind="auto"` an existing index keeps its store kind (`dnaesa index --store int4` then
     `dnaesa align` uses that int4 index); a new one gets the kind `resolve_options` picks.
