@@ -50,7 +50,9 @@ def test_packed_bases_give_back_every_window(tmp_path, monkeypatch, chunk):
 
 
 @pytest.fixture()
-def lambda_copy(lambda_contigs, tmp_path):
+def lambda_copy(lambda_contigs, tmp_path, monkeypatch):
+    """lambda in a FASTA of its own; runs keep its bases packed (`DECODE_UP_TO` = 0), as at scale."""
+    monkeypatch.setattr(sequence_file, "DECODE_UP_TO", 0)
     ref = tmp_path / "lambda.fa"
     ref.write_text("".join(f">{name}\n{seq}\n" for name, seq in lambda_contigs))
     reads = tmp_path / "reads.fq"
@@ -128,3 +130,16 @@ def test_a_read_only_index_serves_without_its_bases(lambda_copy, tmp_path):
                      "-o", str(tmp_path / "o.sam")]) == 0
     finally:
         index.chmod(0o755)
+
+
+def test_a_small_reference_is_read_from_the_index_as_text(lambda_copy, tmp_path, monkeypatch):
+    ref, _ = lambda_copy
+    index = tmp_path / "idx"
+    Aligner(str(ref), "kmer", index=index, device="cpu")
+    monkeypatch.setattr(sequence_file, "DECODE_UP_TO", 64_000_000)
+    loads = []
+    monkeypatch.setattr(Reference, "load", classmethod(lambda cls, path: loads.append(path)))
+    aligner = Aligner(str(ref), "kmer", index=index, device="cpu")
+    assert loads == [] and isinstance(aligner.reference.seqs, list)
+    monkeypatch.undo()
+    assert aligner.reference.seqs == Reference.load(ref).seqs

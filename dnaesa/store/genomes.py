@@ -139,6 +139,8 @@ def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None =
         log.warning("[dnaesa] %s: its copy of the reference's bases cannot be used (%s); reading the FASTA", folder, err)
         return None
     seqs = sequence_file.PackedSequence(packed, n_runs, lengths)
+    if sum(lengths) <= sequence_file.DECODE_UP_TO:  # small: as text, which windows are cut from fastest
+        seqs = list(seqs)
     names = [name for name, _ in contigs]
     if len(genomes) > 1:
         table = [Genome(g["name"], g["path"], g["checksum"], g["contigs"]) for g in genomes]
