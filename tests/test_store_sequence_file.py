@@ -143,3 +143,24 @@ def test_a_small_reference_is_read_from_the_index_as_text(lambda_copy, tmp_path,
     assert loads == [] and isinstance(aligner.reference.seqs, list)
     monkeypatch.undo()
     assert aligner.reference.seqs == Reference.load(ref).seqs
+
+
+def test_a_full_disk_while_packing_leaves_no_file_and_the_run_goes_on(lambda_copy, tmp_path, monkeypatch):
+    ref, reads = lambda_copy
+    index = tmp_path / "idx"
+    calls = []
+
+    def full(codes):  # the second chunk's write finds the disk full (a memory map would die of SIGBUS)
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real(codes)
+
+    real = sequence_file._pack4
+    monkeypatch.setattr(sequence_file, "PACK_CHUNK", 4096)
+    monkeypatch.setattr(sequence_file, "_pack4", full)
+    assert main(["-q", "align", str(reads), str(ref), "--encoder", "kmer", "--index", str(index),
+                 "-o", str(tmp_path / "o.sam")]) == 0
+    assert len(calls) == 2 and "sequence" not in json.loads((index / "manifest.json").read_text())
+    assert not list(index.glob("bases.*")) and not list(index.glob("nruns.*"))
+    assert (tmp_path / "o.sam").read_text().count("\n") > 200

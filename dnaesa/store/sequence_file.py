@@ -89,30 +89,32 @@ class PackedSequence(Sequence):
 
 def pack(seqs: Sequence[str], bases_path: Path, runs_path: Path) -> None:
     """Write the contigs `seqs` (uppercase ACGT and N) packed to `bases_path` and their runs of N
-    to `runs_path` (both .npy), streaming: memory holds one chunk of bases."""
+    to `runs_path` (both .npy), streaming: memory holds one chunk of bases. Plain writes, not a
+    memory map: a full disk is then an OSError, not a SIGBUS that kills the run."""
     total = sum(len(s) for s in seqs)
-    packed = np.lib.format.open_memmap(bases_path, mode="w+", dtype=np.uint8, shape=((total + 3) // 4,))
-    runs, carry, at, offset = [], np.zeros(0, np.uint8), 0, 0
-    for seq in seqs:
-        for lo in range(0, len(seq), PACK_CHUNK):
-            chunk = np.frombuffer(seq[lo : lo + PACK_CHUNK].encode("ascii"), dtype=np.uint8)
-            is_n = np.concatenate(([False], chunk == _N, [False]))
-            edges = np.flatnonzero(is_n[1:] != is_n[:-1]).reshape(-1, 2) + offset + lo
-            runs.append(edges)
-            codes = np.concatenate((carry, _CODE[chunk]))
-            whole = len(codes) & ~3
-            q = codes[:whole].reshape(-1, 4)
-            packed[at : at + len(q)] = q[:, 0] | (q[:, 1] << 2) | (q[:, 2] << 4) | (q[:, 3] << 6)
-            at, carry = at + len(q), codes[whole:]
-        offset += len(seq)
-    if len(carry):
-        q = np.zeros(4, np.uint8)
-        q[: len(carry)] = carry
-        packed[at] = q[0] | (q[1] << 2) | (q[2] << 4) | (q[3] << 6)
-    packed.flush()
-    del packed
+    runs, carry, offset = [], np.zeros(0, np.uint8), 0
+    with open(bases_path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": ((total + 3) // 4,)})
+        for seq in seqs:
+            for lo in range(0, len(seq), PACK_CHUNK):
+                chunk = np.frombuffer(seq[lo : lo + PACK_CHUNK].encode("ascii"), dtype=np.uint8)
+                is_n = np.concatenate(([False], chunk == _N, [False]))
+                runs.append(np.flatnonzero(is_n[1:] != is_n[:-1]).reshape(-1, 2) + offset + lo)
+                codes = np.concatenate((carry, _CODE[chunk]))
+                whole = len(codes) & ~3
+                fh.write(_pack4(codes[:whole]).tobytes())
+                carry = codes[whole:]
+            offset += len(seq)
+        if len(carry):
+            fh.write(_pack4(np.concatenate((carry, np.zeros(4 - len(carry), np.uint8)))).tobytes())
     merged = _merge_runs(np.concatenate(runs) if runs else np.zeros((0, 2), np.int64))
     np.save(runs_path, merged.astype(np.int64))
+
+
+def _pack4(codes: np.ndarray) -> np.ndarray:
+    """2-bit codes (a multiple of 4 of them) -> bytes, the first code in the lowest bits."""
+    q = codes.reshape(-1, 4)
+    return q[:, 0] | (q[:, 1] << 2) | (q[:, 2] << 4) | (q[:, 3] << 6)
 
 
 def _merge_runs(runs: np.ndarray) -> np.ndarray:
