@@ -144,8 +144,6 @@ class CoarseTier:
         """The ids (int64 (n, c), best first, ties to the lower id; -1 pads when the tier holds
         fewer) of each query's top-c integer products. With `sieve` = K > 0 and a sieve loaded
         (CPU only), among the sieve's K picks (`sieve.py`) instead of among all vectors."""
-        import torch
-
         n_q = len(queries)
         ids = np.full((n_q, c), -1, dtype=np.int64)
         keep = min(c, self.ntotal)
@@ -158,6 +156,8 @@ class CoarseTier:
                 ids[lo : lo + QUERY_CHUNK, :keep] = self._search_sieved(queries[lo : lo + QUERY_CHUNK],
                                                                        codes[lo : lo + QUERY_CHUNK], keep, picks)
             return ids
+        import torch  # not before: importing it costs 1.5 s, and the sieved search needs none
+
         f32 = self.device == "cpu" and float32_products(127, 127, self.dim)
         for lo in range(0, n_q, QUERY_CHUNK):
             q = torch.from_numpy(codes[lo : lo + QUERY_CHUNK])

@@ -41,7 +41,7 @@ from dnaesa.store import sequence_file, sieve
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.codes import code_width
 from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
-from dnaesa.store.vector_store import STORE_KINDS, PrefixStore, VectorStore, file_checksum
+from dnaesa.store.vector_store import STORE_KINDS, PrefixStore, VectorStore, file_checksum, verify_files
 
 log = logging.getLogger("dnaesa")
 FORMAT_VERSION = 2
@@ -368,10 +368,7 @@ def load_index(directory: Path) -> Index:
             coarse_enc = coarse_encoder()
             if coarse_enc.identity() != manifest["coarse_encoder"]:
                 raise ValueError(f"its coarse tier was made by another encoder than the bundled {COARSE_MODEL}")
-            for name in manifest["coarse_shards"]:
-                if file_checksum(directory / name) != checksums[name]:
-                    raise IndexDirError(f"{directory / name}: does not match the manifest's checksum (damaged or "
-                                        "replaced); rebuild the index with --rebuild-index")
+            verify_files([directory / name for name in manifest["coarse_shards"]], checksums)
             coarse = CoarseTier.load(directory, manifest["coarse_shards"], coarse_enc.dim, opts["shard_size"],
                                      manifest["n_fragments"])
             if manifest.get("sieve_file"):
