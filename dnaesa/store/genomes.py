@@ -53,6 +53,7 @@ from dnaesa.store.index_dir import (
     make_sieve,
     new_store,
     read_manifest,
+    unchanged_manifest,
     unlock_partial,
     write_guard,
     write_manifest,
@@ -209,10 +210,9 @@ def record_genomes(index: Index, reference: Reference) -> bool:
     if now == found:
         return False
     try:
-        with writing(index.directory):
-            manifest = read_manifest(index.directory)
-            if manifest is None or manifest.get("checksums") != index.manifest["checksums"]:
-                return False  # changed meanwhile: leave it
+        with unchanged_manifest(index) as manifest:
+            if manifest is None:
+                return False
             write_manifest(index.directory, dict(manifest, genomes=now))
     except (IndexDirError, OSError) as err:
         log.warning("[dnaesa] %s: could not record where its genomes' FASTA files are (%s)", index.directory, err)

@@ -225,10 +225,9 @@ def keep_sequence(index: Index, reference: Reference) -> Index:
     if have and entry.get("stamps") == stamps:
         return index
     try:
-        with writing(index.directory):
-            manifest = read_manifest(index.directory)
-            if manifest is None or manifest.get("checksums") != index.manifest["checksums"]:
-                return index  # changed meanwhile: leave it
+        with unchanged_manifest(index) as manifest:
+            if manifest is None:
+                return index
             if not have:
                 log.info("keeping the reference's bases in %s (2 bits a base)", index.directory)
                 tmp = [index.directory / (name + ".new.npy") for name in (bases, runs)]
@@ -442,6 +441,15 @@ def writing(directory: Path):
         yield
     finally:
         unlock_partial(partial, lock)
+
+
+@contextmanager
+def unchanged_manifest(index: Index):
+    """Hold the index's writer lock (`writing`) and give its manifest, or None when it changed
+    since `index` was loaded (another writer came first: leave it)."""
+    with writing(index.directory):
+        manifest = read_manifest(index.directory)
+        yield manifest if manifest is not None and manifest.get("checksums") == index.manifest["checksums"] else None
 
 
 def _resume_point(partial: Path, expected: dict, keys: list[str]) -> tuple[int, dict, dict]:
