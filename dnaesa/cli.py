@@ -128,6 +128,12 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prefilter-ratio", type=float, metavar="F",
                    help="lean store: of those P, only the ones scoring on the eighth at least F x the read's best "
                         f"(and always the first --top-k) are scored in full from the reference [{_MAP.prefilter_ratio}]")
+    m.add_argument("--wide-below", type=float, metavar="F",
+                   help="tiered/lean store: a read whose best score is below F x what a read inside a fragment scores "
+                        "(a divergent read) is searched again among the coarse tier's --wide-candidates best, all "
+                        f"scored in full; 0: off [{_MAP.wide_below}]")
+    m.add_argument("--wide-candidates", type=int, metavar="W",
+                   help=f"tiered/lean store: fragments that second search scores per read [{_MAP.wide_candidates}]")
     m.add_argument("--coarse-sieve", type=int, metavar="K",
                    help="tiered/lean store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
                         f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
@@ -203,8 +209,8 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
                        coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
-                       prefilter_ratio=args.prefilter_ratio,
-                       coarse_sieve=args.coarse_sieve)
+                       prefilter_ratio=args.prefilter_ratio, wide_below=args.wide_below,
+                       wide_candidates=args.wide_candidates, coarse_sieve=args.coarse_sieve)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

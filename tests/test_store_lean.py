@@ -179,3 +179,46 @@ def test_a_cut_that_cannot_be_written_leaves_the_tiered_index_as_it_was(random_r
     monkeypatch.setattr(np, "save", real_save)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no partial prefix file left
     assert load_index(folder).manifest["options"]["index_kind"] == "tiered"
+
+
+def test_divergent_reads_are_searched_again_widely_and_close_ones_are_not(random_ref, tmp_path, monkeypatch):
+    """A read whose best exact score is low (a divergent one) gets a second search: the coarse
+    tier's `wide_candidates` best, all scored in full. A narrow first pass (16 coarse picks) misses
+    most 15%-divergent reads' fragments; the wide pass finds what an exhaustive search finds.
+    Reads close to the reference never take it."""
+    ref = Reference.load(random_ref)
+    rng = np.random.default_rng(8)
+    seq = ref.fetch(1, 0, 500_000)
+    starts = rng.integers(0, 500_000 - 250, 60)
+
+    def mutate(s: str, rate: float) -> str:
+        b = np.frombuffer(s.encode(), np.uint8).copy()
+        hit = rng.random(len(b)) < rate
+        b[hit] = np.frombuffer(b"ACGT", np.uint8)[(np.searchsorted(np.frombuffer(b"ACGT", np.uint8), b[hit]) +
+                                                   rng.integers(1, 4, hit.sum())) % 4]
+        return b.tobytes().decode()
+
+    divergent = [mutate(seq[s : s + 250], 0.15) for s in starts]
+    close = [seq[s : s + 250] for s in starts]
+    flat = Aligner(ref, "default", index=tmp_path / "f", device="cpu", index_kind="flat", threads=1)
+    narrow = dict(coarse_candidates=16, prefilter_candidates=16, threads=1)
+    wide = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", **narrow)
+    off = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", wide_below=0, **narrow)
+
+    def found(aligner, reads) -> int:  # reads whose fragment (contig b, containing the read) is in the top 16
+        _, ids = aligner.find_candidates._search(reads, 16)
+        frags = aligner.index.fragments
+        return sum(any(frags[i][0] == 1 and frags[i][1] <= s and s + 250 <= frags[i][2] for i in row if i >= 0)
+                   for row, s in zip(ids, starts))
+
+    exhaustive = found(flat, divergent)
+    assert exhaustive >= 50 and found(off, divergent) <= exhaustive - 10
+    assert found(wide, divergent) == exhaustive
+
+    tier = wide.find_candidates.coarse[1]
+    calls = []
+    real = tier.search
+    monkeypatch.setattr(tier, "search", lambda *a: calls.append(len(a[0])) or real(*a))
+    assert found(wide, close) == 60 and calls == [60]  # one search: no read was weak
+    found(wide, divergent[:5] + close)
+    assert calls[1:] == [65, 5]

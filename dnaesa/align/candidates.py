@@ -8,7 +8,7 @@ does not place. Engines only run these stages in parallel.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -137,8 +137,19 @@ class CandidateFinder:
         if self.coarse is None:
             return self.store.search(vectors, k)
         encoder, tier = self.coarse
-        picked = tier.search(encoder.encode(queries), max(self.options.coarse_candidates, k), self.options.coarse_sieve)
-        return exact_rerank(self.store, self.exact, vectors, picked, k, self.options)
+        o = self.options
+        coarse_vectors = encoder.encode(queries)
+        picked = tier.search(coarse_vectors, max(o.coarse_candidates, k), o.coarse_sieve)
+        scores, ids = exact_rerank(self.store, self.exact, vectors, picked, k, o)
+        if o.wide_below > 0:  # divergent reads: their true fragment may be past the prefix's picks
+            lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
+            weak = np.flatnonzero(scores[:, 0] < o.wide_below * np.sqrt(lens / self.fragment_len))
+            if len(weak):
+                wide = max(o.wide_candidates, o.coarse_candidates, k)
+                picked = tier.search(coarse_vectors[weak], wide, o.coarse_sieve)
+                scores[weak], ids[weak] = exact_rerank(self.store, self.exact, vectors[weak], picked, k,
+                                                       replace(o, prefilter_candidates=0))
+        return scores, ids
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:
