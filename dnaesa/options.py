@@ -104,7 +104,8 @@ class MapOptions:
     coarse_sieve: int = 8192
     #: a tiered/lean store: a read whose best exact score is below this x what a read inside a
     #: fragment scores (sqrt(read length / fragment length)) is searched again widely: the coarse
-    #: tier's `wide_candidates` best, every one scored in full (0: off). Divergent reads score low
+    #: tier's `wide_candidates` best (exhaustively, not through its sieve), every one scored in
+    #: full (0: off). Divergent reads score low
     #: (10%: about 0.4, 15%: 0.26 at the median), 1%-error reads high (0.74 at the 1st percentile)
     wide_below: float = 0.6
     wide_candidates: int = 8192

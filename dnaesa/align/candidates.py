@@ -146,7 +146,7 @@ class CandidateFinder:
             weak = np.flatnonzero(scores[:, 0] < o.wide_below * np.sqrt(lens / self.fragment_len))
             if len(weak):
                 wide = max(o.wide_candidates, o.coarse_candidates, k)
-                picked = tier.search(coarse_vectors[weak], wide, o.coarse_sieve)
+                picked = tier.search(coarse_vectors[weak], wide, 0)  # exhaustive: the sieve's PQ loses these reads
                 scores[weak], ids[weak] = exact_rerank(self.store, self.exact, vectors[weak], picked, k,
                                                        replace(o, prefilter_candidates=0))
         return scores, ids
