@@ -71,7 +71,9 @@ def test_duplicate_contig_names(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value, name", [("--top-k", "0", "top_k"), ("--prefilter-ratio", "1.5", "prefilter_ratio"),
-                                              ("--prefilter-ratio", "-0.1", "prefilter_ratio")])
+                                              ("--prefilter-ratio", "-0.1", "prefilter_ratio"),
+                                              ("--wide-below", "2", "wide_below"),
+                                              ("--wide-candidates", "0", "wide_candidates")])
 def test_bad_option_value(tmp_path, index_args, capsys, flag, value, name):
     code, err, out = _align(tmp_path, GOOD, index_args + [flag, value], capsys)
     assert code == 2 and len(err) == 1 and name in err[0] and not out.exists()
