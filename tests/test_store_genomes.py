@@ -278,3 +278,29 @@ def test_one_genome_stays_as_it_was(genomes, tmp_path, capsys):
     assert main(["-q", "index", str(genomes["A"]), "--index", str(folder), "--genome", "first"]) == 0
     assert main(["-q", "index", str(genomes["B"]), "--index", str(folder), "--add"]) == 0
     assert [g["name"] for g in load_index(folder).manifest["genomes"]] == ["first", "B"]
+
+
+def test_an_index_of_several_genomes_keeps_their_bases_after_an_add(genomes, tmp_path, monkeypatch):
+    """After `--add`, the next run reads every genome's FASTA and keeps their bases (one stamp per
+    genome); later runs, given the folder or one genome's FASTA, read the bases instead and write
+    the same records."""
+    from dnaesa.store import sequence_file
+
+    monkeypatch.setattr(sequence_file, "DECODE_UP_TO", 0)  # packed, as at genome scale
+    folder = tmp_path / "idx"
+    assert main(["-q", "index", str(genomes["A"]), "--index", str(folder)]) == 0
+    assert main(["-q", "index", str(genomes["B"]), "--index", str(folder), "--add"]) == 0
+    assert "sequence" not in json.loads((folder / "manifest.json").read_text())  # the add drops A's
+    assert not list(folder.glob("bases.*"))
+    write_fastq(simulate_reads(_contigs({"A": genomes["A"], "B": genomes["B"]}), 60, 150, seed=3), tmp_path / "r.fq")
+    runs = {}
+    for name, ref in (("first", [str(folder)]), ("folder", [str(folder)]),
+                      ("fasta", [str(genomes["B"]), "--index", str(folder)])):
+        assert main(["-q", "align", str(tmp_path / "r.fq"), *ref, "-o", str(tmp_path / f"{name}.sam")]) == 0
+        runs[name] = [line for line in (tmp_path / f"{name}.sam").read_text().splitlines() if not line.startswith("@PG")]
+    entry = json.loads((folder / "manifest.json").read_text())["sequence"]
+    assert entry["stamps"] == [sequence_file.stamp(genomes["A"]), sequence_file.stamp(genomes["B"])]
+    assert runs["first"] == runs["folder"] == runs["fasta"] and any("\tB:chr1\t" in line for line in runs["first"])
+    packed = Aligner(str(folder), device="cpu").reference
+    assert isinstance(packed.seqs, sequence_file.PackedSequence) and packed.names == ["A:chr1", "A:chr2", "B:chr1"]
+    assert packed.fetch(2, 100, 200) == Reference.load(genomes["B"]).fetch(0, 100, 200)
