@@ -77,32 +77,6 @@ class PackedSequence(Sequence):
         base = int(self.offsets[ci])
         return self.ascii(base + start, base + end).tobytes().decode("ascii")
 
-    def gather(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bases of `windows` (rows of contig index, start, end; within their contigs) as one
-        uint8 ASCII array and its (n + 1) bounds: window i is out[bounds[i]:bounds[i + 1]].
-        Vectorised: one gather of packed bytes, one decode, one gather of bases."""
-        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 3)
-        lo = self.offsets[windows[:, 0]] + windows[:, 1]
-        hi = self.offsets[windows[:, 0]] + windows[:, 2]
-        lengths = hi - lo
-        bounds = np.zeros(len(windows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        first, nbytes = lo >> 2, ((hi + 3) >> 2) - (lo >> 2)
-        byte_at = np.zeros(len(windows) + 1, dtype=np.int64)
-        np.cumsum(nbytes, out=byte_at[1:])
-        idx = np.repeat(first - byte_at[:-1], nbytes) + np.arange(byte_at[-1])
-        decoded = _DECODE[self.packed[idx]].reshape(-1)  # window i's bytes start at 4 * byte_at[i]
-        base = np.repeat(4 * byte_at[:-1] + (lo & 3) - bounds[:-1], lengths) + np.arange(bounds[-1])
-        out = decoded[base]
-        if len(self.n_starts):
-            a = np.searchsorted(self.n_ends, lo, side="right")
-            b = np.searchsorted(self.n_starts, hi, side="left")
-            for i in np.flatnonzero(b > a):  # windows with Ns: few
-                for r in range(a[i], b[i]):
-                    s_, e_ = max(int(self.n_starts[r]), int(lo[i])), min(int(self.n_ends[r]), int(hi[i]))
-                    out[bounds[i] + s_ - lo[i] : bounds[i] + e_ - lo[i]] = _N
-        return out, bounds
-
     def ascii(self, lo: int, hi: int) -> np.ndarray:
         """uint8 ASCII bases [lo, hi) of the contigs laid end to end (a new, writable array)."""
         out = _DECODE[self.packed[lo >> 2 : (hi + 3) >> 2]].reshape(-1)[lo & 3 : (lo & 3) + hi - lo]

@@ -100,15 +100,9 @@ class SequenceTier:
         order = np.argsort(which, kind="stable")  # pairs grouped by fragment, as the kernel takes them
         which, reads = which[order].astype(np.int64), reads[order]
         got = np.empty(len(ids), dtype=np.float32)
-        gather = getattr(self.reference.seqs, "gather", None)  # packed bases (`sequence_file.py`)
         for lo in range(0, len(unique), CHUNK):
             a, b = np.searchsorted(which, [lo, lo + CHUNK])
-            rows = self.fragments[unique[lo : lo + CHUNK]]
-            if HAVE_NUMBA and gather is not None:
-                seq, bounds = gather(rows)
-                got[a:b] = self._kernel_scores(seq, bounds, queries, which[a:b] - lo, reads[a:b])
-                continue
-            seqs = [self.reference.fetch(int(c), int(s), int(e)) for c, s, e in rows]
+            seqs = [self.reference.fetch(int(c), int(s), int(e)) for c, s, e in self.fragments[unique[lo : lo + CHUNK]]]
             got[a:b] = self._chunk_scores(seqs, queries, which[a:b] - lo, reads[a:b])
         out[order] = got
         return out
@@ -117,15 +111,11 @@ class SequenceTier:
         if not HAVE_NUMBA:
             vectors = self.encoder.encode(seqs)
             return np.einsum("pd,pd->p", queries[reads], vectors[frag]).astype(np.float32)
+        from dnaesa.store import kernels
+
         bounds = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum([len(s) for s in seqs], out=bounds[1:])
         seq = np.frombuffer("".join(seqs).encode("ascii", "replace"), dtype=np.uint8)
-        return self._kernel_scores(seq, bounds, queries, frag, reads)
-
-    def _kernel_scores(self, seq: np.ndarray, bounds: np.ndarray, queries: np.ndarray, frag: np.ndarray,
-                       reads: np.ndarray) -> np.ndarray:
-        from dnaesa.store import kernels
-
         got = np.empty(len(frag), dtype=np.float32)
         kernels._sketch_scores(seq, bounds, BASE_CODE, self.k, self.k_salt, self.shift, self.spans, self.salts,
                                self.scales, self.fwd_tab, self.rev_tab, self.code_bits, frag, reads, queries, got)
