@@ -49,6 +49,28 @@ def test_packed_bases_give_back_every_window(tmp_path, monkeypatch, chunk):
     assert ref.lengths == [len(s) for s in seqs] and ref.fetch(6, 10, 60) == seqs[6][10:60]
 
 
+def test_the_sequence_tier_scores_the_same_from_packed_bases(random_ref, tmp_path):
+    from dnaesa.model.base import load_encoder
+    from dnaesa.store.sequence_tier import SequenceTier
+
+    ref = Reference.load(random_ref)
+    seqs = [s[:1000] + "N" * 37 + s[1037:] for s in ref.seqs]  # a run of N inside some fragments
+    sequence_file.pack(seqs, tmp_path / "b.npy", tmp_path / "n.npy")
+    packed = Reference(ref.path, ref.names, PackedSequence(np.load(tmp_path / "b.npy", mmap_mode="r"),
+                                                           np.load(tmp_path / "n.npy"), [len(s) for s in seqs]))
+    text = Reference(ref.path, ref.names, seqs)
+    enc = load_encoder("default", "cpu")
+    fragments = text.fragments(1250, 1000)
+    rng = np.random.default_rng(2)
+    queries = enc.encode([text.fetch(0, s, s + 250) for s in rng.integers(0, 600_000, 8)])
+    ids = rng.integers(0, len(fragments), 300)
+    reads = rng.integers(0, 8, 300)
+    ids[:3] = 0  # the fragment with Ns
+    a = SequenceTier(enc, text, fragments).scores(queries, reads, ids)
+    b = SequenceTier(enc, packed, fragments).scores(queries, reads, ids)
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture()
 def lambda_copy(lambda_contigs, tmp_path, monkeypatch):
     """lambda in a FASTA of its own; runs keep its bases packed (`DECODE_UP_TO` = 0), as at scale."""
