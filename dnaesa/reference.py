@@ -91,6 +91,8 @@ class Reference:
     seqs: list[str]
     genomes: list[Genome] = field(default_factory=list)
     _checksum: str | None = field(default=None, repr=False, compare=False)
+    #: read from an index's packed bases (`store.genomes.packed_reference`), not from the FASTA
+    from_index: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path) -> "Reference":

@@ -115,8 +115,7 @@ def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None =
     and checked as before (a moved or changed one is an error naming it), and the bases written
     anew."""
     entry, genomes = manifest.get("sequence"), manifest.get("genomes") or []
-    if not entry or entry.get("reference_checksum") != manifest.get("reference_checksum") or not genomes or \
-            len(entry.get("stamps") or ()) != len(genomes):
+    if not entry or entry.get("reference_checksum") != manifest.get("reference_checksum") or not genomes:
         return None
     try:  # every genome's FASTA where it was, unchanged (else it is read: an error names it, as before)
         if entry["stamps"] != [sequence_file.stamp(g["path"]) for g in genomes]:
@@ -129,11 +128,8 @@ def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None =
     try:
         contigs = manifest["contigs"]
         lengths = [int(n) for _, n in contigs]
-        bases, runs = folder / entry["bases"], folder / entry["nruns"]
-        for path in (bases, runs):
-            if file_checksum(path) != entry["checksums"][path.name]:
-                raise ValueError(f"{path.name} does not match its checksum")
-        packed, n_runs = np.load(bases, mmap_mode="r"), np.load(runs)
+        sequence_file.check_files(folder, entry)
+        packed, n_runs = np.load(folder / entry["bases"], mmap_mode="r"), np.load(folder / entry["nruns"])
         if packed.dtype != np.uint8 or len(packed) != (sum(lengths) + 3) // 4 or n_runs.ndim != 2:
             raise ValueError("the packed bases do not fit the contigs")
     except (OSError, KeyError, TypeError, ValueError) as err:
@@ -151,7 +147,7 @@ def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None =
         ref = Reference(g["path"], names, seqs, [Genome(g["name"], g["path"], g["checksum"], g["contigs"])])
     else:
         ref = Reference(str(paths[0]), names, seqs)
-    ref._checksum = manifest["reference_checksum"]
+    ref._checksum, ref.from_index = manifest["reference_checksum"], True
     return ref
 
 

@@ -206,9 +206,9 @@ def keep_sequence(index: Index, reference: Reference) -> Index:
     """Give `index` the packed bases of `reference` (which it matches) and the size and time of
     its FASTA files, unless it has them; best effort: a folder that cannot take them (read-only,
     full, another writer at work) is left as it is, with an info line."""
+    if reference.from_index:
+        return index  # read from there (and checked): nothing to add
     entry = index.manifest.get("sequence") or {}
-    if isinstance(reference.seqs, sequence_file.PackedSequence):
-        return index  # read from there: nothing to add
     checksum = index.manifest["reference_checksum"]
     stamps = []
     for g in reference.genome_table():
@@ -217,10 +217,11 @@ def keep_sequence(index: Index, reference: Reference) -> Index:
         except OSError:
             stamps.append(None)  # a reference given as an object, or its file gone
     bases, runs = sequence_file.file_names(checksum)
-    try:  # the FASTA was read (this reference is not packed): check the kept bases too
-        have = entry.get("reference_checksum") == checksum and all(
-            file_checksum(index.directory / name) == entry["checksums"][name] for name in (bases, runs))
-    except (OSError, KeyError, TypeError):
+    try:  # the FASTA was read: check the kept bases too
+        have = entry.get("reference_checksum") == checksum and entry.get("bases") == bases
+        if have:
+            sequence_file.check_files(index.directory, entry)
+    except (OSError, KeyError, TypeError, ValueError):
         have = False
     if have and entry.get("stamps") == stamps:
         return index
@@ -242,11 +243,8 @@ def keep_sequence(index: Index, reference: Reference) -> Index:
                          "checksums": {name: file_checksum(index.directory / name) for name in (bases, runs)}}
             entry = dict(entry, stamps=stamps)
             write_manifest(index.directory, dict(manifest, sequence=entry))
-            for old in index.directory.glob("bases.*.npy"):  # another reference's, or a killed write's
-                if old.name != bases:
-                    old.unlink(missing_ok=True)
-            for old in index.directory.glob("nruns.*.npy"):
-                if old.name != runs:
+            for old in [*index.directory.glob("bases.*.npy"), *index.directory.glob("nruns.*.npy")]:
+                if old.name not in (bases, runs):  # another reference's, or a killed write's
                     old.unlink(missing_ok=True)
     except (IndexDirError, OSError) as err:
         log.info("[dnaesa] %s: the reference's bases are not kept there (%s); the FASTA is read each run", index.directory,

@@ -134,5 +134,14 @@ def stamp(path: str | Path) -> dict:
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def check_files(folder: Path, entry: dict) -> None:
+    """ValueError unless both files of the manifest's `sequence` entry match their checksums."""
+    from dnaesa.store.vector_store import file_checksum
+
+    for name in (entry["bases"], entry["nruns"]):
+        if file_checksum(folder / name) != entry["checksums"][name]:
+            raise ValueError(f"{name} does not match its checksum")
+
+
 def file_names(reference_checksum: str) -> tuple[str, str]:
     return f"bases.{reference_checksum[:16]}.npy", f"nruns.{reference_checksum[:16]}.npy"
