@@ -131,6 +131,71 @@ def test_ray_index_build_writes_the_same_bytes_despite_a_killed_actor(cluster, r
     assert one.manifest["checksums"] == two.manifest["checksums"] and len(one.manifest["shards"]) >= 2
 
 
+def _refuse_driver_spills(monkeypatch):
+    """The driver's stores may not write shards (the actors' processes keep the real methods)."""
+    from dnaesa.store.coarse import CoarseTier
+    from dnaesa.store.vector_store import VectorStore
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver wrote a shard")
+
+    monkeypatch.setattr(VectorStore, "spill", refuse)
+    monkeypatch.setattr(CoarseTier, "spill", refuse)
+
+
+def test_ray_actors_write_the_shards_themselves(cluster, random_ref, tmp_path, monkeypatch):
+    """Every shard (int4 and coarse) written by the actor that encoded it: the driver's stores never
+    spill, and the index is a one-process build's bytes, with no check file left in it."""
+    from dnaesa.engine.ray import RayEngine
+
+    one = _tiered_build(random_ref, tmp_path / "one")
+    _refuse_driver_spills(monkeypatch)
+    two = _tiered_build(random_ref, tmp_path / "two", engine=RayEngine(2))
+    assert one.manifest["checksums"] == two.manifest["checksums"] and len(two.manifest["shards"]) == 2
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+
+
+def test_ray_build_without_a_shared_folder_falls_back_to_the_driver(cluster, random_ref, tmp_path, monkeypatch):
+    """Actors that do not see the build folder (nodes without a shared filesystem; a test hook
+    here) encode chunks and the driver writes the shards: the same bytes."""
+    from dnaesa.engine import ray as ray_engine
+    from dnaesa.store.vector_store import VectorStore
+
+    one = _tiered_build(random_ref, tmp_path / "one")
+    monkeypatch.setenv(ray_engine.UNSHARED_HOOK, "1")
+    spills = []
+    real = VectorStore.spill
+    monkeypatch.setattr(VectorStore, "spill", lambda self, *a, **k: spills.append(1) or real(self, *a, **k))
+    two = _tiered_build(random_ref, tmp_path / "two", engine=ray_engine.RayEngine(2))
+    assert spills, "the driver did not write the shards"
+    assert one.manifest["checksums"] == two.manifest["checksums"]
+    assert not list((tmp_path / "two").glob("ray-*"))
+
+
+def test_ray_build_stopped_after_a_shard_resumes_after_it(cluster, random_ref, tmp_path, monkeypatch, caplog):
+    """The actor writing the second shard dies with no restarts left: the build stops with one
+    IndexDirError, the first shard recorded; the next build resumes after it (the driver's stores
+    write nothing) and gives a one-process build's bytes."""
+    import logging
+
+    from dnaesa.engine import ray as ray_engine
+    from dnaesa.errors import IndexDirError
+
+    one = _tiered_build(random_ref, tmp_path / "one")
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(ray_engine.KILL_CHUNK_HOOK, f"1100:{marker}")
+    monkeypatch.setattr(ray_engine, "MAX_RESTARTS", 0)
+    with pytest.raises(IndexDirError, match="retries ran out"):
+        _tiered_build(random_ref, tmp_path / "two", engine=ray_engine.RayEngine(2))
+    assert marker.exists() and not (tmp_path / "two").exists()
+    monkeypatch.undo()
+    _refuse_driver_spills(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="dnaesa"):
+        two = _tiered_build(random_ref, tmp_path / "two", engine=ray_engine.RayEngine(2))
+    assert "after 1 finished shards" in caplog.text
+    assert one.manifest["checksums"] == two.manifest["checksums"]
+
+
 def test_ray_index_retries_run_out_is_one_error_line_then_resumes(cluster, random_ref, tmp_path, monkeypatch,
                                                                   capsys):
     """`dnaesa index --engine ray`: an actor that dies with no restarts left stops the build with

@@ -175,3 +175,36 @@ def test_auto_store_kind_by_reference_size(small_ref, monkeypatch):
     assert resolve_options(small_ref, OPTS).index_kind == "lean"
     assert resolve_options(small_ref, OPTS, compact).index_kind == "tiered"
     assert len(small_ref.fragments(OPTS.fragment_len, OPTS.stride)) == 2600
+
+
+def test_shard_spans_follow_the_store_shards():
+    """A Ray build's spans (one shard each) end where the driver's stores would spill: after a
+    partly filled last shard (an added genome), and from a resume point."""
+    assert index_dir._spans(0, 2500, 1000, 0, 0) == [(0, 0, 1000), (1, 1000, 2000), (2, 2000, 2500)]
+    assert index_dir._spans(0, 2500, 1000, 300, 4) == [(4, 0, 700), (5, 700, 1700), (6, 1700, 2500)]
+    assert index_dir._spans(700, 2500, 1000, 300, 5) == [(5, 700, 1700), (6, 1700, 2500)]
+    assert index_dir._spans(0, 500, 1000, 300, 4) == [(4, 0, 500)]
+    assert index_dir._spans(0, 2000, 1000, 0, 0) == [(0, 0, 1000), (1, 1000, 2000)]
+    assert index_dir._spans(2000, 2000, 1000, 0, 2) == []
+
+
+class _FullDisk:
+    clipped = 0
+
+    def add(self, vectors):
+        pass
+
+    def spill(self, directory, first, keep_last=True):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_shard_an_actor_cannot_write_is_one_error_naming_the_folder(tmp_path, encoder):
+    """A full disk met where a shard is written (a Ray actor) comes back as text, and the driver
+    stops with the same IndexDirError as a local build's."""
+    writer = index_dir.ShardWriter(lambda lo, hi: [np.zeros((hi - lo, 4), np.float32)], [("shards", _FullDisk())],
+                                   tmp_path, 128, [(0, 0, 300)], {})
+    assert writer.check.exists() and writer.check.parent == tmp_path
+    result = writer(0)
+    assert result == "No space left on device"
+    with pytest.raises(IndexDirError, match=f"{tmp_path}: cannot write the index there \\(No space left on device\\)"):
+        index_dir._written(result, tmp_path)

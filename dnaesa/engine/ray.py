@@ -18,22 +18,27 @@ Design, as a user with a cluster would want it:
 - Pairs: the driver estimates the insert size (as the local engine does, from the first pairs)
   and the actors pair mates with it.
 - Index building (`dnaesa index --engine ray`, and `align --engine ray` when its index is
-  missing): `RayEngine.encoded_chunks` has the contract of `store.parallel_embed.encoded_chunks`
-  (each chunk's vectors, in order), so `index_dir.embed_tiers` stores and writes them exactly as
-  local chunks and the index is the same bytes (tested). The chunk encoder (a function of a chunk's
-  first fragment, holding the reference, the fragment table and the tiers' encoders) is put in the
-  object store once with `ray.put` and each `_ChunkActor` fetches it once, on its first task (and
-  again only when Ray restarts it); a task carries a chunk's first fragment and the object's
-  reference, and returns the chunk's vectors. Why not load from the FASTA path, as the align
-  actors do: the reference being indexed is not always one file (several genomes combined into
-  one index, a coarse tier added to an int4 index), the encoders must be the very ones the driver
-  checked against the manifest, the build then needs no shared filesystem, and a FASTA is not
-  parsed again per actor; the price is one copy of the reference per actor (as loading it would
-  cost). The driver holds the object until the build ends, so a restarted actor finds it. The
-  chunk encoder runs numpy's OpenBLAS on one thread wherever it runs (`index_dir.embed_tiers`):
-  one thread rounds some products differently from several. Shards stay written by the driver: quantising and
-  `np.save` of a chunk cost little next to encoding it, and one writer keeps the build resumable
-  (`progress.json`) and the bytes identical.
+  missing): the shards are written by the actors. `index_dir.ShardWriter` cuts the build into
+  spans of one shard each; an actor encodes its span's fragments and writes the shard (every tier's
+  file) straight into the index's build folder, returning only the files' names and checksums, so
+  no vectors cross the network; the driver records the shards in order in `progress.json`, so an
+  interrupted build resumes after the last recorded one, and the index is the same bytes as a local
+  build's (tested). That needs the build folder on a filesystem every actor sees (as aligning with
+  Ray does): the driver writes a file of a random name there and asks every actor whether it sees
+  it. When one does not (nodes without a shared filesystem), the build falls back to the actors
+  encoding chunks and the driver writing the shards: `RayEngine.encoded_chunks` then has the
+  contract of `store.parallel_embed.encoded_chunks` (each chunk's vectors, in order). Either way
+  the job (the reference, the fragment table and the tiers' encoders, checked by the driver against
+  the manifest) is put in the object store once with `ray.put` and each `_ChunkActor` fetches it
+  once, on its first task (and again only when Ray restarts it); a task carries a span's number or a
+  chunk's first fragment. Why not load from the FASTA path, as the align actors do: the reference
+  being indexed is not always one file (several genomes combined into one index, a coarse tier
+  added to an int4 index), the encoders must be the very ones the driver checked, and a FASTA is
+  not parsed again per actor; the price is one copy of the reference per actor (as loading it would
+  cost). The driver holds the object until the build ends, so a restarted actor finds it. Encoders
+  run numpy's OpenBLAS on one thread wherever they run (`parallel_embed.encode_on_one_thread`):
+  one thread rounds some products differently from several. A full disk met by an actor is the
+  same one error line as a local build's.
 - Resources: the actors' CPUs and GPUs (`--ray-gpus-per-worker`) are reserved at once, in a
   placement group, before any work is sent: a cluster that cannot hold them all (a GPU asked of a
   cluster without one, more actors than CPUs) is one error line, at once for the local cluster a
@@ -65,8 +70,11 @@ PLACEMENT_SECONDS = 120
 #: test hook: an actor process exits while aligning this batch number (once per run folder)
 KILL_HOOK = "DNAESA_RAY_TEST_KILL_BATCH"
 #: test hook for index building: "LO:PATH", an actor exits while encoding the chunk starting at
-#: fragment LO, once (while PATH does not exist; it creates it)
+#: fragment LO (or a shard holding it), once (while PATH does not exist; it creates it)
 KILL_CHUNK_HOOK = "DNAESA_RAY_TEST_KILL_CHUNK"
+#: test hook for index building: set, the actors do not see the build folder (as on nodes without
+#: a shared filesystem), so the driver writes the shards
+UNSHARED_HOOK = "DNAESA_RAY_TEST_UNSHARED"
 
 
 def _ray():
@@ -123,30 +131,40 @@ class _Actor:
 
 
 class _ChunkActor:
-    """One Ray actor encoding an index's chunks. Each task carries the chunk encoder's object
-    reference (in a list, which Ray passes as it is: a few bytes) and the actor fetches the
-    object on its first task only, keeping it: once per actor, and once more after a restart.
-    (Not a constructor argument: Ray warns, on stderr even with -q, about restartable actors
-    whose constructor takes objects of the store.)"""
+    """One Ray actor building an index: it encodes chunks, or writes whole shards. Each task
+    carries the job's object reference (in a list, which Ray passes as it is: a few bytes) and the
+    actor fetches the object on its first task only, keeping it: once per actor, and once more
+    after a restart. (Not a constructor argument: Ray warns, on stderr even with -q, about
+    restartable actors whose constructor takes objects of the store.)"""
 
-    def __init__(self, kill: tuple | None = None):
+    def __init__(self, kill: tuple | None = None, unshared: bool = False):
         try:
             import torch
 
             torch.set_num_threads(1)  # the actors are the parallelism
         except ImportError:  # pragma: no cover
             pass
-        self.encode_chunk, self.kill = None, kill
+        self.job, self.kill, self.unshared = None, kill, unshared
 
-    def encode(self, shared: list, lo: int) -> list:
-        if self.kill and lo == self.kill[0] and not os.path.exists(self.kill[1]):
+    def _get(self, shared: list, lo: int, hi: int):
+        if self.kill and lo <= self.kill[0] < hi and not os.path.exists(self.kill[1]):
             open(self.kill[1], "w").close()
             os._exit(1)  # the test hook: die mid-build, once
-        if self.encode_chunk is None:
+        if self.job is None:
             import ray
 
-            self.encode_chunk = ray.get(shared[0])
-        return self.encode_chunk(lo)
+            self.job = ray.get(shared[0])
+        return self.job
+
+    def sees(self, path: str) -> bool:
+        """Whether the file `path` (the driver's check file in the build folder) is seen here."""
+        return not self.unshared and os.path.exists(path)
+
+    def encode(self, shared: list, lo: int) -> list:
+        return self._get(shared, lo, lo + 1)(lo)
+
+    def write(self, shared: list, span: int, lo: int, hi: int):
+        return self._get(shared, lo, hi)(span)
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -236,12 +254,18 @@ class RayEngine:
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    def encoded_chunks(self, encode, starts) -> Iterator[list]:
+    def encoded_chunks(self, encode, starts, shards=None) -> Iterator:
         """`encode(lo)` for each chunk start `lo` of `starts`, in order, computed by `workers`
         actors (`_ChunkActor`, `encode` put in the object store once), `IN_FLIGHT_PER_ACTOR`
-        chunks each in flight: `parallel_embed.encoded_chunks` on a Ray cluster. An actor that dies
-        is replaced and its chunk run again; when retries run out, an IndexDirError."""
-        if not len(starts):
+        chunks each in flight: `parallel_embed.encoded_chunks` on a Ray cluster. With `shards` (an
+        `index_dir.ShardWriter`) the first item says who writes the shards: True when every actor
+        sees `shards.check`, and then come `shards(i)`'s results for each of its spans, in order,
+        computed by the actors; else False, and then the chunks. An actor that dies is replaced and
+        its task run again; when retries run out, an IndexDirError."""
+        tasks = len(shards.spans) if shards is not None else len(starts)
+        if not tasks:
+            if shards is not None:
+                yield False
             return
         ray, started = self._connect()
         actors: list = []
@@ -251,17 +275,21 @@ class RayEngine:
                                      max_task_retries=MAX_RESTARTS)(_ChunkActor)
             kill = os.environ.get(KILL_CHUNK_HOOK)
             kill = (int(kill.partition(":")[0]), kill.partition(":")[2]) if kill else None
-            shared = ray.put(encode)
-            n = min(self.workers, len(starts))
+            n = min(self.workers, tasks)
             group = self._reserve(ray, n, 0.0, started)
-            actors = [actor_class.options(scheduling_strategy=_bundle(group, i)).remote(kill) for i in range(n)]
-            in_flight: deque = deque()
-            for number, lo in enumerate(starts):
-                in_flight.append(actors[number % len(actors)].encode.remote([shared], lo))
-                if len(in_flight) >= IN_FLIGHT_PER_ACTOR * len(actors):
-                    yield self._chunk(ray, in_flight.popleft())
-            while in_flight:
-                yield self._chunk(ray, in_flight.popleft())
+            actors = [actor_class.options(scheduling_strategy=_bundle(group, i)).remote(kill, bool(os.environ.get(
+                UNSHARED_HOOK))) for i in range(n)]
+            if shards is not None:
+                written = all(self._chunk(ray, actor.sees.remote(str(shards.check))) for actor in actors)
+                yield written
+                if written:
+                    shared = ray.put(shards)
+                    yield from self._in_order(ray, (actors[i % n].write.remote([shared], i, *shards.spans[i][1:])
+                                                    for i in range(tasks)), n)
+                    return
+            shared = ray.put(encode)
+            yield from self._in_order(ray, (actors[i % n].encode.remote([shared], lo) for i, lo in enumerate(starts)),
+                                      n)
         finally:
             for actor in actors:  # free their CPUs now, not when the handles are collected
                 try:
@@ -271,6 +299,17 @@ class RayEngine:
             _release(group)
             if started:
                 ray.shutdown()
+
+    def _in_order(self, ray, jobs: Iterator, n: int) -> Iterator:
+        """The results of `jobs` (submitted as they are drawn), in order, `IN_FLIGHT_PER_ACTOR` x
+        `n` in flight."""
+        in_flight: deque = deque()
+        for job in jobs:
+            in_flight.append(job)
+            if len(in_flight) >= IN_FLIGHT_PER_ACTOR * n:
+                yield self._chunk(ray, in_flight.popleft())
+        while in_flight:
+            yield self._chunk(ray, in_flight.popleft())
 
     def _reserve(self, ray, n: int, gpus: float, started: bool):
         """A placement group reserving `n` actors' CPUs and `gpus` GPUs each. A cluster that cannot

@@ -634,22 +634,54 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
     `partial` as shard `first`, `first + 1`, ... and recording them; returns (names per key,
     checksums). An index that grows (`genomes.add_genomes`) fills its last shard, which holds
     `carried` vectors, first. `workers` > 1 processes encode the chunks (`parallel_embed.py`), or
-    the actors of `engine`, a `RayEngine` (the same chunks, in order: the same bytes)."""
+    the actors of `engine`, a `RayEngine`, which write whole shards themselves where they see
+    `partial` (`ShardWriter`): the same bytes either way."""
     keys = [key for key, _, _, _ in tiers]
+    for stale in partial.glob("ray-*.check"):  # left by a Ray build that was killed
+        stale.unlink()
     start, names, checksums = _resume_point(partial, manifest, keys)
-    for key, _, store, last in tiers:
-        if last is not None and not names[key]:
-            _refill(store, *last)
     update = progress(len(fragments)) if progress else None
     if update and start:
         update(start)
     encoders = [encoder for _, encoder, _, _ in tiers]  # not the stores: `encode` may be pickled (Ray)
 
-    def encode(lo: int) -> list:
-        return encode_on_one_thread(encoders, [reference.fetch(c, s, e) for c, s, e in fragments[lo : lo + chunk]])
+    def encode(lo: int, hi: int | None = None) -> list:
+        rows = fragments[lo : lo + chunk if hi is None else hi]
+        return encode_on_one_thread(encoders, [reference.fetch(c, s, e) for c, s, e in rows])
 
+    clipped = dict.fromkeys(keys, 0)
     starts = range(start, len(fragments), chunk)
-    chunks = engine.encoded_chunks(encode, starts) if engine is not None else encoded_chunks(encode, starts, workers)
+    if engine is not None:
+        refill = {key: last for key, _, _, last in tiers if last is not None and not names[key]}
+        shards = ShardWriter(encode, [(key, store) for key, _, store, _ in tiers], partial, chunk,
+                             _spans(start, len(fragments), options.shard_size, carried, first + len(names[keys[0]])),
+                             refill)
+        chunks = engine.encoded_chunks(encode, starts, shards)
+        try:
+            if next(chunks):  # every actor sees `partial`: they write the shards
+                for i, (_, lo, hi) in enumerate(shards.spans):
+                    span_names, span_sums, span_clipped = _written(next(chunks), partial)
+                    for key in keys:
+                        names[key] += span_names[key]
+                        clipped[key] += span_clipped[key]
+                    checksums.update(span_sums)
+                    if i + 1 < len(shards.spans):  # the last span may be a partial shard: not a resume point
+                        _record(partial, manifest, names, checksums, len(names[keys[0]]) * options.shard_size - carried)
+                    if update:
+                        update(hi - lo)
+                chunks.close()  # the actors end now
+                _log_clipped(clipped, len(fragments) - start)
+                return names, checksums
+        except BaseException:
+            chunks.close()
+            raise
+        finally:
+            shards.check.unlink(missing_ok=True)
+    else:
+        chunks = encoded_chunks(encode, starts, workers)
+    for key, _, store, last in tiers:
+        if last is not None and not names[key]:
+            _refill(store, *last)
     for lo, vectors in zip(starts, chunks):
         rows = fragments[lo : lo + chunk]
         wrote = False
@@ -668,10 +700,72 @@ def embed_tiers(reference: Reference, fragments: np.ndarray, tiers: list, option
         last = store.spill(partial, first + len(names[key]), keep_last=False)
         names[key] += last
         checksums.update({name: file_checksum(partial / name) for name in last})
-        if store.clipped:
-            log.info("%d coordinates (%.2f a vector) were clipped to the %s code range", store.clipped,
-                     store.clipped / max(len(fragments) - start, 1), key)
+        clipped[key] = store.clipped
+    _log_clipped(clipped, len(fragments) - start)
     return names, checksums
+
+
+def _log_clipped(clipped: dict, n: int) -> None:
+    for key, count in clipped.items():
+        if count:
+            log.info("%d coordinates (%.2f a vector) were clipped to the %s code range", count, count / max(n, 1), key)
+
+
+def _spans(start: int, n: int, shard_size: int, carried: int, number: int) -> list[tuple[int, int, int]]:
+    """(shard number, first fragment, end) of each shard still to write, fragments `start`.. of `n`:
+    shard boundaries fall every `shard_size` vectors of the store, whose last shard held `carried`
+    when this build began (`start` is at a boundary: 0 or a resume point)."""
+    bounds = [*range(start, n, shard_size), n] if start or not carried else [0, *range(shard_size - carried, n, shard_size), n]
+    bounds = sorted(set(min(b, n) for b in bounds))
+    return [(number + i, lo, hi) for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def _written(result, partial: Path):
+    """A `ShardWriter` result, or the IndexDirError of a write it could not make."""
+    if isinstance(result, str):
+        raise IndexDirError(f"{partial}: cannot write the index there ({result}); free some space or choose another "
+                            "--index DIR, and run again to resume")
+    return result
+
+
+class ShardWriter:
+    """Whole shards encoded and written where this runs (a Ray actor), into `partial`: span `i` of
+    `spans` ((shard number, first fragment, end)) is encoded `chunk` fragments at a time into a
+    fresh copy of each tier's (empty) store, the first span after `refill`ing the tiers named there
+    ({key: (the shard file it goes on filling, checksums)}), and spilled as one shard file per
+    tier. Returns ({key: [file name]}, {file name: checksum}, {key: coordinates clipped}), or the
+    reason a write failed (a full disk), as text. `check` is a file of a random name in `partial`,
+    made here: whoever sees it sees the folder."""
+
+    def __init__(self, encode: Callable, stores: list, partial: Path, chunk: int, spans: list, refill: dict):
+        self.encode, self.stores, self.partial, self.chunk = encode, stores, partial, chunk
+        self.spans, self.refill = spans, refill
+        self.check = partial / f"ray-{os.urandom(8).hex()}.check"
+        if spans:
+            self.check.touch()
+
+    def __call__(self, i: int):
+        import copy
+
+        _, lo, hi = self.spans[i]
+        stores = []
+        for key, template in self.stores:
+            store = copy.deepcopy(template)
+            if i == 0 and key in self.refill:
+                _refill(store, *self.refill[key])
+            stores.append(store)
+        for c in range(lo, hi, self.chunk):
+            for store, vectors in zip(stores, self.encode(c, min(c + self.chunk, hi))):
+                store.add(vectors)
+        names, sums, clipped = {}, {}, {}
+        try:
+            for (key, _), store in zip(self.stores, stores):
+                names[key] = store.spill(self.partial, self.spans[i][0], keep_last=False)
+                sums.update({name: file_checksum(self.partial / name) for name in names[key]})
+                clipped[key] = store.clipped
+        except OSError as err:
+            return str(err.strerror or err)
+        return names, sums, clipped
 
 
 def _refill(store, path: Path, checksums: dict) -> None:
