@@ -54,18 +54,25 @@ def test_the_sequence_tier_scores_the_same_from_packed_bases(random_ref, tmp_pat
     from dnaesa.store.sequence_tier import SequenceTier
 
     ref = Reference.load(random_ref)
-    seqs = [s[:1000] + "N" * 37 + s[1037:] for s in ref.seqs]  # a run of N inside some fragments
+
+    def with_ns(s: str) -> str:  # runs of N: at the start and end, inside a fragment, two in one, across a boundary
+        for a, b in ((0, 5), (1000, 1037), (3100, 3102), (3500, 3600), (4990, 5013), (len(s) - 7, len(s))):
+            s = s[:a] + "N" * (b - a) + s[b:]
+        return s
+
+    seqs = [with_ns(s) for s in ref.seqs]
     sequence_file.pack(seqs, tmp_path / "b.npy", tmp_path / "n.npy")
     packed = Reference(ref.path, ref.names, PackedSequence(np.load(tmp_path / "b.npy", mmap_mode="r"),
                                                            np.load(tmp_path / "n.npy"), [len(s) for s in seqs]))
     text = Reference(ref.path, ref.names, seqs)
     enc = load_encoder("default", "cpu")
     fragments = text.fragments(1250, 1000)
+    last = len(seqs[0])  # rows that run past a contig's end, or lie beyond it, are clipped as `fetch` clips them
+    fragments = np.concatenate([fragments, [[0, last - 100, last + 50], [0, last + 10, last + 20], [1, -5, 40]]])
     rng = np.random.default_rng(2)
     queries = enc.encode([text.fetch(0, s, s + 250) for s in rng.integers(0, 600_000, 8)])
-    ids = rng.integers(0, len(fragments), 300)
-    reads = rng.integers(0, 8, 300)
-    ids[:3] = 0  # the fragment with Ns
+    ids = np.concatenate([rng.integers(0, len(fragments), 300), np.arange(6), len(fragments) - np.arange(1, 5)])
+    reads = rng.integers(0, 8, len(ids))
     a = SequenceTier(enc, text, fragments).scores(queries, reads, ids)
     b = SequenceTier(enc, packed, fragments).scores(queries, reads, ids)
     np.testing.assert_array_equal(a, b)

@@ -214,11 +214,29 @@ def _sketch_pass(codes, n, span, salt, shift, weight, fwd_tab, rev_tab, spaced, 
         bitmap[added[t]] = 0
 
 
+@numba.njit(cache=True, nogil=True)
+def _packed_codes(packed, n_starts, n_ends, starts, ends, bounds, out):
+    """out[bounds[f]:bounds[f + 1]] = the base codes (0-3; -1 for N) of bases starts[f]..ends[f]
+    (coordinates along all contigs) of a reference packed 4 bases a byte, the first in the lowest
+    bits, with its runs of N [n_starts[r], n_ends[r]) (`sequence_file.PackedSequence`): what
+    `kmer.BASE_CODE` gives for the decoded text, without decoding it."""
+    for f in range(len(starts)):
+        lo, hi, o = starts[f], ends[f], bounds[f]
+        for i in range(lo, hi):
+            out[o + i - lo] = (packed[i >> 2] >> (2 * (i & 3))) & 3
+        r = np.searchsorted(n_ends, lo, side="right")
+        while r < len(n_starts) and n_starts[r] < hi:
+            for i in range(max(n_starts[r], lo), min(n_ends[r], hi)):
+                out[o + i - lo] = -1
+            r += 1
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _sketch_scores(seq, bounds, base_code, k, k_salt, shift, spans, salts, scales, fwd_tab, rev_tab, code_bits,
+def _sketch_scores(codes, bounds, k, k_salt, shift, spans, salts, scales, fwd_tab, rev_tab, code_bits,
                    pair_frag, pair_query, q, out):
     """out[p] = the cosine of q[pair_query[p]] with the sketch of fragment pair_frag[p], the
-    fragments being seq[bounds[f]:bounds[f + 1]] (ASCII; pairs grouped by fragment): the
+    fragments being codes[bounds[f]:bounds[f + 1]] (base codes 0-3, -1 for a base that is not
+    ACGT: `kmer.BASE_CODE`, or `_packed_codes`; pairs grouped by fragment): the
     `SketchModelEncoder`'s vector computed from the sequence itself, as it computes it (distinct
     canonical k-mers, each +-1 at its hashed coordinate; distinct canonical spaced seeds of each
     pattern j, each +-scales[j]; windows covering a non-ACGT base skipped), then divided by its
@@ -237,18 +255,16 @@ def _sketch_scores(seq, bounds, base_code, k, k_salt, shift, spans, salts, scale
     bitmap = np.zeros(max(1, (1 << code_bits) >> 6), dtype=np.uint64)
     added = np.empty(longest, dtype=np.int64)
     acc = np.zeros(dim, dtype=np.float32)
-    codes = np.empty(longest, dtype=np.int64)
     p = 0
     n_pairs = len(pair_frag)
     for f in range(len(bounds) - 1):
         if p >= n_pairs or pair_frag[p] != f:
             continue
         lo, n = bounds[f], bounds[f + 1] - bounds[f]
-        for i in range(n):
-            codes[i] = base_code[seq[lo + i]]
-        _sketch_pass(codes, n, k, k_salt, shift, np.float32(1), fwd_tab[0], rev_tab[0], False, acc, bitmap, added)
+        frag = codes[lo : lo + n]
+        _sketch_pass(frag, n, k, k_salt, shift, np.float32(1), fwd_tab[0], rev_tab[0], False, acc, bitmap, added)
         for j in range(len(spans)):
-            _sketch_pass(codes, n, spans[j], salts[j], shift, scales[j], fwd_tab[j], rev_tab[j], True, acc, bitmap, added)
+            _sketch_pass(frag, n, spans[j], salts[j], shift, scales[j], fwd_tab[j], rev_tab[j], True, acc, bitmap, added)
         sq = np.float32(0)
         for b in range(dim):
             sq += acc[b] * acc[b]
