@@ -8,8 +8,9 @@ candidate's sketch from its sequence (`kernels._sketch_scores`, compiled: the di
 k-mers and spaced seeds of the fragment, hashed as `kmer.sketch_coordinates` does) and scores it
 against the read's vector. The result is the encoder's own cosine, not that of clipped int4 codes.
 
-A candidate costs about 10 CPU µs (25 at 3.1 Gb, where its bases come from a random place in
-3.1 GB), against well under 1 for an int4 row, so only the candidates that the stored prefix
+A candidate costs about 20 CPU µs (its bases read as codes straight from the index's packed bases at
+scale, `_codes`; 43-50 when each was decoded to text first), against well under 1 for an int4 row,
+so only the candidates that the stored prefix
 (`vector_store.PrefixStore`) ranks near the read's best are scored here
 (`MapOptions.prefilter_ratio`: about 70 a read at 300 Mb and at 3.1 Gb, with no loss of recall
 on the stand-ins; benchmarks/RESULTS.md, "A lean store"). End to end at 3.1 Gb this matches the
