@@ -124,7 +124,7 @@ class SequenceTier:
     def _codes(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The base codes (int8: 0-3, -1 for N) of the fragments `rows` (contig index, start, end;
         clipped to the contig as `Reference.fetch` clips), one after the other, and their bounds.
-        Packed bases (`sequence_file.PackedSequence`) are read in a compiled pass: about 25 µs a
+        Packed bases (`sequence_file.PackedSequence`) are read in a compiled pass: about 20 µs a
         fragment less than decoding each window to text at 3.1 Gb."""
         packed = self.reference.seqs
         if isinstance(packed, PackedSequence):
