@@ -238,3 +238,25 @@ def test_ray_add_equals_building_both_at_once(cluster, random_ref, lambda_ref, t
     grown, both = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("grown", "both"))
     assert sorted(grown["checksums"].values()) == sorted(both["checksums"].values())
     assert [g["name"] for g in grown["genomes"]] == ["rnd", "lambda"]
+
+
+def test_ray_upgrade_to_tiered_writes_the_coarse_shards_in_the_actors(cluster, random_ref, tmp_path, monkeypatch):
+    """An int4 index made tiered in place by Ray actors (`add_coarse_tier`): each coarse shard
+    written by its actor (the driver's never spill), the same files as an upgrade in one process."""
+    import shutil
+
+    from dnaesa.engine.ray import RayEngine
+    from dnaesa.model.base import load_encoder
+    from dnaesa.options import IndexOptions
+    from dnaesa.reference import Reference
+    from dnaesa.store.index_dir import add_coarse_tier, build_index, expected_manifest
+
+    ref, enc = Reference.load(random_ref), load_encoder("default", "cpu")
+    int4, tiered = (expected_manifest(ref, enc, IndexOptions(index_kind=kind, shard_size=1000)) for kind in ("int4", "tiered"))
+    build_index(ref, enc, tmp_path / "one", int4, chunk=128)
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    one = add_coarse_tier(ref, tmp_path / "one", tiered, chunk=128)
+    _refuse_driver_spills(monkeypatch)
+    two = add_coarse_tier(ref, tmp_path / "two", tiered, chunk=128, engine=RayEngine(2))
+    assert len(two.manifest["coarse_shards"]) == 2 and one.manifest["checksums"] == two.manifest["checksums"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
