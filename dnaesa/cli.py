@@ -201,10 +201,28 @@ def _aligner(args: argparse.Namespace, preset: str = "sr", **map_options):
                    genomes=getattr(args, "genome", None), **engine, **map_options)
 
 
+def _check_output_first(args: argparse.Namespace, mates: str | None) -> None:
+    """Refuse an output that cannot be written before any work (a reference's index can take an
+    hour to build): the checks `SamWriter` makes again when it opens, and an output that is the
+    index folder itself."""
+    if args.output is None:
+        return
+    from dnaesa.errors import OutputError
+    from dnaesa.io.sam import check_target
+    from dnaesa.store.index_dir import default_index_dir
+
+    refs = args.ref if isinstance(args.ref, list) else [args.ref]
+    check_target(args.output, [args.reads, mates, *refs])
+    index = args.index if args.index is not None else default_index_dir(refs[0]) if len(refs) == 1 else None
+    if index is not None and os.path.abspath(args.output) == os.path.abspath(index):
+        raise OutputError(f"{args.output}: is the --index folder; choose another output")
+
+
 def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
     if len(args.more) > 2:
         raise OptionsError(f"align takes READS [MATES] REF, got {len(args.more) + 1} files")
     mates, args.ref = (None, args.more[0]) if len(args.more) == 1 else tuple(args.more)
+    _check_output_first(args, mates)
     aligner = _aligner(args, args.preset, top_k=args.top_k, max_candidates=args.max_candidates,
                        candidate_ratio=args.candidate_ratio, rescue_top_k=args.rescue, min_score=args.min_score,
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,

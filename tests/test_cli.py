@@ -169,3 +169,25 @@ def test_explicit_index_takes_its_own_options_and_refuses_others(tmp_path, lambd
     assert not (tmp_path / "b.sam").exists()
     assert main(["-q", "align", str(reads), str(lambda_ref), "-o", str(tmp_path / "b.sam"), "--max-read-len", "200",
                  "--rebuild-index", *base]) == 0
+
+
+@pytest.mark.parametrize("where, what", [("nodir/out.sam", "no folder"), ("idx", "is the --index folder"),
+                                         ("lam.fa.dnaesa-index", "is the --index folder")])
+def test_an_output_that_cannot_be_written_is_refused_before_the_index_is_built(tmp_path, lambda_ref, capsys, where,
+                                                                               what):
+    """An index can take an hour to build: a bad -o (a missing folder, the index folder itself,
+    given or the default one) is one error line, exit 2, before any index is made."""
+    import shutil
+
+    ref = tmp_path / "lam.fa.gz"
+    shutil.copy(lambda_ref, ref)
+    reads = tmp_path / "r.fq"
+    reads.write_text(GOOD)
+    index = ["--index", str(tmp_path / "idx")] if where == "idx" else []
+    if where == "lam.fa.dnaesa-index":
+        ref = tmp_path / "lam.fa"
+        ref.write_bytes(gzip.decompress((tmp_path / "lam.fa.gz").read_bytes()))
+    code = main(["-q", "align", str(reads), str(ref), "-o", str(tmp_path / where), *index, "--encoder", "kmer"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and what in err[0], err
+    assert not list(tmp_path.glob("*idx*")) and not list(tmp_path.glob("*dnaesa-index*"))

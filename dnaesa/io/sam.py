@@ -280,6 +280,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_target(path: str, inputs: Sequence[str]) -> tuple[bool, str | None]:
+    """Where an output file `path` goes: refuse (OutputError) a directory, a missing or read-only
+    folder, one of `inputs`. Returns (written through: a device or pipe, the real path of a file to
+    replace or create, else None). The command line asks before any work, `SamWriter` again."""
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write there ({err.strerror})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: is a directory; give a file name for -o")
+    for other in inputs:
+        if other not in (None, "-") and st is not None and os.path.exists(other) and os.path.samefile(path, other):
+            raise OutputError(f"{path}: is one of the inputs ({other}); choose another output")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return True, None
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: cannot write there: no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write there: the folder {folder} is not writable")
+    return False, target
+
+
 class SamWriter:
     """Writes reads and their alignments as SAM (to a file or stdout), BGZF SAM (`.sam.gz`), or
     coordinate-sorted, indexed BAM (`.bam`) or CRAM (`.cram`, which needs `reference`).
@@ -326,29 +352,9 @@ class SamWriter:
             self._open()
 
     def _check_target(self, inputs: Sequence[str]) -> None:
-        """Where the output goes: refuse a directory, a missing or read-only folder, an input."""
-        path = self.path
-        assert path is not None
-        try:
-            st = os.stat(path)  # follows symlinks
-        except FileNotFoundError:
-            st = None
-        except OSError as err:
-            raise OutputError(f"{path}: cannot write there ({err.strerror})") from None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise OutputError(f"{path}: is a directory; give a file name for -o")
-        for other in inputs:
-            if other not in (None, "-") and st is not None and os.path.exists(other) and os.path.samefile(path, other):
-                raise OutputError(f"{path}: is one of the inputs ({other}); choose another output")
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            self._through = True
-            return
-        self._target = os.path.realpath(path)
-        folder = os.path.dirname(self._target)
-        if not os.path.isdir(folder):
-            raise OutputError(f"{path}: cannot write there: no folder {folder}")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"{path}: cannot write there: the folder {folder} is not writable")
+        """Where the output goes (`check_target`)."""
+        assert self.path is not None
+        self._through, self._target = check_target(self.path, inputs)
 
     def _open(self) -> None:
         """Open the temporary output beside the target, or the device/pipe itself."""
