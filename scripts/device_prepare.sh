@@ -2,7 +2,11 @@
 # Prepare, on this machine, what a lent GPU machine needs for scripts/device_check.sh: Python 3.12
 # wheels of the packages it lacks (faiss-cpu, pysam, parasail, edlib, pyyaml, tqdm) in .whl/ and the
 # training/benchmark genomes in .data/ (both git-ignored through .git/info/exclude; ~60 MiB, under
-# the device tool's 64 MiB limit). Then, with the device tool:
+# the device tool's 64 MiB limit). Then, with the device tool, first the compact encoder's training
+# (issue 10; its two run folders start empty and come back in runs_compact.tgz to resume from):
+#   run(command="bash scripts/device_compact.sh 300", timeout_s=590,
+#       carry=[".whl", ".data", "runs/gpu_compact_z", "runs/gpu_compact_tf"])
+# and, with what is left of the session's device time, one of:
 #   run(command="bash scripts/device_check.sh 300", timeout_s=590,
 #       carry=[".whl", ".data", "runs/gpu_table", "runs/gpu_conv", "runs/gpu_context"])   # resumes those runs
 #   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=370)
