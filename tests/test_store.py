@@ -111,3 +111,60 @@ def test_spilled_shards_load_lazily_and_search_like_one_index(vectors, tmp_path)
     np.testing.assert_array_equal(matrix_store.search(queries, 10)[1], want[1])
     with pytest.raises(IndexDirError, match="manifest"):
         VectorStore.load(tmp_path, names, 64, "flat", 1500, ntotal=4000).to("cpu", "torch", keep_faiss=False)
+
+
+def _sketch_store(lambda_contigs, shard_size=1000):
+    """A flat store of lambda's 1,250 bp windows (every 250 bp) as 1,024-dim count sketches, with
+    exact duplicates (ties), and sketch queries: reads, random sequence, a repeat, no k-mer at all."""
+    from dnaesa.model.kmer import KmerSketchEncoder
+
+    enc = KmerSketchEncoder(k=8, dim=1024)
+    seq = lambda_contigs[0][1]
+    windows = [seq[s : s + 1250] for s in range(0, len(seq) - 1250, 250)]
+    windows += windows[:20]  # the same vectors again: equal scores
+    store = VectorStore(1024, shard_size=shard_size)
+    store.add(enc.encode(windows))
+    rng = np.random.default_rng(3)
+    reads = [seq[s : s + 150] for s in rng.integers(0, len(seq) - 150, 60)]
+    reads += ["".join(rng.choice(list("ACGT"), 150)) for _ in range(5)] + ["ACGT" * 30, "N" * 150]
+    return store, enc.encode(reads)
+
+
+@pytest.mark.parametrize("k", [1, 16, 400])
+def test_sparse_search_of_one_query_equals_faiss_to_the_bit(lambda_contigs, k):
+    """`Aligner.map`'s search (one query: a scan of the query's non-zero coordinates, then FAISS on
+    the vectors near the scan's k-th best) gives FAISS's scores and ids exactly, ties included,
+    across shards, for k up to the whole store."""
+    store, queries = _sketch_store(lambda_contigs, shard_size=64)
+    assert len(store.shards) > 2
+    store._small_searches = 10**6  # past SPARSE_AFTER
+    ties = 0
+    for q in queries:
+        assert store._sparse_ready(1)
+        s1, i1 = store._search_sparse(q[None], min(k, store.ntotal))
+        s2, i2 = store._search_shards(q[None], min(k, store.ntotal))
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(s1, s2)
+        ties += len(np.unique(s1[0][s1[0] > 0])) < int((s1[0] > 0).sum())
+    assert ties or k == 1  # equal scores (the duplicated windows) were among the hits
+
+
+def test_single_queries_switch_to_the_sparse_scan_after_a_few(lambda_contigs):
+    """`search` of one query goes through FAISS until the `SPARSE_AFTER`-th, then through the copy;
+    adding vectors drops the copy; batches never make one."""
+    from dnaesa.store import vector_store
+
+    store, queries = _sketch_store(lambda_contigs, shard_size=100)
+    before = [store.search(q[None], 16) for q in queries[:3]]
+    assert store._columns is None
+    store.search(queries[:50], 16)
+    assert store._columns is None
+    for q in queries[: vector_store.SPARSE_AFTER]:
+        store.search(q[None], 16)
+    assert store._columns is not None and store._columns.shape == (1024, store.ntotal)
+    after = [store.search(q[None], 16) for q in queries[:3]]
+    for (s1, i1), (s2, i2) in zip(before, after):
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(s1, s2)
+    store.add(store.shards[0].reconstruct_n(0, 5))
+    assert store._columns is None
