@@ -140,7 +140,7 @@ def test_sparse_search_of_one_query_equals_faiss_to_the_bit(lambda_contigs, k):
     store._small_searches = 10**6  # past SPARSE_AFTER
     ties = 0
     for q in queries:
-        assert store._sparse_ready(1)
+        assert store._sparse_ready(q[None])
         s1, i1 = store._search_sparse(q[None], min(k, store.ntotal))
         s2, i2 = store._search_shards(q[None], min(k, store.ntotal))
         np.testing.assert_array_equal(i1, i2)
@@ -168,3 +168,6 @@ def test_single_queries_switch_to_the_sparse_scan_after_a_few(lambda_contigs):
         np.testing.assert_array_equal(s1, s2)
     store.add(store.shards[0].reconstruct_n(0, 5))
     assert store._columns is None
+    dense = np.full((1, 1024), 1 / 32, dtype=np.float32)  # a dense encoder's query: FAISS, not the copy
+    assert not store._sparse_ready(dense) and store._sparse_ready(queries[:1])
+    np.testing.assert_array_equal(store.search(dense, 16)[1], store._search_shards(dense, 16)[1])

@@ -290,7 +290,7 @@ class VectorStore:
             scores, ids = search_code_shards(queries, tensors, inv_norms, self.kind, self.dim, k_eff, self.device)
         elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
-        elif self._sparse_ready(len(queries)):
+        elif self._sparse_ready(queries):
             scores, ids = self._search_sparse(queries, k_eff)
         else:
             scores, ids = self._search_shards(queries, k_eff)
@@ -315,10 +315,12 @@ class VectorStore:
         return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
                                 prefilter)
 
-    def _sparse_ready(self, n_queries: int) -> bool:
-        """Whether `_search_sparse` serves `n_queries` queries (making its copy on first use)."""
-        if (n_queries > SPARSE_QUERIES or self.kind != "flat" or self._gpu_shards or self.ntotal == 0
-                or self.ntotal * self.dim * 4 > SPARSE_MAX_BYTES or not HAVE_NUMBA):
+    def _sparse_ready(self, queries: np.ndarray) -> bool:
+        """Whether `_search_sparse` serves `queries`: a few, sparse (a quarter of the coordinates or
+        fewer: a dense encoder's would read the whole copy) and finite (making the copy when due)."""
+        if (len(queries) > SPARSE_QUERIES or self.kind != "flat" or self._gpu_shards or self.ntotal == 0
+                or self.ntotal * self.dim * 4 > SPARSE_MAX_BYTES or not HAVE_NUMBA
+                or np.count_nonzero(queries, axis=1).max(initial=0) > self.dim // 4 or not np.isfinite(queries).all()):
             return False
         if self._columns is None:
             self._small_searches += 1
