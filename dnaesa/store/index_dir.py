@@ -20,6 +20,7 @@ upgrade to tiered, an added genome) holds the lock of `DIR.partial/`.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -715,8 +716,8 @@ def _spans(start: int, n: int, shard_size: int, carried: int, number: int) -> li
     """(shard number, first fragment, end) of each shard still to write, fragments `start`.. of `n`:
     shard boundaries fall every `shard_size` vectors of the store, whose last shard held `carried`
     when this build began (`start` is at a boundary: 0 or a resume point)."""
-    bounds = [*range(start, n, shard_size), n] if start or not carried else [0, *range(shard_size - carried, n, shard_size), n]
-    bounds = sorted(set(min(b, n) for b in bounds))
+    after = ((start + carried) // shard_size + 1) * shard_size - carried  # the first boundary past `start`
+    bounds = [start, *range(after, n, shard_size), n] if start < n else []
     return [(number + i, lo, hi) for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
 
 
@@ -745,8 +746,6 @@ class ShardWriter:
             self.check.touch()
 
     def __call__(self, i: int):
-        import copy
-
         _, lo, hi = self.spans[i]
         stores = []
         for key, template in self.stores:

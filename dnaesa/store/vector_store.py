@@ -17,7 +17,6 @@ manifest) when first read, and a float shard holding NaN or infinity is refused.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +25,16 @@ import numpy as np
 
 from dnaesa.errors import IndexDirError
 from dnaesa.runtime import cpu_has_fast_bf16
-from dnaesa.store.codes import CODE_KINDS, code_norms, code_width, prefix_columns, quantize, rerank_code_rows, search_code_shards
+from dnaesa.store.codes import (
+    CODE_KINDS,
+    HAVE_NUMBA,
+    code_norms,
+    code_width,
+    prefix_columns,
+    quantize,
+    rerank_code_rows,
+    search_code_shards,
+)
 
 STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
@@ -34,7 +42,6 @@ HNSW_EF_SEARCH = 128
 RECONSTRUCT_CHUNK = 16384
 #: files checksummed at a time when an index is loaded
 VERIFY_THREADS = 4
-HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 #: a search of at most this many queries on a CPU flat store (`Aligner.map`, one read) first scans
 #: a dimension-major copy of the vectors at the queries' non-zero coordinates only
 #: (`_search_sparse`); FAISS reads the whole matrix for one query, bound by memory
@@ -47,6 +54,8 @@ SPARSE_MAX_BYTES = 512 * 1024 * 1024
 #: candidates kept from the sparse scan: all within this of its k-th best (its sums differ from
 #: FAISS's by ~1e-6), which FAISS then scores exactly
 SPARSE_MARGIN = 1e-4
+
+
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
     """`sha256:<hex>` of a file, read in blocks (about 1.6 GB/s here)."""
     h = hashlib.sha256()
@@ -54,10 +63,6 @@ def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
         while chunk := fh.read(block):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
-
-
-def _verify(path: str, checksums: dict | None) -> None:
-    verify_files([path], checksums)
 
 
 def verify_files(paths: list, checksums: dict | None) -> None:
@@ -95,7 +100,7 @@ def _size(shard) -> int:
 def _read_shard(path: str, kind: str, checksums: dict | None = None):
     """A shard file: a FAISS index, or (code kinds) a read-only memory map of its codes. Checked
     against `checksums` (name -> checksum) when given; float vectors must be finite."""
-    _verify(path, checksums)
+    verify_files([path], checksums)
     if kind in CODE_KINDS:
         try:
             return np.load(path, mmap_mode="c")
@@ -350,27 +355,21 @@ class VectorStore:
             nz = np.flatnonzero(q)
             kernels._sparse_scores(self._columns, nz, np.ascontiguousarray(q[nz]), approx)
             kth = np.partition(approx, len(approx) - k)[len(approx) - k]
-            picked = np.flatnonzero(approx >= kth - SPARSE_MARGIN)
-            all_s, all_i, offset = [], [], 0
-            for shard in self._read_all():
-                local = picked[(picked >= offset) & (picked < offset + shard.ntotal)] - offset
-                if len(local):
-                    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
-                    s_, i_ = shard.search(q[None], min(k, len(local)), params=params)
-                    all_s.append(s_[0])
-                    all_i.append(np.where(i_[0] >= 0, i_[0] + offset, -1))
-                offset += shard.ntotal
-            scores, ids = np.concatenate(all_s), np.concatenate(all_i)
-            order = np.argsort(-scores, kind="stable")[:k]
-            out_s[r, : len(order)], out_i[r, : len(order)] = scores[order], ids[order]
+            scores, ids = self._search_shards(q[None], k, picked=np.flatnonzero(approx >= kth - SPARSE_MARGIN))
+            out_s[r, : scores.shape[1]], out_i[r, : ids.shape[1]] = scores[0], ids[0]
         return out_s, out_i
 
-    def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_shards(self, queries: np.ndarray, k: int, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each shard searched by FAISS, the hits merged; with `picked` (ids, ascending) only those
+        vectors are scored (an `IDSelectorBatch` a shard)."""
         shards = self._gpu_shards or self._read_all()
         all_scores, all_ids, offset = [], [], 0
         for shard in shards:
-            if shard.ntotal:
-                s, i = shard.search(queries, min(k, shard.ntotal))
+            local = None if picked is None else picked[(picked >= offset) & (picked < offset + shard.ntotal)] - offset
+            size = shard.ntotal if local is None else len(local)
+            if size:
+                params = None if local is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
+                s, i = shard.search(queries, min(k, size), params=params)
                 all_scores.append(s)
                 all_ids.append(np.where(i >= 0, i + offset, -1))
             offset += shard.ntotal
