@@ -191,6 +191,7 @@ class Aligner:
                        secondary=0 if paired else self.options.secondary, threads=engine.workers,
                        inputs=inputs, reference=self.reference, split_as_secondary=split_as_secondary,
                        hard_clip=hard_clip) as writer:
+            self.index.store.prepare_search()  # before the workers fork: they share it
             engine.start(writer.formatter, self.find_candidates if worker_search else None, pairing)
             try:
                 for batch, position in batches:

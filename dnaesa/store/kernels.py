@@ -277,16 +277,3 @@ def _sketch_scores(codes, bounds, k, k_salt, shift, spans, salts, scales, fwd_ta
             out[p] = s * inv
             p += 1
         acc[:] = 0
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _sparse_scores(columns, idx, val, out):
-    """out = the inner products of a query, non-zero at coordinates idx (values val), with every
-    vector of a store held dimension-major (`columns[d]` = coordinate d of all vectors): only the
-    query's non-zero rows of `columns` are read."""
-    out[:] = 0
-    for p in range(len(idx)):
-        row = columns[idx[p]]
-        v = val[p]
-        for j in range(out.shape[0]):
-            out[j] += v * row[j]

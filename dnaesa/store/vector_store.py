@@ -2,8 +2,11 @@
 
 Store kinds (`IndexOptions.index_kind`, `dnaesa index --store KIND`):
 
-- `flat`: exact FAISS `IndexFlatIP` shards (float32 on disk, 4 x dim bytes a vector); searched by
-  FAISS, or converted once into one torch matrix (bfloat16 on CPUs with AMX / AVX512-BF16).
+- `flat`: exact FAISS `IndexFlatIP` shards (float32 on disk, 4 x dim bytes a vector). On CPU, when
+  the vectors are scaled integer vectors (the count-sketch encoders'), they are searched by the
+  integer scan (`integer_scan.py`: int8 blocks made at the first search, exact scores, ties to
+  the lower id; 3x FAISS's speed on E. coli); else by FAISS, or converted once into one torch
+  matrix (bfloat16 on CPUs with AMX / AVX512-BF16).
 - `hnsw`: FAISS `IndexHNSWFlat` shards (graph search; approximate).
 - `int8`, `int4`: integer codes of each vector (`codes.py`; dim or dim / 2 bytes a vector), one
   `.npy` file a shard, memory-mapped read-only and searched shard by shard with a merged top k, so
@@ -27,7 +30,6 @@ from dnaesa.errors import IndexDirError
 from dnaesa.runtime import cpu_has_fast_bf16
 from dnaesa.store.codes import (
     CODE_KINDS,
-    HAVE_NUMBA,
     code_norms,
     code_width,
     prefix_columns,
@@ -42,20 +44,6 @@ HNSW_EF_SEARCH = 128
 RECONSTRUCT_CHUNK = 16384
 #: files checksummed at a time when an index is loaded
 VERIFY_THREADS = 4
-#: a search of at most this many queries on a CPU flat store (`Aligner.map`, one read) first scans
-#: a dimension-major copy of the vectors at the queries' non-zero coordinates only
-#: (`_search_sparse`); FAISS reads the whole matrix for one query, bound by memory
-SPARSE_QUERIES = 2
-#: ... from the store's this-many-th such search on (making the copy costs about 60 FAISS searches
-#: of one query: a few calls do not pay for it)
-SPARSE_AFTER = 8
-#: ... for stores of at most this many float32 bytes (the copy is as large; E. coli: 76 MB)
-SPARSE_MAX_BYTES = 512 * 1024 * 1024
-#: candidates kept from the sparse scan: all within this of its k-th best (its sums differ from
-#: FAISS's by ~1e-6), which FAISS then scores exactly
-SPARSE_MARGIN = 1e-4
-
-
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
     """`sha256:<hex>` of a file, read in blocks (about 1.6 GB/s here)."""
     h = hashlib.sha256()
@@ -152,10 +140,9 @@ class VectorStore:
         self._torch_matrix = None
         #: code kinds, prepared by `to`: torch views of the shards and their 1 / |codes|
         self._code_search: tuple[list, list] | None = None
-        #: flat kind: the vectors dimension-major, for `_search_sparse` (made at the
-        #: `SPARSE_AFTER`-th search of a few queries; `_small_searches` counts them)
-        self._columns: np.ndarray | None = None
-        self._small_searches = 0
+        #: flat kind on CPU with FAISS: the vectors as int8 integer blocks (`integer_scan.py`),
+        #: made at the first search (or by `prepare_search`); False when they are not integer vectors
+        self._scan = None
 
     @property
     def codes(self) -> bool:
@@ -205,7 +192,7 @@ class VectorStore:
             else:
                 self.shards[-1].add(part)
             done += room
-        self._gpu_shards = self._torch_matrix = self._code_search = self._columns = None
+        self._gpu_shards = self._torch_matrix = self._code_search = self._scan = None
 
     def to(self, device: str, backend: str = "auto", keep_faiss: bool = True) -> "VectorStore":
         """Search on `device` ("cpu" or "cuda") with `backend` from now on.
@@ -233,7 +220,7 @@ class VectorStore:
             raise ValueError(f"search backend {backend!r} cannot search a {self.kind} store: use auto, torch or torch-bf16"
                              if self.codes else f"unknown search backend {backend!r}: use auto, faiss, torch or torch-bf16")
         self.device, self.backend = device, backend
-        self._gpu_shards = self._torch_matrix = self._code_search = self._columns = None
+        self._gpu_shards = self._torch_matrix = self._code_search = self._scan = None
         if self.codes:
             self._prepare_codes()
         elif backend.startswith("torch"):
@@ -295,10 +282,9 @@ class VectorStore:
             scores, ids = search_code_shards(queries, tensors, inv_norms, self.kind, self.dim, k_eff, self.device)
         elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
-        elif self._sparse_ready(queries):
-            scores, ids = self._search_sparse(queries, k_eff)
         else:
-            scores, ids = self._search_shards(queries, k_eff)
+            found = self._integer_scan().search(queries, k_eff) if self._integer_scan() else None
+            scores, ids = found if found is not None else self._search_shards(queries, k_eff)
         if k_eff < k:
             pad = k - k_eff
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -320,56 +306,30 @@ class VectorStore:
         return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
                                 prefilter)
 
-    def _sparse_ready(self, queries: np.ndarray) -> bool:
-        """Whether `_search_sparse` serves `queries`: a few, sparse (a quarter of the coordinates or
-        fewer: a dense encoder's would read the whole copy) and finite (making the copy when due)."""
-        if (len(queries) > SPARSE_QUERIES or self.kind != "flat" or self._gpu_shards or self.ntotal == 0
-                or self.ntotal * self.dim * 4 > SPARSE_MAX_BYTES or not HAVE_NUMBA
-                or np.count_nonzero(queries, axis=1).max(initial=0) > self.dim // 4 or not np.isfinite(queries).all()):
-            return False
-        if self._columns is None:
-            self._small_searches += 1
-            if self._small_searches < SPARSE_AFTER:
-                return False
-            columns = np.empty((self.dim, self.ntotal), dtype=np.float32)
-            row = 0
-            for shard in self._read_all():
-                vectors = faiss.rev_swig_ptr(shard.get_xb(), shard.ntotal * shard.d).reshape(shard.ntotal, shard.d)
-                columns[:, row : row + shard.ntotal] = vectors.T
-                row += shard.ntotal
-            self._columns = columns
-        return True
+    def prepare_search(self) -> None:
+        """Make what `search` needs now (the integer blocks of a flat store), so that worker
+        processes forked afterwards share it."""
+        self._integer_scan()
 
-    def _search_sparse(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The same top-`k` as `_search_shards`, for a few queries: a scan of the dimension-major
-        copy at each query's non-zero coordinates (a 250 bp read's sketch has ~450 of 4,096) keeps
-        every vector within `SPARSE_MARGIN` of the scan's k-th best, and FAISS scores those
-        exactly, with its own kernel and ties (an `IDSelectorBatch`): scores and ids equal to a
-        search of the whole matrix (tested), in about an eighth of the time for one query."""
-        from dnaesa.store import kernels
+    def _integer_scan(self):
+        """The store's `IntegerScan` when a FAISS flat store on CPU holds scaled integer vectors
+        (the count-sketch encoders'), made once; else None (FAISS searches)."""
+        if self._scan is None:
+            self._scan = False
+            if self.kind == "flat" and self.device == "cpu" and self.backend == "faiss" and self.ntotal:
+                from dnaesa.store.integer_scan import IntegerScan
 
-        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_i = np.full((len(queries), k), -1, dtype=np.int64)
-        approx = np.empty(self.ntotal, dtype=np.float32)
-        for r, q in enumerate(queries):
-            nz = np.flatnonzero(q)
-            kernels._sparse_scores(self._columns, nz, np.ascontiguousarray(q[nz]), approx)
-            kth = np.partition(approx, len(approx) - k)[len(approx) - k]
-            scores, ids = self._search_shards(q[None], k, picked=np.flatnonzero(approx >= kth - SPARSE_MARGIN))
-            out_s[r, : scores.shape[1]], out_i[r, : ids.shape[1]] = scores[0], ids[0]
-        return out_s, out_i
+                parts = [faiss.rev_swig_ptr(s.get_xb(), s.ntotal * s.d).reshape(s.ntotal, s.d) for s in self._read_all()]
+                self._scan = IntegerScan.from_vectors(parts, self.dim, self.ntotal) or False
+        return self._scan or None
 
-    def _search_shards(self, queries: np.ndarray, k: int, picked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Each shard searched by FAISS, the hits merged; with `picked` (ids, ascending) only those
-        vectors are scored (an `IDSelectorBatch` a shard)."""
+    def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each shard searched by FAISS, the hits merged."""
         shards = self._gpu_shards or self._read_all()
         all_scores, all_ids, offset = [], [], 0
         for shard in shards:
-            local = None if picked is None else picked[(picked >= offset) & (picked < offset + shard.ntotal)] - offset
-            size = shard.ntotal if local is None else len(local)
-            if size:
-                params = None if local is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
-                s, i = shard.search(queries, min(k, size), params=params)
+            if shard.ntotal:
+                s, i = shard.search(queries, min(k, shard.ntotal))
                 all_scores.append(s)
                 all_ids.append(np.where(i >= 0, i + offset, -1))
             offset += shard.ntotal
@@ -405,6 +365,7 @@ class VectorStore:
         ready = self.shards[:-1] if keep_last else self.shards
         names = _write_shards(ready, directory, first)
         self.shards = self.shards[len(ready):]
+        self._scan = None
         return names
 
     def refill(self, path: str | Path, checksums: dict | None = None) -> None:
@@ -413,7 +374,7 @@ class VectorStore:
         but the last one full."""
         self._read_all()
         self.shards.append(_read_shard(str(path), self.kind, checksums))
-        self._gpu_shards = self._torch_matrix = self._code_search = self._columns = None
+        self._gpu_shards = self._torch_matrix = self._code_search = self._scan = None
 
     @classmethod
     def load(cls, directory: str | Path, shard_names: list[str], dim: int, kind: str, shard_size: int,

@@ -1,0 +1,198 @@
+"""The integer scan: exact search of a flat store whose vectors are scaled integer vectors.
+
+The count-sketch encoders' vectors are integer vectors divided by their norm (every summand of the
+shipped model is a multiple of 0.5). Such a vector is stored here as its smallest integer multiple
+(int8, a quarter of float32's bytes) in blocks of 64 vectors, dimension-major, so that a query
+reads only the rows of its non-zero coordinates (a 250 bp read's sketch has about 450 of 4,096; a
+1,250 bp fragment's about 2,000): the scan does a tenth of the arithmetic of a dense product and
+touches a quarter of the bytes.
+
+Its scores are exact: a dot product of integers is a sum of integers, which float32 holds exactly
+(under 2^24), so its order of summation does not matter; a vector's score is that sum times the
+two inverse norms, and the top k are kept best first, ties to the lower id. So the compiled kernel
+(`_scan.c`, built by `pip install` when a C compiler is there; AVX2 where the CPU has it) and the
+numpy path that stands in for it without a compiler (float32 matrix products of the same integers)
+return the same scores and ids to the bit.
+
+Measured (2-core AMD EPYC, AVX2, 2026-12-03): 4,096 queries of E. coli 250 bp reads against its
+4,640 fragments, one thread: 110 us a query, against FAISS's float32 product at 430 us.
+
+A store whose vectors are not all scaled integer vectors (a trained encoder's) keeps FAISS.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+
+import numpy as np
+
+log = logging.getLogger("dnaesa")
+
+#: vectors a block: coordinate d of 64 vectors is 64 contiguous bytes
+LANES = 64
+#: largest multiple of a vector's smallest non-zero coordinate tried when recovering its integers
+MAX_MULTIPLE = 8
+#: how far from an integer a recovered coordinate may be (float32 rounding leaves ~1e-5)
+INTEGER_TOLERANCE = 1e-3
+#: integer sums stay exact in float32 below this
+EXACT_LIMIT = 1 << 24
+#: rows converted at a time (recovering integers; the numpy path's products)
+CHUNK = 2048
+
+_kernel = None
+#: why the compiled kernel is not used (None: it is, or it was not looked for yet)
+UNAVAILABLE: str | None = None
+
+
+def kernel():
+    """The compiled scan (ctypes), or None with `UNAVAILABLE` saying why."""
+    global _kernel, UNAVAILABLE
+    if _kernel is None and UNAVAILABLE is None:
+        spec = importlib.util.find_spec("dnaesa.store._scan")
+        if spec is None or not spec.origin:
+            UNAVAILABLE = "the compiled scan was not built (no C compiler when dnaesa was installed)"
+        else:
+            try:
+                lib = ctypes.CDLL(spec.origin)
+                lib.dnaesa_scan_topk.restype = None
+                lib.dnaesa_scan_topk.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+                lib.dnaesa_scan_simd.restype = ctypes.c_int
+                lib.dnaesa_integer_rows.restype = None
+                lib.dnaesa_integer_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                                    ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                _kernel = lib
+            except OSError as err:
+                UNAVAILABLE = f"the compiled scan could not be loaded ({err})"
+        if UNAVAILABLE:
+            log.warning("%s: the flat store's search uses numpy (same results, slower)", UNAVAILABLE)
+    return _kernel
+
+
+def integer_rows(vectors: np.ndarray, compiled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's smallest integer multiple within int8: (ints int8 (n, dim), 1 / their norms
+    float64 (n,), ok bool (n,)). A row without one (not a scaled integer vector, or not finite) is
+    left zero with ok False; an all-zero row is its own. The compiled kernel when there is one
+    (`compiled`), else numpy: the same float32 operations, so the same integers."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = x.shape
+    ints = np.zeros((n, dim), dtype=np.int8)
+    inv = np.zeros(n, dtype=np.float64)
+    lib = kernel() if compiled else None
+    if lib is not None:
+        ok = np.zeros(n, dtype=np.uint8)
+        lib.dnaesa_integer_rows(x.ctypes.data, n, dim, MAX_MULTIPLE, INTEGER_TOLERANCE, ints.ctypes.data,
+                                inv.ctypes.data, ok.ctypes.data)
+        return ints, inv, ok.astype(bool)
+    flat = np.flatnonzero(x != 0)  # NaN too
+    rows = flat // dim
+    values = x.reshape(-1)[flat]
+    counts = np.bincount(rows, minlength=n)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    has = counts > 0
+    smallest = np.full(n, np.inf, dtype=np.float32)
+    smallest[has] = np.minimum.reduceat(np.abs(values), starts[has])  # NaN for a row holding NaN
+    factor = np.zeros(n, dtype=np.float32)
+    todo = has & np.isfinite(smallest)
+    for multiple in range(1, MAX_MULTIPLE + 1):
+        if not todo.any():
+            break
+        trial = np.where(todo, np.float32(multiple) / np.where(todo, smallest, np.float32(1)), np.float32(0))
+        scaled = values * trial[rows]
+        rounded = np.rint(scaled)
+        with np.errstate(invalid="ignore"):  # inf - inf in a row holding inf: that row fails
+            off = ~(np.abs(scaled - rounded) <= np.float32(INTEGER_TOLERANCE)) | (np.abs(rounded) > 127)
+        good = todo & ~(np.bincount(rows[off], minlength=n) > 0)
+        factor[good] = trial[good]
+        todo &= ~good
+    ok = ~has | (factor > 0)
+    keep = ok[rows]
+    values = np.rint(values[keep] * factor[rows[keep]]).astype(np.int8)
+    ints.reshape(-1)[flat[keep]] = values
+    sums = np.bincount(rows[keep], weights=values.astype(np.float64) ** 2, minlength=n)
+    np.divide(1.0, np.sqrt(sums), out=inv, where=sums > 0)
+    return ints, inv, ok
+
+
+class IntegerScan:
+    """A flat store's vectors as int8 blocks; `search` as `VectorStore.search`, exactly."""
+
+    def __init__(self, blocks: np.ndarray, inv_norms: np.ndarray, n: int):
+        self.blocks, self.inv_norms, self.n = blocks, inv_norms, n
+
+    @classmethod
+    def from_vectors(cls, parts, dim: int, n: int) -> "IntegerScan | None":
+        """From float32 row arrays (`parts`, n rows in all), or None when a row is not a scaled
+        integer vector."""
+        n_blocks = (n + LANES - 1) // LANES
+        blocks = np.zeros((n_blocks, dim, LANES), dtype=np.int8)
+        inv = np.zeros(n, dtype=np.float64)
+        row = 0
+        for part in parts:
+            for lo in range(0, len(part), CHUNK):
+                ints, inv[row : row + len(part[lo : lo + CHUNK])], ok = integer_rows(part[lo : lo + CHUNK])
+                if not ok.all():
+                    return None
+                ids = np.arange(row, row + len(ints))
+                blocks[ids // LANES, :, ids % LANES] = ints
+                row += len(ints)
+        return cls(blocks, inv, n)
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.nbytes + self.inv_norms.nbytes
+
+    def search(self, queries: np.ndarray, k: int, compiled: bool = True, simd: bool = True
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top-`k` (k <= n) of each query: (scores float32, ids int64), best first, ties to the
+        lower id; None when a query is not a scaled integer vector (or too large to sum exactly).
+        `compiled=False`: the numpy path (also taken without the compiled kernel); `simd=False`:
+        the compiled kernel's generic loop even on an AVX2 CPU (tests compare them)."""
+        ints, inv_q, ok = integer_rows(queries, compiled)
+        if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * 127 >= EXACT_LIMIT).any():
+            return None
+        flat = np.flatnonzero(ints)
+        rows, cols, values = flat // ints.shape[1], (flat % ints.shape[1]).astype(np.int32), ints.reshape(-1)[flat]
+        indptr = np.zeros(len(ints) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(ints)), out=indptr[1:])
+        lib = kernel() if compiled else None
+        if lib is None:
+            scores, ids = self._search_numpy(indptr, cols, values, k)
+        else:
+            scores, ids = self._search_compiled(lib, indptr, cols, values, k, simd)
+        return (scores * inv_q[:, None]).astype(np.float32), ids
+
+    def _search_compiled(self, lib, indptr, cols, values, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
+        nq = len(indptr) - 1
+        val = values.astype(np.float32)
+        heap_s, heap_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
+        count = np.empty(nq, np.int64)
+        out_s, out_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
+        lib.dnaesa_scan_topk(self.blocks.ctypes.data, len(self.blocks), self.blocks.shape[1], self.n,
+                             self.inv_norms.ctypes.data, indptr.ctypes.data, cols.ctypes.data, val.ctypes.data, nq, k,
+                             heap_s.ctypes.data, heap_i.ctypes.data, count.ctypes.data, out_s.ctypes.data,
+                             out_i.ctypes.data, int(simd))
+        return out_s, out_i
+
+    def _search_numpy(self, indptr, cols, values, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The same scores by float32 matrix products of the integers (exact), the same ties."""
+        dim, nq = self.blocks.shape[1], len(indptr) - 1
+        q = np.zeros((nq, dim), dtype=np.float32)
+        q[np.repeat(np.arange(nq), np.diff(indptr)), cols] = values
+        scores = np.empty((nq, self.n), dtype=np.float64)
+        step = CHUNK // LANES
+        for lo in range(0, len(self.blocks), step):
+            vectors = self.blocks[lo : lo + step].transpose(0, 2, 1).reshape(-1, dim).astype(np.float32)
+            first, last = lo * LANES, min((lo + step) * LANES, self.n)
+            scores[:, first:last] = (q @ vectors[: last - first].T).astype(np.float64) * self.inv_norms[first:last]
+        out_s, out_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        for r, row in enumerate(scores):
+            best = np.flatnonzero(row >= kth[r])  # ascending ids
+            best = best[np.argsort(-row[best], kind="stable")[:k]]
+            out_s[r], out_i[r] = row[best], best
+        return out_s, out_i
