@@ -127,18 +127,25 @@ def test_vectors_that_are_not_integer_vectors_stay_with_faiss(sketch_store):
     assert scan is not None and scan.search(big, 1) is None
 
 
-def test_without_the_compiled_kernel_one_warning_and_the_same_results(sketch_store, monkeypatch, caplog):
+@pytest.mark.parametrize("why", ["not built", "another version"])
+def test_without_the_compiled_kernel_one_warning_and_the_same_results(sketch_store, monkeypatch, caplog, why):
+    """No build (no C compiler at install), or a stale in-place build of another `_scan.c` (called
+    with the wrong arguments it could crash): one warning line, and the numpy path's same bits."""
     store, queries = sketch_store
     store.to("cpu", "faiss")
     want = store.search(queries, 16)
     monkeypatch.setattr(integer_scan, "_kernel", None)
     monkeypatch.setattr(integer_scan, "UNAVAILABLE", None)
-    monkeypatch.setattr(integer_scan.importlib.util, "find_spec", lambda name: None)
+    if why == "not built":
+        monkeypatch.setattr(integer_scan.importlib.util, "find_spec", lambda name: None)
+    else:
+        if not COMPILED:
+            pytest.skip("the compiled scan was not built here")
+        monkeypatch.setattr(integer_scan, "SCAN_ABI", integer_scan.SCAN_ABI + 1)
     store.to("cpu", "faiss")
     with caplog.at_level(logging.WARNING, logger="dnaesa"):
         got = store.search(queries, 16)
         store.search(queries[:2], 16)
-    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
-    assert "not built" in caplog.records[0].message
+    assert len(caplog.records) == 1 and why in caplog.records[0].message
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])

@@ -167,6 +167,12 @@ void dnaesa_integer_rows(const float *x, int64_t n, int64_t dim, int64_t max_mul
     }
 }
 
+/* the calling convention's version: `integer_scan.py` refuses a build of another (a stale
+ * in-place build after a change of this file would be called with the wrong arguments) */
+int dnaesa_scan_abi(void) {
+    return 1;
+}
+
 /* 1 when the AVX2 kernel runs on this CPU, 0 for the generic one */
 int dnaesa_scan_simd(void) {
 #ifdef DNAESA_AVX2

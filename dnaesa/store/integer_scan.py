@@ -37,6 +37,8 @@ MAX_MULTIPLE = 8
 INTEGER_TOLERANCE = 1e-3
 #: integer sums stay exact in float32 below this
 EXACT_LIMIT = 1 << 24
+#: the version of `_scan.c`'s functions this module calls (`dnaesa_scan_abi`)
+SCAN_ABI = 1
 #: rows converted at a time (recovering integers; the numpy path's products)
 CHUNK = 2048
 
@@ -55,6 +57,9 @@ def kernel():
         else:
             try:
                 lib = ctypes.CDLL(spec.origin)
+                abi = getattr(lib, "dnaesa_scan_abi", None)
+                if abi is None or abi() != SCAN_ABI:
+                    raise OSError(f"{spec.origin} is a build of another version of _scan.c; run pip install again")
                 lib.dnaesa_scan_topk.restype = None
                 lib.dnaesa_scan_topk.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
