@@ -95,8 +95,9 @@ def test_scan_is_exact_with_ties_to_the_lower_id_on_every_path(sketch_store, k):
 
 
 def test_flat_store_searches_through_the_scan_and_agrees_with_faiss(sketch_store):
-    store, queries = sketch_store
-    store.to("cpu", "faiss")
+    fixture, queries = sketch_store
+    store = VectorStore(fixture.dim, shard_size=64)  # its own: this test adds to it
+    store.add(_vectors(fixture))
     scores, ids = store.search(queries, 16)
     assert isinstance(store._scan, IntegerScan)
     faiss_s, faiss_i = store._search_shards(queries, 16)
@@ -106,6 +107,16 @@ def test_flat_store_searches_through_the_scan_and_agrees_with_faiss(sketch_store
     store.add(store.shards[0].reconstruct_n(0, 3))  # new vectors: the blocks are made again
     assert store._scan is None
     assert store.search(queries[:2], 16)[1].shape == (2, 16) and store._scan.n == store.ntotal
+
+
+def test_a_flat_store_too_large_for_the_int8_copy_stays_with_faiss(sketch_store, monkeypatch):
+    from dnaesa.store import vector_store
+
+    store, queries = sketch_store
+    monkeypatch.setattr(vector_store, "SCAN_MAX_BYTES", store.ntotal * store.dim - 1)
+    store.to("cpu", "faiss")
+    np.testing.assert_array_equal(store.search(queries, 8)[1], store._search_shards(queries, 8)[1])
+    assert store._scan is False
 
 
 def test_vectors_that_are_not_integer_vectors_stay_with_faiss(sketch_store):

@@ -42,6 +42,9 @@ STORE_KINDS = ("flat", "hnsw", *CODE_KINDS)
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 RECONSTRUCT_CHUNK = 16384
+#: the integer scan's int8 copy of a flat store at most this large (4,096 dims: 1 M fragments,
+#: beyond what `auto` makes flat); a larger flat store is searched by FAISS from its memory map
+SCAN_MAX_BYTES = 4 << 30
 #: files checksummed at a time when an index is loaded
 VERIFY_THREADS = 4
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
@@ -316,7 +319,8 @@ class VectorStore:
         (the count-sketch encoders'), made once; else None (FAISS searches)."""
         if self._scan is None:
             self._scan = False
-            if self.kind == "flat" and self.device == "cpu" and self.backend == "faiss" and self.ntotal:
+            if (self.kind == "flat" and self.device == "cpu" and self.backend == "faiss" and self.ntotal
+                    and self.ntotal * self.dim <= SCAN_MAX_BYTES):
                 from dnaesa.store.integer_scan import IntegerScan
 
                 parts = [faiss.rev_swig_ptr(s.get_xb(), s.ntotal * s.d).reshape(s.ntotal, s.d) for s in self._read_all()]
