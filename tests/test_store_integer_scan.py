@@ -86,10 +86,13 @@ def test_scan_is_exact_with_ties_to_the_lower_id_on_every_path(sketch_store, k):
         scores, ids = scan.search(queries, k, **path)
         np.testing.assert_array_equal(ids, want_i)
         np.testing.assert_array_equal(scores, want_s.astype(np.float32))
-        for q in (0, 61, 66):  # one query at a time: the same
-            one = scan.search(queries[q : q + 1], k, **path)
-            np.testing.assert_array_equal(one[1], ids[q : q + 1])
-            np.testing.assert_array_equal(one[0], scores[q : q + 1])
+        for columns in (False, True):  # one query at a time: the same, through the blocks or the columns
+            scan.columns, scan._single = None, (integer_scan.COLUMNS_AFTER if columns else -10**9)
+            for q in (0, 61, 65, 66):  # a read, random sequence, a repeat, all N
+                one = scan.search(queries[q : q + 1], k, **path)
+                np.testing.assert_array_equal(one[1], ids[q : q + 1])
+                np.testing.assert_array_equal(one[0], scores[q : q + 1])
+            assert (scan.columns is not None) == (columns and path.get("compiled", True))
     ties = [(row[:-1] == row[1:]).any() for row in want_s[:, : min(k, 8)]]
     assert any(ties) or k == 1  # the duplicated windows tie, and the lower id came first
 
@@ -107,6 +110,21 @@ def test_flat_store_searches_through_the_scan_and_agrees_with_faiss(sketch_store
     store.add(store.shards[0].reconstruct_n(0, 3))  # new vectors: the blocks are made again
     assert store._scan is None
     assert store.search(queries[:2], 16)[1].shape == (2, 16) and store._scan.n == store.ntotal
+
+
+def test_single_queries_get_the_dimension_major_copy_after_a_few(sketch_store):
+    """Batches never make it; the `COLUMNS_AFTER`-th search of one query does; it holds every
+    vector's coordinates in id order."""
+    store, queries = sketch_store
+    base = _vectors(store)
+    scan = IntegerScan.from_vectors([base], store.dim, len(base))
+    for _ in range(3):
+        scan.search(queries[:5], 8)
+    assert scan.columns is None
+    for q in queries[: integer_scan.COLUMNS_AFTER]:
+        scan.search(q[None], 8)
+    assert scan.columns is not None and scan.columns.shape == (store.dim, len(base))
+    np.testing.assert_array_equal(scan.columns.T, integer_rows(base, compiled=False)[0])
 
 
 def test_a_flat_store_too_large_for_the_int8_copy_stays_with_faiss(sketch_store, monkeypatch):

@@ -23,6 +23,8 @@
 #define LANES 64
 #define PREFETCH 32
 
+int dnaesa_scan_simd(void);
+
 /* heap of the k best so far, its root the worst: lower score, or the same score and a higher id */
 static int worse(double sa, int64_t ia, double sb, int64_t ib) {
     return sa < sb || (sa == sb && ia > ib);
@@ -113,6 +115,65 @@ static void dots_avx2(const int8_t *blk, const int32_t *ind, const float *val, i
 }
 #endif
 
+/* One query against the vectors held dimension-major whole (columns: dim x n int8, coordinate d of
+ * every vector at columns[d * n ..]): each of the query's rows is read in one sequential sweep, where
+ * the blocks' 64-byte rows are scattered cache lines that one query alone waits on one by one.
+ * acc: n floats of scratch. The same exact sums, so the same top k as `dnaesa_scan_topk`. */
+static void columns_generic(const int8_t *columns, int64_t n, const int32_t *ind, const float *val, int64_t nnz,
+                            float *acc) {
+    for (int64_t t = 0; t < nnz; t++) {
+        const int8_t *row = columns + (int64_t)ind[t] * n;
+        float v = val[t];
+        for (int64_t j = 0; j < n; j++) acc[j] += v * (float)row[j];
+    }
+}
+
+#ifdef DNAESA_AVX2
+__attribute__((target("avx2,fma")))
+static void columns_avx2(const int8_t *columns, int64_t n, const int32_t *ind, const float *val, int64_t nnz,
+                         float *acc) {
+    for (int64_t t = 0; t < nnz; t++) {
+        const int8_t *row = columns + (int64_t)ind[t] * n;
+        const int8_t *next = columns + (int64_t)ind[t + 1 < nnz ? t + 1 : t] * n;
+        __m256 v = _mm256_set1_ps(val[t]);
+        int64_t j = 0;
+        for (; j + 64 <= n; j += 64) {  /* the next row's line at this offset on its way meanwhile */
+            _mm_prefetch((const char *)(next + j), _MM_HINT_T0);
+            for (int q = 0; q < 64; q += 8) {
+                __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + j + q))));
+                _mm256_storeu_ps(acc + j + q, _mm256_fmadd_ps(v, x, _mm256_loadu_ps(acc + j + q)));
+            }
+        }
+        for (; j + 8 <= n; j += 8) {
+            __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + j))));
+            _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(v, x, _mm256_loadu_ps(acc + j)));
+        }
+        for (; j < n; j++) acc[j] += val[t] * (float)row[j];
+    }
+}
+#endif
+
+void dnaesa_scan_columns(const int8_t *columns, int64_t n, const double *inv_norm, const int32_t *ind,
+                         const float *val, int64_t nnz, int64_t k, float *acc, double *heap_s, int64_t *heap_i,
+                         double *out_s, int64_t *out_i, int allow_simd) {
+    int64_t count = 0;
+    for (int64_t j = 0; j < n; j++) acc[j] = 0;
+#ifdef DNAESA_AVX2
+    if (allow_simd && dnaesa_scan_simd())
+        columns_avx2(columns, n, ind, val, nnz, acc);
+    else
+#endif
+        columns_generic(columns, n, ind, val, nnz, acc);
+    for (int64_t base = 0; base < n; base += LANES)
+        count = offer(acc + base, base, n, inv_norm, k, heap_s, heap_i, count);
+    for (int64_t size = count; size > 0; size--) {
+        out_s[size - 1] = heap_s[0];
+        out_i[size - 1] = heap_i[0];
+        heap_s[0] = heap_s[size - 1]; heap_i[0] = heap_i[size - 1];
+        sift_down(heap_s, heap_i, size - 1, 0);
+    }
+}
+
 /* x rounded to the nearest integer, ties to even (as rintf and numpy's rint), for |x| <= 2^22:
  * adding and taking away 1.5 * 2^23 leaves no fraction bits (no FMA contraction, no fast-math:
  * setup.py); no libm call, and the loops around it vectorise */
@@ -170,7 +231,7 @@ void dnaesa_integer_rows(const float *x, int64_t n, int64_t dim, int64_t max_mul
 /* the calling convention's version: `integer_scan.py` refuses a build of another (a stale
  * in-place build after a change of this file would be called with the wrong arguments) */
 int dnaesa_scan_abi(void) {
-    return 1;
+    return 2;
 }
 
 /* 1 when the AVX2 kernel runs on this CPU, 0 for the generic one */

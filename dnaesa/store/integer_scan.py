@@ -38,7 +38,11 @@ INTEGER_TOLERANCE = 1e-3
 #: integer sums stay exact in float32 below this
 EXACT_LIMIT = 1 << 24
 #: the version of `_scan.c`'s functions this module calls (`dnaesa_scan_abi`)
-SCAN_ABI = 1
+SCAN_ABI = 2
+#: from the this-many-th search of one query on (`Aligner.map`), the scan keeps a second copy of the
+#: vectors, dimension-major whole (n bytes a coordinate), which one query reads in sequential sweeps:
+#: the blocks' scattered 64-byte rows leave it waiting on memory (about 0.9 ms a query on E. coli)
+COLUMNS_AFTER = 8
 #: rows converted at a time (recovering integers; the numpy path's products)
 CHUNK = 2048
 
@@ -66,6 +70,11 @@ def kernel():
                                                  ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
                 lib.dnaesa_scan_simd.restype = ctypes.c_int
+                lib.dnaesa_scan_columns.restype = None
+                lib.dnaesa_scan_columns.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                    ctypes.c_int]
                 lib.dnaesa_integer_rows.restype = None
                 lib.dnaesa_integer_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                                     ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -128,6 +137,9 @@ class IntegerScan:
 
     def __init__(self, blocks: np.ndarray, inv_norms: np.ndarray, n: int):
         self.blocks, self.inv_norms, self.n = blocks, inv_norms, n
+        #: the dimension-major copy for single queries (`COLUMNS_AFTER`), and the count toward it
+        self.columns: np.ndarray | None = None
+        self._single = 0
 
     @classmethod
     def from_vectors(cls, parts, dim: int, n: int) -> "IntegerScan | None":
@@ -167,6 +179,8 @@ class IntegerScan:
         lib = kernel() if compiled else None
         if lib is None:
             scores, ids = self._search_numpy(indptr, cols, values, k)
+        elif len(ints) == 1 and self._columns_ready():
+            scores, ids = self._search_columns(lib, cols, values, k, simd)
         else:
             scores, ids = self._search_compiled(lib, indptr, cols, values, k, simd)
         return (scores * inv_q[:, None]).astype(np.float32), ids
@@ -181,6 +195,24 @@ class IntegerScan:
                              self.inv_norms.ctypes.data, indptr.ctypes.data, cols.ctypes.data, val.ctypes.data, nq, k,
                              heap_s.ctypes.data, heap_i.ctypes.data, count.ctypes.data, out_s.ctypes.data,
                              out_i.ctypes.data, int(simd))
+        return out_s, out_i
+
+    def _columns_ready(self) -> bool:
+        if self.columns is None:
+            self._single += 1
+            if self._single >= COLUMNS_AFTER:
+                dim = self.blocks.shape[1]
+                self.columns = np.ascontiguousarray(self.blocks.transpose(1, 0, 2).reshape(dim, -1)[:, : self.n])
+        return self.columns is not None
+
+    def _search_columns(self, lib, cols, values, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
+        val = values.astype(np.float32)
+        acc = np.empty(self.n, np.float32)
+        heap_s, heap_i = np.empty(k, np.float64), np.empty(k, np.int64)
+        out_s, out_i = np.empty((1, k), np.float64), np.empty((1, k), np.int64)
+        lib.dnaesa_scan_columns(self.columns.ctypes.data, self.n, self.inv_norms.ctypes.data, cols.ctypes.data,
+                                val.ctypes.data, len(val), k, acc.ctypes.data, heap_s.ctypes.data, heap_i.ctypes.data,
+                                out_s.ctypes.data, out_i.ctypes.data, int(simd))
         return out_s, out_i
 
     def _search_numpy(self, indptr, cols, values, k: int) -> tuple[np.ndarray, np.ndarray]:
