@@ -137,7 +137,7 @@ def test_a_flat_store_too_large_for_the_int8_copy_stays_with_faiss(sketch_store,
     assert store._scan is False
 
 
-def test_vectors_that_are_not_integer_vectors_stay_with_faiss(sketch_store):
+def test_vectors_that_are_not_integer_vectors_stay_with_faiss(sketch_store, lambda_contigs):
     rng = np.random.default_rng(0)
     dense = rng.standard_normal((300, 64)).astype(np.float32)
     dense /= np.linalg.norm(dense, axis=1, keepdims=True)
@@ -153,7 +153,13 @@ def test_vectors_that_are_not_integer_vectors_stay_with_faiss(sketch_store):
     big = np.zeros((1, 2048), np.float32)
     big[0, 0], big[0, 1:] = 1.0, 127.0  # its integer sums could pass 2^24: not exact in float32
     scan = IntegerScan.from_vectors([big], 2048, 1)
-    assert scan is not None and scan.search(big, 1) is None
+    assert scan is not None and scan.largest == 127 and scan.search(big, 1) is None
+    # a whole 48 kb genome as one read: its sums stay exact against the sketches (small integers)
+    from dnaesa.model.base import load_encoder
+
+    whole = load_encoder("default", "cpu").encode([lambda_contigs[0][1]])
+    sketch_scan = IntegerScan.from_vectors([_vectors(sketch)], sketch.dim, sketch.ntotal)
+    assert sketch_scan.largest < 127 and sketch_scan.search(whole, 4) is not None
 
 
 @pytest.mark.parametrize("why", ["not built", "another version"])

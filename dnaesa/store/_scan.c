@@ -8,7 +8,8 @@
  *         blocks[b][d][0..63]), zero-padded past n.
  * A query is CSR: coordinates ind[indptr[q] .. indptr[q+1]), values val (integers as float32).
  * Dot products are sums of integer products, exact in float32 while under 2^24 (the caller checks
- * sum(|val|) * 127 < 2^24), so any order of summation gives the same number. A vector's score is
+ * sum(|val|) times the largest stored magnitude < 2^24), so any order of summation gives the same
+ * number. A vector's score is
  * dot * inv_norm[id] in double; the top k are kept best first, ties to the lower id.
  */
 #include <math.h>

@@ -135,8 +135,11 @@ def integer_rows(vectors: np.ndarray, compiled: bool = True) -> tuple[np.ndarray
 class IntegerScan:
     """A flat store's vectors as int8 blocks; `search` as `VectorStore.search`, exactly."""
 
-    def __init__(self, blocks: np.ndarray, inv_norms: np.ndarray, n: int):
+    def __init__(self, blocks: np.ndarray, inv_norms: np.ndarray, n: int, largest: int = 127):
         self.blocks, self.inv_norms, self.n = blocks, inv_norms, n
+        #: the largest magnitude of a stored integer: a query's sums stay exact while
+        #: sum(|query|) * largest < 2^24 (every read does: at most 4,096 x a few tens)
+        self.largest = max(largest, 1)
         #: the dimension-major copy for single queries (`COLUMNS_AFTER`), and the count toward it
         self.columns: np.ndarray | None = None
         self._single = 0
@@ -148,16 +151,17 @@ class IntegerScan:
         n_blocks = (n + LANES - 1) // LANES
         blocks = np.zeros((n_blocks, dim, LANES), dtype=np.int8)
         inv = np.zeros(n, dtype=np.float64)
-        row = 0
+        row = largest = 0
         for part in parts:
             for lo in range(0, len(part), CHUNK):
                 ints, inv[row : row + len(part[lo : lo + CHUNK])], ok = integer_rows(part[lo : lo + CHUNK])
                 if not ok.all():
                     return None
+                largest = max(largest, int(np.abs(ints).max(initial=0)))
                 ids = np.arange(row, row + len(ints))
                 blocks[ids // LANES, :, ids % LANES] = ints
                 row += len(ints)
-        return cls(blocks, inv, n)
+        return cls(blocks, inv, n, largest)
 
     @property
     def nbytes(self) -> int:
@@ -170,7 +174,7 @@ class IntegerScan:
         `compiled=False`: the numpy path (also taken without the compiled kernel); `simd=False`:
         the compiled kernel's generic loop even on an AVX2 CPU (tests compare them)."""
         ints, inv_q, ok = integer_rows(queries, compiled)
-        if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * 127 >= EXACT_LIMIT).any():
+        if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * self.largest >= EXACT_LIMIT).any():
             return None
         flat = np.flatnonzero(ints)
         rows, cols, values = flat // ints.shape[1], (flat % ints.shape[1]).astype(np.int32), ints.reshape(-1)[flat]
