@@ -9,8 +9,8 @@
  * A query is CSR: coordinates ind[indptr[q] .. indptr[q+1]), values val (integers as float32).
  * Dot products are sums of integer products, exact in float32 while under 2^24 (the caller checks
  * sum(|val|) times the largest stored magnitude < 2^24), so any order of summation gives the same
- * number. A vector's score is
- * dot * inv_norm[id] in double; the top k are kept best first, ties to the lower id.
+ * number. A vector's score is dot * inv_norm[id] in double; the top k are kept best first, ties to
+ * the lower id.
  */
 #include <math.h>
 #include <stdint.h>

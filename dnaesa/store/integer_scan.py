@@ -14,8 +14,9 @@ two inverse norms, and the top k are kept best first, ties to the lower id. So t
 numpy path that stands in for it without a compiler (float32 matrix products of the same integers)
 return the same scores and ids to the bit.
 
-Measured (2-core AMD EPYC, AVX2, 2026-12-03): 4,096 queries of E. coli 250 bp reads against its
-4,640 fragments, one thread: 110 us a query, against FAISS's float32 product at 430 us.
+Measured (2-core AMD EPYC, AVX2, 2026-12-03; benchmarks/RESULTS.md, "Tenth session"): 4,096 E. coli
+250 bp reads against its 4,640 fragments, one thread: 134-192 us a query, against 441-536 for
+FAISS's float32 product.
 
 A store whose vectors are not all scaled integer vectors (a trained encoder's) keeps FAISS.
 """
@@ -45,6 +46,8 @@ SCAN_ABI = 2
 COLUMNS_AFTER = 8
 #: rows converted at a time (recovering integers; the numpy path's products)
 CHUNK = 2048
+#: queries scored at a time on the numpy path (256 x 70,000 vectors of float64 scores: 143 MB)
+NUMPY_QUERIES = 256
 
 _kernel = None
 #: why the compiled kernel is not used (None: it is, or it was not looked for yet)
@@ -220,20 +223,23 @@ class IntegerScan:
         return out_s, out_i
 
     def _search_numpy(self, indptr, cols, values, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The same scores by float32 matrix products of the integers (exact), the same ties."""
+        """The same scores by float32 matrix products of the integers (exact), the same ties;
+        `NUMPY_QUERIES` queries at a time (their scores against every vector are held)."""
         dim, nq = self.blocks.shape[1], len(indptr) - 1
         q = np.zeros((nq, dim), dtype=np.float32)
         q[np.repeat(np.arange(nq), np.diff(indptr)), cols] = values
-        scores = np.empty((nq, self.n), dtype=np.float64)
-        step = CHUNK // LANES
-        for lo in range(0, len(self.blocks), step):
-            vectors = self.blocks[lo : lo + step].transpose(0, 2, 1).reshape(-1, dim).astype(np.float32)
-            first, last = lo * LANES, min((lo + step) * LANES, self.n)
-            scores[:, first:last] = (q @ vectors[: last - first].T).astype(np.float64) * self.inv_norms[first:last]
         out_s, out_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
-        for r, row in enumerate(scores):
-            best = np.flatnonzero(row >= kth[r])  # ascending ids
-            best = best[np.argsort(-row[best], kind="stable")[:k]]
-            out_s[r], out_i[r] = row[best], best
+        step = CHUNK // LANES
+        for first_q in range(0, nq, NUMPY_QUERIES):
+            part = q[first_q : first_q + NUMPY_QUERIES]
+            scores = np.empty((len(part), self.n), dtype=np.float64)
+            for lo in range(0, len(self.blocks), step):
+                vectors = self.blocks[lo : lo + step].transpose(0, 2, 1).reshape(-1, dim).astype(np.float32)
+                first, last = lo * LANES, min((lo + step) * LANES, self.n)
+                scores[:, first:last] = (part @ vectors[: last - first].T).astype(np.float64) * self.inv_norms[first:last]
+            kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+            for r, row in enumerate(scores):
+                best = np.flatnonzero(row >= kth[r])  # ascending ids
+                best = best[np.argsort(-row[best], kind="stable")[:k]]
+                out_s[first_q + r], out_i[first_q + r] = row[best], best
         return out_s, out_i
