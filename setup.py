@@ -1,7 +1,10 @@
-"""The one compiled part of dnaesa: the flat store's integer scan (`dnaesa/store/_scan.c`, plain C
-called through ctypes). Optional: without a C compiler the install goes on and the scan runs in
-numpy (same results, slower). Everything else is in pyproject.toml."""
+"""The compiled parts of dnaesa: the flat store's integer scan (`dnaesa/store/_scan.c`) and the count
+sketch (`dnaesa/model/_sketch.c`), plain C called through ctypes (`dnaesa/compiled.py`). Optional:
+without a C compiler the install goes on and numpy runs instead (same results, slower). Everything
+else is in pyproject.toml."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("dnaesa.store._scan", ["dnaesa/store/_scan.c"], optional=True,
-                             extra_compile_args=["-O3", "-ffp-contract=off"])])
+FLAGS = ["-O3", "-ffp-contract=off"]  # no FMA contraction: the kernels' float32 steps are numpy's
+
+setup(ext_modules=[Extension("dnaesa.store._scan", ["dnaesa/store/_scan.c"], optional=True, extra_compile_args=FLAGS),
+                   Extension("dnaesa.model._sketch", ["dnaesa/model/_sketch.c"], optional=True, extra_compile_args=FLAGS)])

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from dnaesa import compiled
 from dnaesa.store import integer_scan
 from dnaesa.store.integer_scan import IntegerScan, integer_rows
 from dnaesa.store.vector_store import VectorStore
@@ -170,10 +171,11 @@ def test_without_the_compiled_kernel_one_warning_and_the_same_results(sketch_sto
     store, queries = sketch_store
     store.to("cpu", "faiss")
     want = store.search(queries, 16)
-    monkeypatch.setattr(integer_scan, "_kernel", None)
-    monkeypatch.setattr(integer_scan, "UNAVAILABLE", None)
+    monkeypatch.setattr(compiled, "_libs", {})
+    monkeypatch.setattr(compiled, "UNAVAILABLE", {})
+    monkeypatch.setattr(compiled, "_warned", False)
     if why == "not built":
-        monkeypatch.setattr(integer_scan.importlib.util, "find_spec", lambda name: None)
+        monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
     else:
         if not COMPILED:
             pytest.skip("the compiled scan was not built here")
@@ -183,5 +185,6 @@ def test_without_the_compiled_kernel_one_warning_and_the_same_results(sketch_sto
         got = store.search(queries, 16)
         store.search(queries[:2], 16)
     assert len(caplog.records) == 1 and why in caplog.records[0].message
+    assert why in compiled.UNAVAILABLE["dnaesa.store._scan"]
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])

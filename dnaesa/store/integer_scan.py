@@ -23,12 +23,10 @@ A store whose vectors are not all scaled integer vectors (a trained encoder's) k
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import logging
 
 import numpy as np
 
-log = logging.getLogger("dnaesa")
+from dnaesa.compiled import load as load_compiled
 
 #: vectors a block: coordinate d of 64 vectors is 64 contiguous bytes
 LANES = 64
@@ -49,44 +47,23 @@ CHUNK = 2048
 #: queries scored at a time on the numpy path (256 x 70,000 vectors of float64 scores: 143 MB)
 NUMPY_QUERIES = 256
 
-_kernel = None
-#: why the compiled kernel is not used (None: it is, or it was not looked for yet)
-UNAVAILABLE: str | None = None
+_SCAN = "dnaesa.store._scan"
 
 
-def kernel():
-    """The compiled scan (ctypes), or None with `UNAVAILABLE` saying why."""
-    global _kernel, UNAVAILABLE
-    if _kernel is None and UNAVAILABLE is None:
-        spec = importlib.util.find_spec("dnaesa.store._scan")
-        if spec is None or not spec.origin:
-            UNAVAILABLE = "the compiled scan was not built (no C compiler when dnaesa was installed)"
-        else:
-            try:
-                lib = ctypes.CDLL(spec.origin)
-                abi = getattr(lib, "dnaesa_scan_abi", None)
-                if abi is None or abi() != SCAN_ABI:
-                    raise OSError(f"{spec.origin} is a build of another version of _scan.c; run pip install again")
-                lib.dnaesa_scan_topk.restype = None
-                lib.dnaesa_scan_topk.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-                lib.dnaesa_scan_simd.restype = ctypes.c_int
-                lib.dnaesa_scan_columns.restype = None
-                lib.dnaesa_scan_columns.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                                    ctypes.c_int]
-                lib.dnaesa_integer_rows.restype = None
-                lib.dnaesa_integer_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                                    ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-                _kernel = lib
-            except OSError as err:
-                UNAVAILABLE = f"the compiled scan could not be loaded ({err})"
-        if UNAVAILABLE:
-            log.warning("%s: the flat store's search uses numpy (same results, slower)", UNAVAILABLE)
-    return _kernel
+def _configure(lib: ctypes.CDLL) -> None:
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.dnaesa_scan_topk.restype = None
+    lib.dnaesa_scan_topk.argtypes = [p, i64, i64, i64, p, p, p, p, i64, i64, p, p, p, p, p, ctypes.c_int]
+    lib.dnaesa_scan_simd.restype = ctypes.c_int
+    lib.dnaesa_scan_columns.restype = None
+    lib.dnaesa_scan_columns.argtypes = [p, i64, p, p, p, i64, i64, p, p, p, p, p, ctypes.c_int]
+    lib.dnaesa_integer_rows.restype = None
+    lib.dnaesa_integer_rows.argtypes = [p, i64, i64, i64, ctypes.c_float, p, p, p]
+
+
+def kernel() -> ctypes.CDLL | None:
+    """The compiled scan, or None (`dnaesa.compiled.UNAVAILABLE` says why; one warning line a run)."""
+    return load_compiled(_SCAN, SCAN_ABI, _configure)
 
 
 def integer_rows(vectors: np.ndarray, compiled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
