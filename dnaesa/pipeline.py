@@ -33,6 +33,7 @@ from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder
+from dnaesa.model.kmer import sketch_kernel
 from dnaesa.options import IndexOptions, resolve_options
 from dnaesa.reference import Reference, genome_name
 from dnaesa.store.genomes import add_genomes, load_reference
@@ -191,7 +192,10 @@ class Aligner:
                        secondary=0 if paired else self.options.secondary, threads=engine.workers,
                        inputs=inputs, reference=self.reference, split_as_secondary=split_as_secondary,
                        hard_clip=hard_clip) as writer:
-            self.index.store.prepare_search()  # before the workers fork: they share it
+            # before the workers fork, so that they share them (and a missing kernel is one warning
+            # line of this process, not one a worker)
+            self.index.store.prepare_search()
+            sketch_kernel()
             engine.start(writer.formatter, self.find_candidates if worker_search else None, pairing)
             try:
                 for batch, position in batches:

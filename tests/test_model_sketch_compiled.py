@@ -69,3 +69,19 @@ def test_not_built_one_warning_and_the_same_vectors(lambda_contigs, monkeypatch,
         assert kernel() is None  # the scan's kernel is missing too: still one line for the run
     assert len(caplog.records) == 1 and "not built" in caplog.records[0].message
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def test_align_file_loads_the_kernels_before_its_workers_fork(monkeypatch, tmp_path):
+    """The workers inherit them: none loads (or warns about) a kernel on its own."""
+    import shutil
+    from pathlib import Path
+
+    from dnaesa import Aligner
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("lambda_phage.fa.gz", "reads.fq.gz"):
+        shutil.copy(examples / name, tmp_path / name)
+    aligner = Aligner(str(tmp_path / "lambda_phage.fa.gz"), threads=2)
+    monkeypatch.setattr(compiled, "_libs", {})
+    aligner.align_file(str(tmp_path / "reads.fq.gz"), str(tmp_path / "out.sam"))
+    assert {"dnaesa.store._scan", "dnaesa.model._sketch"} <= set(compiled._libs)

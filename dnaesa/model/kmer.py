@@ -141,6 +141,11 @@ def _configure_sketch(lib) -> None:
     lib.dnaesa_sketch.argtypes = [p, p, p, i64, i64, i64, p, p, p, p, p, p, p]
 
 
+def sketch_kernel():
+    """The compiled embedding, or None (`dnaesa.compiled.UNAVAILABLE` says why; one warning a run)."""
+    return load_compiled(_SKETCH, SKETCH_ABI, _configure_sketch)
+
+
 def compiled_sketch(seqs: Sequence[str], out: np.ndarray, channels: list[tuple[list[int], int, int, float]]) -> bool:
     """Write the embeddings of `seqs` into `out` (C-contiguous float32 rows) by the compiled
     kernel, numpy's to the bit; False (`out` not to be trusted) where it cannot promise that (not
@@ -150,7 +155,7 @@ def compiled_sketch(seqs: Sequence[str], out: np.ndarray, channels: list[tuple[l
     if any(not care or len(care) > MAX_CARE or max(care) >= span or float(w) * 2 != round(float(w) * 2)
            for care, span, _, w in channels):
         return False
-    lib = load_compiled(_SKETCH, SKETCH_ABI, _configure_sketch)
+    lib = sketch_kernel()
     if lib is None or not seqs or not out.flags.c_contiguous or out.dtype != np.float32:
         return False
     data = np.frombuffer("".join(seqs).encode("ascii", "replace"), dtype=np.uint8)
