@@ -1,48 +1,79 @@
 """The compiled kernels: small C files (`store/_scan.c`, `model/_sketch.c`) that `pip install` builds
-as optional extensions, called through ctypes (no Python API). Found, checked and loaded here, once
-a run; each has a numpy path that gives the same results, which runs when a kernel is missing (no
-C compiler at install) or is a build of another version of its C file (a stale in-place build
-would be called with the wrong arguments), with one warning line for the whole run.
+as optional extensions, called through ctypes (no Python API); their signatures live here.
+
+Each has a numpy path that gives the same results, which runs when a kernel is missing (no C
+compiler at install) or is a build of another version of its C file (a stale in-place build
+would be called with the wrong arguments). All are loaded together on the first use, with one
+warning line for what is missing; code that forks worker processes calls `load_all` first, so
+that the workers inherit them (and do not each warn).
 """
 from __future__ import annotations
 
 import ctypes
 import importlib.util
 import logging
-from typing import Callable
 
 log = logging.getLogger("dnaesa")
+
+_P, _I64 = ctypes.c_void_p, ctypes.c_int64
+
+
+def _configure_scan(lib: ctypes.CDLL) -> None:
+    lib.dnaesa_scan_topk.restype = None
+    lib.dnaesa_scan_topk.argtypes = [_P, _I64, _I64, _I64, _P, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _P, ctypes.c_int]
+    lib.dnaesa_scan_simd.restype = ctypes.c_int
+    lib.dnaesa_scan_columns.restype = None
+    lib.dnaesa_scan_columns.argtypes = [_P, _I64, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _P, ctypes.c_int]
+    lib.dnaesa_integer_rows.restype = None
+    lib.dnaesa_integer_rows.argtypes = [_P, _I64, _I64, _I64, ctypes.c_float, _P, _P, _P]
+
+
+def _configure_sketch(lib: ctypes.CDLL) -> None:
+    lib.dnaesa_sketch.restype = ctypes.c_int
+    lib.dnaesa_sketch.argtypes = [_P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P]
+
+
+SCAN, SKETCH = "dnaesa.store._scan", "dnaesa.model._sketch"
+#: each kernel module: (the version of its calling convention, which its `dnaesa_<stem>_abi()`
+#: must return; what sets its functions' ctypes signatures)
+KERNELS = {SCAN: (2, _configure_scan), SKETCH: (1, _configure_sketch)}
 
 _libs: dict[str, ctypes.CDLL | None] = {}
 #: why a kernel module is not used, by module name
 UNAVAILABLE: dict[str, str] = {}
-_warned = False
 
 
-def load(name: str, abi: int, configure: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
-    """The compiled module `name` (`dnaesa.store._scan`) as a ctypes library, once its
-    `dnaesa_<stem>_abi()` says `abi` and `configure` has set its functions' types; None (and one
-    warning line a run) when it is not there or not that version."""
-    global _warned
-    if name in _libs:
-        return _libs[name]
-    lib, why = None, None
+def _open(name: str, abi: int, configure) -> tuple[ctypes.CDLL | None, str | None]:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.origin:
-        why = "not built (no C compiler when dnaesa was installed)"
-    else:
-        try:
-            lib = ctypes.CDLL(spec.origin)
-            version = getattr(lib, f"dnaesa_{name.rpartition('.')[2].lstrip('_')}_abi", None)
-            if version is None or version() != abi:
-                raise OSError(f"{spec.origin} is a build of another version of its C file; run pip install again")
-            configure(lib)
-        except OSError as err:
-            lib, why = None, f"not loaded ({err})"
-    if why is not None:
-        UNAVAILABLE[name] = why
-        if not _warned:
-            log.warning("a compiled kernel (%s) is %s: numpy runs instead (same results, slower)", name, why)
-            _warned = True
-    _libs[name] = lib
-    return lib
+        return None, "not built (no C compiler when dnaesa was installed)"
+    try:
+        lib = ctypes.CDLL(spec.origin)
+        version = getattr(lib, f"dnaesa_{name.rpartition('.')[2].lstrip('_')}_abi", None)
+        if version is None or version() != abi:
+            raise OSError(f"{spec.origin} is a build of another version of its C file; run pip install again")
+        configure(lib)
+    except OSError as err:
+        return None, f"not loaded ({err})"
+    return lib, None
+
+
+def load_all() -> None:
+    """Load every kernel (once a process; forked workers inherit them); one warning line for those
+    that are missing."""
+    if _libs:
+        return
+    missing = []
+    for name, (abi, configure) in KERNELS.items():
+        _libs[name], why = _open(name, abi, configure)
+        if why is not None:
+            UNAVAILABLE[name] = why
+            missing.append(f"{name} {why}")
+    if missing:
+        log.warning("numpy runs instead of compiled kernels (same results, slower): %s", "; ".join(missing))
+
+
+def load(name: str) -> ctypes.CDLL | None:
+    """The kernel module `name` (`SCAN`, `SKETCH`) as a ctypes library, or None when it is missing."""
+    load_all()
+    return _libs[name]

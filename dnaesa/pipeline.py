@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from dnaesa import runtime
+from dnaesa import compiled, runtime
 from dnaesa.align.candidates import CandidateFinder
 from dnaesa.align.pairing import InsertSize, PairChoice, estimate_insert_size, parse_insert_size
 from dnaesa.align.place import place_pair
@@ -33,7 +33,6 @@ from dnaesa.errors import OptionsError
 from dnaesa.io.fastx import read_batches_at, read_pair_batches_at
 from dnaesa.io.sam import SamWriter
 from dnaesa.model.base import Encoder, load_encoder
-from dnaesa.model.kmer import sketch_kernel
 from dnaesa.options import IndexOptions, resolve_options
 from dnaesa.reference import Reference, genome_name
 from dnaesa.store.genomes import add_genomes, load_reference
@@ -194,8 +193,8 @@ class Aligner:
                        hard_clip=hard_clip) as writer:
             # before the workers fork, so that they share them (and a missing kernel is one warning
             # line of this process, not one a worker)
+            compiled.load_all()
             self.index.store.prepare_search()
-            sketch_kernel()
             engine.start(writer.formatter, self.find_candidates if worker_search else None, pairing)
             try:
                 for batch, position in batches:

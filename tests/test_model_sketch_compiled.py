@@ -12,7 +12,7 @@ from dnaesa import compiled
 from dnaesa.model import kmer
 from dnaesa.model.base import load_encoder
 
-BUILT = compiled.load(kmer._SKETCH, kmer.SKETCH_ABI, kmer._configure_sketch) is not None
+BUILT = compiled.load(compiled.SKETCH) is not None
 
 
 def _sequences(lambda_contigs):
@@ -59,15 +59,14 @@ def test_not_built_one_warning_and_the_same_vectors(lambda_contigs, monkeypatch,
     want = encoder.encode(seqs)
     monkeypatch.setattr(compiled, "_libs", {})
     monkeypatch.setattr(compiled, "UNAVAILABLE", {})
-    monkeypatch.setattr(compiled, "_warned", False)
     monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="dnaesa"):
         got = encoder.encode(seqs)
         encoder.encode(seqs[:3])
         from dnaesa.store.integer_scan import kernel
 
-        assert kernel() is None  # the scan's kernel is missing too: still one line for the run
-    assert len(caplog.records) == 1 and "not built" in caplog.records[0].message
+        assert kernel() is None  # the scan's kernel is missing too: one line for both, for the run
+    assert len(caplog.records) == 1 and caplog.records[0].message.count("not built") == 2
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
@@ -84,4 +83,12 @@ def test_align_file_loads_the_kernels_before_its_workers_fork(monkeypatch, tmp_p
     aligner = Aligner(str(tmp_path / "lambda_phage.fa.gz"), threads=2)
     monkeypatch.setattr(compiled, "_libs", {})
     aligner.align_file(str(tmp_path / "reads.fq.gz"), str(tmp_path / "out.sam"))
-    assert {"dnaesa.store._scan", "dnaesa.model._sketch"} <= set(compiled._libs)
+    assert set(compiled._libs) == set(compiled.KERNELS)
+
+
+def test_an_index_build_loads_the_kernels_before_its_workers_fork(monkeypatch):
+    from dnaesa.store.parallel_embed import encoded_chunks
+
+    monkeypatch.setattr(compiled, "_libs", {})
+    assert list(encoded_chunks(lambda lo: [lo], [0, 1, 2], 2)) == [[0], [1], [2]]
+    assert set(compiled._libs) == set(compiled.KERNELS)

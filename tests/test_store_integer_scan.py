@@ -173,13 +173,13 @@ def test_without_the_compiled_kernel_one_warning_and_the_same_results(sketch_sto
     want = store.search(queries, 16)
     monkeypatch.setattr(compiled, "_libs", {})
     monkeypatch.setattr(compiled, "UNAVAILABLE", {})
-    monkeypatch.setattr(compiled, "_warned", False)
     if why == "not built":
         monkeypatch.setattr(compiled.importlib.util, "find_spec", lambda name: None)
     else:
         if not COMPILED:
             pytest.skip("the compiled scan was not built here")
-        monkeypatch.setattr(integer_scan, "SCAN_ABI", integer_scan.SCAN_ABI + 1)
+        abi, configure = compiled.KERNELS[compiled.SCAN]
+        monkeypatch.setitem(compiled.KERNELS, compiled.SCAN, (abi + 1, configure))
     store.to("cpu", "faiss")
     with caplog.at_level(logging.WARNING, logger="dnaesa"):
         got = store.search(queries, 16)

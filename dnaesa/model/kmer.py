@@ -20,7 +20,6 @@ divergence from 22.4% to 84.4% (k 9: 92.3%), at no loss on a human chrX slice.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dnaesa.compiled import load as load_compiled
+from dnaesa import compiled
 from dnaesa.model.base import Encoder
 
 #: base -> 2-bit code; anything else (N, IUPAC) -> -1, which breaks every k-mer covering it
@@ -131,19 +130,13 @@ def canonical_spaced_kmers(seqs: Sequence[str], pattern: str) -> tuple[np.ndarra
     return (keys >> dtype(2 * k)).astype(np.int64), (keys & dtype((1 << (2 * k)) - 1)).astype(np.uint64)
 
 
-#: the compiled embedding (`_sketch.c`), its calling convention's version, and the care offsets it takes
-_SKETCH, SKETCH_ABI, MAX_CARE = "dnaesa.model._sketch", 1, 32
-
-
-def _configure_sketch(lib) -> None:
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.dnaesa_sketch.restype = ctypes.c_int
-    lib.dnaesa_sketch.argtypes = [p, p, p, i64, i64, i64, p, p, p, p, p, p, p]
+#: the most care offsets (bases of a window that count) the compiled embedding takes
+MAX_CARE = 32
 
 
 def sketch_kernel():
-    """The compiled embedding, or None (`dnaesa.compiled.UNAVAILABLE` says why; one warning a run)."""
-    return load_compiled(_SKETCH, SKETCH_ABI, _configure_sketch)
+    """The compiled embedding (`_sketch.c`), or None (`dnaesa.compiled.UNAVAILABLE` says why)."""
+    return compiled.load(compiled.SKETCH)
 
 
 def compiled_sketch(seqs: Sequence[str], out: np.ndarray, channels: list[tuple[list[int], int, int, float]]) -> bool:

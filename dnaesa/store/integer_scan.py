@@ -26,7 +26,7 @@ import ctypes
 
 import numpy as np
 
-from dnaesa.compiled import load as load_compiled
+from dnaesa import compiled as kernels
 
 #: vectors a block: coordinate d of 64 vectors is 64 contiguous bytes
 LANES = 64
@@ -36,8 +36,6 @@ MAX_MULTIPLE = 8
 INTEGER_TOLERANCE = 1e-3
 #: integer sums stay exact in float32 below this
 EXACT_LIMIT = 1 << 24
-#: the version of `_scan.c`'s functions this module calls (`dnaesa_scan_abi`)
-SCAN_ABI = 2
 #: from the this-many-th search of one query on (`Aligner.map`), the scan keeps a second copy of the
 #: vectors, dimension-major whole (n bytes a coordinate), which one query reads in sequential sweeps:
 #: the blocks' scattered 64-byte rows leave it waiting on memory (about 0.9 ms a query on E. coli)
@@ -47,23 +45,9 @@ CHUNK = 2048
 #: queries scored at a time on the numpy path (256 x 70,000 vectors of float64 scores: 143 MB)
 NUMPY_QUERIES = 256
 
-_SCAN = "dnaesa.store._scan"
-
-
-def _configure(lib: ctypes.CDLL) -> None:
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.dnaesa_scan_topk.restype = None
-    lib.dnaesa_scan_topk.argtypes = [p, i64, i64, i64, p, p, p, p, i64, i64, p, p, p, p, p, ctypes.c_int]
-    lib.dnaesa_scan_simd.restype = ctypes.c_int
-    lib.dnaesa_scan_columns.restype = None
-    lib.dnaesa_scan_columns.argtypes = [p, i64, p, p, p, i64, i64, p, p, p, p, p, ctypes.c_int]
-    lib.dnaesa_integer_rows.restype = None
-    lib.dnaesa_integer_rows.argtypes = [p, i64, i64, i64, ctypes.c_float, p, p, p]
-
-
 def kernel() -> ctypes.CDLL | None:
-    """The compiled scan, or None (`dnaesa.compiled.UNAVAILABLE` says why; one warning line a run)."""
-    return load_compiled(_SCAN, SCAN_ABI, _configure)
+    """The compiled scan, or None (`dnaesa.compiled.UNAVAILABLE` says why)."""
+    return kernels.load(kernels.SCAN)
 
 
 def integer_rows(vectors: np.ndarray, compiled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

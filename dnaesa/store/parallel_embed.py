@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence
 
+from dnaesa import compiled
 from dnaesa.errors import IndexDirError
 
 #: chunks in flight per worker
@@ -59,6 +60,7 @@ def encoded_chunks(encode: Callable[[int], list], starts: Sequence[int], workers
         yield from map(encode, starts)
         return
     _ENCODE[:] = [encode]
+    compiled.load_all()  # the workers inherit the kernels (and a missing one is one warning, here)
     pool = ProcessPoolExecutor(min(workers, len(starts)), multiprocessing.get_context("fork"), _init_worker)
     try:
         todo = iter(starts)
