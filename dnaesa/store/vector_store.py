@@ -47,6 +47,8 @@ RECONSTRUCT_CHUNK = 16384
 SCAN_MAX_BYTES = 4 << 30
 #: files checksummed at a time when an index is loaded
 VERIFY_THREADS = 4
+
+
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
     """`sha256:<hex>` of a file, read in blocks (about 1.6 GB/s here)."""
     h = hashlib.sha256()
@@ -286,7 +288,8 @@ class VectorStore:
         elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
         else:
-            found = self._integer_scan().search(queries, k_eff) if self._integer_scan() else None
+            scan = self._integer_scan()
+            found = scan.search(queries, k_eff) if scan else None
             scores, ids = found if found is not None else self._search_shards(queries, k_eff)
         if k_eff < k:
             pad = k - k_eff
