@@ -53,6 +53,16 @@ static void sift_up(double *hs, int64_t *hi, int64_t pos) {
     }
 }
 
+/* a heap of `count` emptied into out_s, out_i best first (the worst popped to the back) */
+static void pop_best_first(double *hs, int64_t *hi, int64_t count, double *out_s, int64_t *out_i) {
+    for (int64_t size = count; size > 0; size--) {
+        out_s[size - 1] = hs[0];
+        out_i[size - 1] = hi[0];
+        hs[0] = hs[size - 1]; hi[0] = hi[size - 1];
+        sift_down(hs, hi, size - 1, 0);
+    }
+}
+
 /* the 64 lanes' scores of one block offered to one query's heap of `count` (returned, updated);
  * ids rise, so a tie with the k-th best never enters */
 static int64_t offer(const float *dots, int64_t base, int64_t n, const double *inv_norm, int64_t k,
@@ -167,12 +177,7 @@ void dnaesa_scan_columns(const int8_t *columns, int64_t n, const double *inv_nor
         columns_generic(columns, n, ind, val, nnz, acc);
     for (int64_t base = 0; base < n; base += LANES)
         count = offer(acc + base, base, n, inv_norm, k, heap_s, heap_i, count);
-    for (int64_t size = count; size > 0; size--) {
-        out_s[size - 1] = heap_s[0];
-        out_i[size - 1] = heap_i[0];
-        heap_s[0] = heap_s[size - 1]; heap_i[0] = heap_i[size - 1];
-        sift_down(heap_s, heap_i, size - 1, 0);
-    }
+    pop_best_first(heap_s, heap_i, count, out_s, out_i);
 }
 
 /* x rounded to the nearest integer, ties to even (as rintf and numpy's rint), for |x| <= 2^22:
@@ -267,14 +272,6 @@ void dnaesa_scan_topk(const int8_t *blocks, int64_t n_blocks, int64_t dim, int64
             count[q] = offer(dots, b * LANES, n, inv_norm, k, heap_s + q * k, heap_i + q * k, count[q]);
         }
     }
-    for (int64_t q = 0; q < n_queries; q++) {  /* pop the worst to the back: best first */
-        double *hs = heap_s + q * k;
-        int64_t *hi = heap_i + q * k;
-        for (int64_t size = count[q]; size > 0; size--) {
-            out_s[q * k + size - 1] = hs[0];
-            out_i[q * k + size - 1] = hi[0];
-            hs[0] = hs[size - 1]; hi[0] = hi[size - 1];
-            sift_down(hs, hi, size - 1, 0);
-        }
-    }
+    for (int64_t q = 0; q < n_queries; q++)
+        pop_best_first(heap_s + q * k, heap_i + q * k, count[q], out_s + q * k, out_i + q * k);
 }

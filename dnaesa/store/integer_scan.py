@@ -118,7 +118,8 @@ class IntegerScan:
         row = largest = 0
         for part in parts:
             for lo in range(0, len(part), CHUNK):
-                ints, inv[row : row + len(part[lo : lo + CHUNK])], ok = integer_rows(part[lo : lo + CHUNK])
+                rows = part[lo : lo + CHUNK]
+                ints, inv[row : row + len(rows)], ok = integer_rows(rows)
                 if not ok.all():
                     return None
                 largest = max(largest, int(np.abs(ints).max(initial=0)))
@@ -126,10 +127,6 @@ class IntegerScan:
                 blocks[ids // LANES, :, ids % LANES] = ints
                 row += len(ints)
         return cls(blocks, inv, n, largest)
-
-    @property
-    def nbytes(self) -> int:
-        return self.blocks.nbytes + self.inv_norms.nbytes
 
     def search(self, queries: np.ndarray, k: int, compiled: bool = True, simd: bool = True
                ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -140,22 +137,23 @@ class IntegerScan:
         ints, inv_q, ok = integer_rows(queries, compiled)
         if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * self.largest >= EXACT_LIMIT).any():
             return None
-        flat = np.flatnonzero(ints)
-        rows, cols, values = flat // ints.shape[1], (flat % ints.shape[1]).astype(np.int32), ints.reshape(-1)[flat]
-        indptr = np.zeros(len(ints) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(ints)), out=indptr[1:])
         lib = kernel() if compiled else None
         if lib is None:
-            scores, ids = self._search_numpy(indptr, cols, values, k)
-        elif len(ints) == 1 and self._columns_ready():
-            scores, ids = self._search_columns(lib, cols, values, k, simd)
-        else:
-            scores, ids = self._search_compiled(lib, indptr, cols, values, k, simd)
+            scores, ids = self._search_numpy(ints, k)
+        else:  # the queries' non-zero coordinates (CSR) and values
+            flat = np.flatnonzero(ints)
+            cols = (flat % ints.shape[1]).astype(np.int32)
+            values = ints.reshape(-1)[flat].astype(np.float32)
+            if len(ints) == 1 and self._columns_ready():
+                scores, ids = self._search_columns(lib, cols, values, k, simd)
+            else:
+                indptr = np.zeros(len(ints) + 1, dtype=np.int64)
+                np.cumsum(np.bincount(flat // ints.shape[1], minlength=len(ints)), out=indptr[1:])
+                scores, ids = self._search_compiled(lib, indptr, cols, values, k, simd)
         return (scores * inv_q[:, None]).astype(np.float32), ids
 
-    def _search_compiled(self, lib, indptr, cols, values, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _search_compiled(self, lib, indptr, cols, val, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
         nq = len(indptr) - 1
-        val = values.astype(np.float32)
         heap_s, heap_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
         count = np.empty(nq, np.int64)
         out_s, out_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
@@ -173,8 +171,7 @@ class IntegerScan:
                 self.columns = np.ascontiguousarray(self.blocks.transpose(1, 0, 2).reshape(dim, -1)[:, : self.n])
         return self.columns is not None
 
-    def _search_columns(self, lib, cols, values, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
-        val = values.astype(np.float32)
+    def _search_columns(self, lib, cols, val, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
         acc = np.empty(self.n, np.float32)
         heap_s, heap_i = np.empty(k, np.float64), np.empty(k, np.int64)
         out_s, out_i = np.empty((1, k), np.float64), np.empty((1, k), np.int64)
@@ -183,12 +180,11 @@ class IntegerScan:
                                 out_s.ctypes.data, out_i.ctypes.data, int(simd))
         return out_s, out_i
 
-    def _search_numpy(self, indptr, cols, values, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_numpy(self, ints: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The same scores by float32 matrix products of the integers (exact), the same ties;
         `NUMPY_QUERIES` queries at a time (their scores against every vector are held)."""
-        dim, nq = self.blocks.shape[1], len(indptr) - 1
-        q = np.zeros((nq, dim), dtype=np.float32)
-        q[np.repeat(np.arange(nq), np.diff(indptr)), cols] = values
+        dim, nq = self.blocks.shape[1], len(ints)
+        q = ints.astype(np.float32)
         out_s, out_i = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
         step = CHUNK // LANES
         for first_q in range(0, nq, NUMPY_QUERIES):

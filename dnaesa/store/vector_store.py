@@ -105,10 +105,16 @@ def _read_shard(path: str, kind: str, checksums: dict | None = None):
         raise IndexDirError(f"{path}: not a readable FAISS index ({str(err).splitlines()[0][:120]}); "
                             "rebuild the index with --rebuild-index") from err
     flat = faiss.downcast_index(shard.storage) if isinstance(shard, faiss.IndexHNSW) else shard
-    vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d) if flat.ntotal else np.zeros(0, np.float32)
-    if not np.isfinite(vectors).all():
+    if not np.isfinite(_flat_vectors(flat)).all():
         raise IndexDirError(f"{path}: holds NaN or infinite vectors (a damaged index); rebuild it with --rebuild-index")
     return shard
+
+
+def _flat_vectors(shard) -> np.ndarray:
+    """The vectors of a FAISS flat index, (n, d) float32, a view of its memory (no copy)."""
+    if not shard.ntotal:
+        return np.zeros((0, shard.d), dtype=np.float32)
+    return faiss.rev_swig_ptr(shard.get_xb(), shard.ntotal * shard.d).reshape(shard.ntotal, shard.d)
 
 
 def _write_shards(shards: list, directory: str | Path, first: int) -> list[str]:
@@ -326,7 +332,7 @@ class VectorStore:
                     and self.ntotal * self.dim <= SCAN_MAX_BYTES):
                 from dnaesa.store.integer_scan import IntegerScan
 
-                parts = [faiss.rev_swig_ptr(s.get_xb(), s.ntotal * s.d).reshape(s.ntotal, s.d) for s in self._read_all()]
+                parts = [_flat_vectors(shard) for shard in self._read_all()]
                 self._scan = IntegerScan.from_vectors(parts, self.dim, self.ntotal) or False
         return self._scan or None
 
