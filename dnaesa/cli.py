@@ -137,6 +137,14 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--coarse-sieve", type=int, metavar="K",
                    help="tiered/lean store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
                         f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
+    m.add_argument("--seed-candidates", type=int, metavar="S",
+                   help="lean store: the S fragments a read's sampled 19-mers point to are scored first, and settle the "
+                        f"read when its best scores at least --seed-accept of a contained read's; 0: off [{_MAP.seed_candidates}]")
+    m.add_argument("--seed-max-occ", type=int, metavar="M",
+                   help=f"lean store: a read with a seed seen more than M times in the reference (a repeat) is searched "
+                        f"without seeds [{_MAP.seed_max_occ}]")
+    m.add_argument("--seed-accept", type=float, metavar="F",
+                   help=f"lean store: see --seed-candidates [{_MAP.seed_accept}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
     m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
@@ -228,7 +236,9 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
                        batch_size=args.batch_size, secondary=args.secondary, search_backend=args.search_backend,
                        coarse_candidates=args.coarse_candidates, prefilter_candidates=args.prefilter_candidates,
                        prefilter_ratio=args.prefilter_ratio, wide_below=args.wide_below,
-                       wide_candidates=args.wide_candidates, coarse_sieve=args.coarse_sieve)
+                       wide_candidates=args.wide_candidates, coarse_sieve=args.coarse_sieve,
+                       seed_candidates=args.seed_candidates, seed_accept=args.seed_accept,
+                       seed_max_occ=args.seed_max_occ)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

@@ -1,4 +1,4 @@
-"""The compiled kernels: small C files (`store/_scan.c`, `model/_sketch.c`) that `pip install` builds
+"""The compiled kernels: small C files (`store/_scan.c`, `model/_sketch.c`, `store/_seeds.c`) that `pip install` builds
 as optional extensions, called through ctypes (no Python API); their signatures live here.
 
 Each has a numpy path that gives the same results, which runs when a kernel is missing (no C
@@ -33,10 +33,15 @@ def _configure_sketch(lib: ctypes.CDLL) -> None:
     lib.dnaesa_sketch.argtypes = [_P, _P, _P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P]
 
 
-SCAN, SKETCH = "dnaesa.store._scan", "dnaesa.model._sketch"
+def _configure_seeds(lib: ctypes.CDLL) -> None:
+    lib.dnaesa_seeds_sample.restype = _I64
+    lib.dnaesa_seeds_sample.argtypes = [_P, _I64, _I64, ctypes.c_uint64, _P, _P]
+
+
+SCAN, SKETCH, SEEDS = "dnaesa.store._scan", "dnaesa.model._sketch", "dnaesa.store._seeds"
 #: each kernel module: (the version of its calling convention, which its `dnaesa_<stem>_abi()`
 #: must return; what sets its functions' ctypes signatures)
-KERNELS = {SCAN: (2, _configure_scan), SKETCH: (1, _configure_sketch)}
+KERNELS = {SCAN: (2, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (1, _configure_seeds)}
 
 _libs: dict[str, ctypes.CDLL | None] = {}
 #: why a kernel module is not used, by module name
@@ -74,6 +79,6 @@ def load_all() -> None:
 
 
 def load(name: str) -> ctypes.CDLL | None:
-    """The kernel module `name` (`SCAN`, `SKETCH`) as a ctypes library, or None when it is missing."""
+    """The kernel module `name` (`SCAN`, `SKETCH`, `SEEDS`) as a ctypes library, or None when it is missing."""
     load_all()
     return _libs[name]

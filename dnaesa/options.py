@@ -109,6 +109,14 @@ class MapOptions:
     #: (10%: about 0.4, 15%: 0.26 at the median), 1%-error reads high (0.74 at the 1st percentile)
     wide_below: float = 0.6
     wide_candidates: int = 8192
+    #: a lean store with seeds (`store/seeds.py`): the fragments a read's seeds point to, at most
+    #: this many, are scored by the exact tier first (0: no seeds) ...
+    seed_candidates: int = 64
+    #: ... unless one of its seeds is seen more often than this in the reference (a repeat)
+    seed_max_occ: int = 256
+    #: ... and settle the read when its best scores at least this x what a read inside a fragment
+    #: scores; any other read is searched by the coarse tier as without seeds
+    seed_accept: float = 0.8
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 1024:
@@ -136,6 +144,12 @@ class MapOptions:
             raise OptionsError(f"wide_below must be in [0, 1], got {self.wide_below}")
         if not 1 <= self.wide_candidates <= 8192:
             raise OptionsError(f"wide_candidates must be in [1, 8192], got {self.wide_candidates}")
+        if not 0 <= self.seed_candidates <= 8192:
+            raise OptionsError(f"seed_candidates must be in [0, 8192], got {self.seed_candidates}")
+        if self.seed_max_occ < 1:
+            raise OptionsError(f"seed_max_occ must be at least 1, got {self.seed_max_occ}")
+        if not 0.0 <= self.seed_accept <= 1.0:
+            raise OptionsError(f"seed_accept must be in [0, 1], got {self.seed_accept}")
         if not 0 <= self.coarse_sieve <= 65536:
             raise OptionsError(f"coarse_sieve must be in [0, 65536], got {self.coarse_sieve}")
         if self.batch_size < 1:

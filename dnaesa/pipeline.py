@@ -125,7 +125,7 @@ class Aligner:
             exact = SequenceTier(self.encoder, self.reference, self.index.fragments)
         self.find_candidates = CandidateFinder(self.encoder, self.index.store, self.index.fragments,
                                                self.reference.lengths, self.options, self.index_options.fragment_len,
-                                               coarse=coarse, exact=exact)
+                                               coarse=coarse, exact=exact, seeds=self.index.seeds)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""

@@ -81,7 +81,8 @@ def test_bad_option_value(tmp_path, index_args, capsys, flag, value, name):
 
 def test_lean_store_from_the_command_line(tmp_path, lambda_ref, capsys):
     """`dnaesa index --store lean`, then `align` against it: the example reads place as with the
-    tiered store (the same SAM records), from an index a quarter of its size."""
+    tiered store (the same SAM records), from an index a quarter of its size, besides its seeds
+    (about 500 bytes a fragment, store/seeds.py)."""
     from pathlib import Path
 
     examples = Path(__file__).parent.parent / "examples"
@@ -93,7 +94,7 @@ def test_lean_store_from_the_command_line(tmp_path, lambda_ref, capsys):
         assert main(["-q", "align", str(examples / "reads.fq.gz"), str(lambda_ref), "--index", str(idx), "-o", str(out),
                      "-t", "1"]) == 0
         records[kind] = [line for line in out.read_text().splitlines() if not line.startswith("@")]
-        sizes[kind] = sum(p.stat().st_size for p in idx.iterdir())
+        sizes[kind] = sum(p.stat().st_size for p in idx.iterdir() if not p.name.startswith("seed"))
     assert len(records["lean"]) == 1000 and records["lean"] == records["tiered"]
     assert sizes["lean"] < sizes["tiered"] / 3
 

@@ -111,7 +111,7 @@ def test_lean_build_holds_the_tiered_indexs_bytes_and_a_cut_tiered_index_equals_
     for a, b in zip(cut.manifest["shards"], lean.manifest["shards"], strict=True):
         assert (tmp_path / "t" / a).read_bytes() == (tmp_path / "l" / b).read_bytes()
     listed = {"manifest.json", cut.manifest["fragments_file"], cut.manifest["sieve_file"], *cut.manifest["shards"],
-              *cut.manifest["coarse_shards"], cut.manifest["sequence"]["bases"], cut.manifest["sequence"]["nruns"]}
+              *cut.manifest["coarse_shards"], cut.manifest["sequence"]["bases"], cut.manifest["sequence"]["nruns"], *cut.manifest["seeds"]["files"]}
     assert {p.name for p in (tmp_path / "t").iterdir()} == listed  # the int4 shards are gone
     assert open_index(ref, enc, IndexOptions(**opts), tmp_path / "t").manifest["options"]["index_kind"] == "lean"
     with pytest.raises(IndexDirError, match="index_kind lean -> tiered"):  # the way back needs a rebuild
@@ -201,7 +201,7 @@ def test_divergent_reads_are_searched_again_widely_and_close_ones_are_not(random
     divergent = [mutate(seq[s : s + 250], 0.15) for s in starts]
     close = [seq[s : s + 250] for s in starts]
     flat = Aligner(ref, "default", index=tmp_path / "f", device="cpu", index_kind="flat", threads=1)
-    narrow = dict(coarse_candidates=16, prefilter_candidates=16, threads=1)
+    narrow = dict(coarse_candidates=16, prefilter_candidates=16, threads=1, seed_candidates=0)  # the coarse tier's path
     wide = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", **narrow)
     off = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", wide_below=0, **narrow)
 

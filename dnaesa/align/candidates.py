@@ -105,9 +105,9 @@ class CandidateFinder:
     a read and loses no true fragment from the top 16)."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
-                 fragment_len: int, coarse: tuple | None = None, exact=None):
+                 fragment_len: int, coarse: tuple | None = None, exact=None, seeds=None):
         self.encoder, self.store, self.fragments, self.options = encoder, store, fragments, options
-        self.coarse, self.exact = coarse, exact
+        self.coarse, self.exact, self.seeds = coarse, exact, seeds
         self.fragment_len = fragment_len
         self._contig_lengths = np.asarray(contig_lengths, dtype=np.int64)
 
@@ -136,6 +136,23 @@ class CandidateFinder:
         vectors = self.encoder.encode(queries)
         if self.coarse is None:
             return self.store.search(vectors, k)
+        o = self.options
+        if self.seeds is None or not o.seed_candidates:
+            return self._search_tiers(queries, vectors, k)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ)
+        some = np.flatnonzero(usable)
+        if len(some):
+            scores[some], ids[some] = self.exact.rerank(vectors[some], picked[some], k)
+        lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
+        rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
+        if len(rest):
+            scores[rest], ids[rest] = self._search_tiers([queries[i] for i in rest], vectors[rest], k)
+        return scores, ids
+
+    def _search_tiers(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse tier's picks, scored by the exact tier (a tiered or lean index)."""
         encoder, tier = self.coarse
         o = self.options
         coarse_vectors = encoder.encode(queries)

@@ -38,7 +38,7 @@ from dnaesa.errors import IndexDirError, OptionsError
 from dnaesa.model.base import Encoder
 from dnaesa.options import IndexOptions
 from dnaesa.reference import Reference, fragment_count
-from dnaesa.store import sequence_file, sieve
+from dnaesa.store import seeds, sequence_file, sieve
 from dnaesa.store.coarse import CoarseTier
 from dnaesa.store.codes import code_width
 from dnaesa.store.parallel_embed import encode_on_one_thread, encoded_chunks
@@ -79,6 +79,8 @@ class Index:
     directory: Path
     coarse: CoarseTier | None = None
     coarse_encoder: Encoder | None = None
+    #: a lean index's seed table (`seeds.py`), once `keep_seeds` has made or checked it
+    seeds: seeds.SeedTable | None = None
 
 
 def store_kind(index_kind: str) -> str:
@@ -198,9 +200,72 @@ def check_replaceable(directory: Path) -> None:
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
                workers: int = 1, engine=None) -> Index:
-    """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`)."""
+    """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), and
+    a lean index's seeds (`seeds.py`)."""
     index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
-    return keep_sequence(index, reference)
+    return keep_seeds(keep_sequence(index, reference))
+
+
+def keep_seeds(index: Index) -> Index:
+    """Give a lean `index` that keeps its reference's bases the seed table of them (`seeds.py`),
+    made from those bases unless the manifest names a table for them with the same parameters,
+    and load it (checked against its checksums). Best effort, as `keep_sequence`: where the table
+    cannot be made or read, the index is searched without it (one info line)."""
+    manifest = index.manifest
+    checksum = manifest["reference_checksum"]
+    bases = manifest.get("sequence") or {}
+    if manifest["options"]["index_kind"] != "lean" or bases.get("reference_checksum") != checksum:
+        return index
+    names = seeds.file_names(checksum)
+    entry = manifest.get("seeds") or {}
+    try:
+        if entry.get("params") != seeds.SEED_PARAMS or entry.get("reference_checksum") != checksum or \
+                entry.get("files") != list(names):
+            with unchanged_manifest(index) as current:
+                if current is None:
+                    return index
+                log.info("making the seed table of %s (%s)", index.directory, seeds.SEED_PARAMS)
+                entry = _write_seeds(index, names)
+                write_manifest(index.directory, dict(current, seeds=entry))
+                for old in [*index.directory.glob("seedkeys.*.npy"), *index.directory.glob("seedpos.*.npy")]:
+                    if old.name not in names:  # another reference's, or a killed write's
+                        old.unlink(missing_ok=True)
+            index.manifest["seeds"] = entry
+        verify_files([index.directory / name for name in names], entry["checksums"])
+        keys, positions = (np.load(index.directory / name, mmap_mode="r") for name in names)
+        if keys.dtype != np.uint32 or positions.dtype != np.uint32 or keys.shape != positions.shape:
+            raise ValueError("the seed table's files do not fit together")
+    except (IndexDirError, OSError, ValueError) as err:
+        log.info("[dnaesa] %s: searched without seeds (%s)", index.directory, getattr(err, "strerror", None) or err)
+        return index
+    index.seeds = seeds.SeedTable(keys, positions, entry["params"], index.fragments,
+                                  [int(n) for _, n in manifest["contigs"]])
+    return index
+
+
+def _write_seeds(index: Index, names: tuple[str, str]) -> dict:
+    """Make the seed table of the index's packed bases into its folder; the manifest's entry."""
+    entry = index.manifest["sequence"]
+    sequence_file.check_files(index.directory, entry)
+    lengths = [int(n) for _, n in index.manifest["contigs"]]
+    packed = sequence_file.PackedSequence(np.load(index.directory / entry["bases"], mmap_mode="r"),
+                                          np.load(index.directory / entry["nruns"]), lengths)
+    tables = seeds.build(packed, seeds.SEED_PARAMS)
+    tmp = [index.directory / (name + ".new.npy") for name in names]
+    try:
+        for path, table in zip(tmp, tables):
+            np.save(path, table)
+        for path, name in zip(tmp, names):
+            path.replace(index.directory / name)
+    except OSError:
+        for name in names:  # not half a table
+            (index.directory / name).unlink(missing_ok=True)
+        raise
+    finally:
+        for path in tmp:
+            path.unlink(missing_ok=True)
+    return {"params": dict(seeds.SEED_PARAMS), "reference_checksum": index.manifest["reference_checksum"],
+            "files": list(names), "checksums": {name: file_checksum(index.directory / name) for name in names}}
 
 
 def keep_sequence(index: Index, reference: Reference) -> Index:

@@ -1,0 +1,200 @@
+"""Seeds: a sub-linear first search for a lean index, before the coarse tier's exhaustive one.
+
+At genome scale a read's cost was the coarse tier's pass over every fragment (the sieve's scan of
+3.1 M product-quantisation codes: about 8 CPU ms a read, five times bwa's whole cost per read;
+benchmarks/RESULTS.md, "Genome scale"). Vector search cannot be made sub-linear here without losing
+recall: count sketches of unrelated fragments are nearly orthogonal, so IVF and HNSW keep 60-87%
+(measured there). This module narrows the search the other way round, as a sparse embedding with
+an inverted index: the read's sampled k-mers are looked up in a table of the reference's, and the
+few fragments they point to are scored by the exact tier (`SequenceTier`), the same cosine as
+before. A read is settled by them only when that best score is what a read inside a fragment
+scores (`MapOptions.seed_accept`); any other read (divergent, all seeds missed, or a seed too
+frequent to look up: a repeat, whose copies must all be seen for its MAPQ) takes the dense path as
+before, so what seeds cannot vouch for costs one lookup more and changes nothing.
+
+The table (`SEED_PARAMS`): every canonical k-mer (k = 19) of the reference whose 64-bit hash
+(splitmix64's finaliser of its 2-bit code) has its low `log2(sample)` bits zero, about one in 16;
+the same rule samples a read, so a read and its source share their sampled k-mers wherever no
+error falls (at 1% errors a 250 bp read has about 12 of them, a 150 bp read about 7). Stored as
+two sorted uint32 arrays (8 bytes an entry, about 500 bytes a fragment): the key (the hash's high
+32 bits with the lowest one replaced by the strand on which the k-mer is canonical) and the
+position (along all contigs laid end to end). A hit's strand and the k-mer's offset in the read
+give the read's start on the reference, and so the fragment that holds the read: hits that agree
+vote for the same fragment, as a diagonal does in a chaining aligner. Keys that occur more than
+`MapOptions.seed_max_occ` times are not looked up, and mark the read for the dense path.
+
+The files `seedkeys.<checksum>.npy` and `seedpos.<checksum>.npy` are made from the index's packed
+bases (`sequence_file.py`) when it keeps them, and are named with their SHA-256 in the manifest's
+`seeds` entry (`index_dir.keep_seeds`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dnaesa import compiled
+
+#: the manifest's `seeds`: k-mers of `k` bases kept where hash % `sample` == 0
+SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 16, "version": 1}
+#: bases hashed at a time while building (a multiple of 4)
+BUILD_CHUNK = 1 << 22
+#: bases either side of a read's start and end, as its seeds place it, whose fragments are
+#: candidates too (indels shift the placement; a read at a fragment's first base is in two)
+SLACK = 32
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_NOT_ACGT = np.uint8(4)
+_ASCII_CODE = np.full(256, 4, dtype=np.uint8)
+for _i, _b in enumerate(b"ACGT"):
+    _ASCII_CODE[_b] = _ASCII_CODE[_b + 32] = _i
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (a bijection of 64-bit integers), in place."""
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def sampled_kmers(codes: np.ndarray, k: int, sample: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled canonical k-mers of `codes` (uint8 0-3; anything else breaks the k-mers over it):
+    (keys uint32: the hash's high 32 bits, lowest bit = 1 where the k-mer is canonical as its
+    reverse complement; positions int64 of their first base). Compiled (`_seeds.c`) where built."""
+    lib = compiled.load(compiled.SEEDS)
+    if lib is None:
+        return _sampled_kmers_numpy(codes, k, sample)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    keys = np.empty(len(codes), dtype=np.uint32)
+    positions = np.empty(len(codes), dtype=np.int64)
+    got = lib.dnaesa_seeds_sample(codes.ctypes.data, len(codes), k, sample - 1, keys.ctypes.data, positions.ctypes.data)
+    return keys[:got].copy(), positions[:got].copy()
+
+
+def _sampled_kmers_numpy(codes: np.ndarray, k: int, sample: int) -> tuple[np.ndarray, np.ndarray]:
+    """`sampled_kmers` in numpy: the same keys and positions."""
+    m = len(codes) - k + 1
+    if m <= 0:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    c = np.minimum(codes, 3).astype(np.uint64)
+    fwd = np.zeros(m, dtype=np.uint64)
+    rev = np.zeros(m, dtype=np.uint64)
+    for j in range(k):
+        part = c[j : j + m]
+        fwd <<= np.uint64(2)
+        fwd |= part
+        rev |= (np.uint64(3) - part) << np.uint64(2 * j)
+    bad = np.concatenate(([0], np.cumsum(codes > 3, dtype=np.int64)))
+    ok = bad[k:] == bad[:-k]
+    strand = rev < fwd
+    h = _mix(np.minimum(fwd, rev))
+    keep = np.flatnonzero(ok & ((h & np.uint64(sample - 1)) == 0))
+    keys = ((h[keep] >> np.uint64(32)).astype(np.uint32) & np.uint32(0xFFFFFFFE)) | strand[keep].astype(np.uint32)
+    return keys, keep
+
+
+def build(packed, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The table of `packed` (`sequence_file.PackedSequence`): (keys, positions), both uint32,
+    sorted by key then position."""
+    k, sample = params["k"], params["sample"]
+    total = int(packed.offsets[-1])
+    if total >= 1 << 32:
+        raise ValueError(f"seeds address at most 4,294,967,295 bases; this reference has {total:,}")
+    keys, starts = [], []
+    for ci, length in enumerate(packed.lengths):
+        base = int(packed.offsets[ci])
+        for lo in range(0, length, BUILD_CHUNK):
+            hi = min(length, lo + BUILD_CHUNK + k - 1)
+            codes = _ASCII_CODE[packed.ascii(base + lo, base + hi)]
+            got_keys, got_pos = sampled_kmers(codes, k, sample)
+            keys.append(got_keys)
+            starts.append((got_pos + base + lo).astype(np.uint32))
+            if hi == length:
+                break
+    both = (np.concatenate(keys).astype(np.uint64) << np.uint64(32)) | np.concatenate(starts).astype(np.uint64)
+    both.sort()
+    return (both >> np.uint64(32)).astype(np.uint32), (both & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def file_names(reference_checksum: str) -> tuple[str, str]:
+    """The table's two files: keys and positions."""
+    return f"seedkeys.{reference_checksum[:16]}.npy", f"seedpos.{reference_checksum[:16]}.npy"
+
+
+class SeedTable:
+    """The seeds of a lean index, and the fragments they point reads to."""
+
+    def __init__(self, keys: np.ndarray, positions: np.ndarray, params: dict, fragments: np.ndarray,
+                 contig_lengths: Sequence[int]):
+        self.keys, self.positions, self.params = keys, positions, params
+        self.k, self.sample = params["k"], params["sample"]
+        lengths = np.asarray(contig_lengths, dtype=np.int64)
+        self.contig_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.contig_starts[1:])
+        #: each fragment's start along all contigs (ascending: fragments come in contig order)
+        self.fragment_starts = self.contig_starts[fragments[:, 0]] + fragments[:, 1]
+        self.fragment_ends = self.contig_starts[fragments[:, 0]] + fragments[:, 2]
+
+    def candidates(self, seqs: Sequence[str], limit: int, max_occ: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each read: the fragments its seeds point to, most votes first (ties to the lower
+        id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
+        read (bool (n,): some seed was found, and none was too frequent to look up: seen more than
+        `max_occ` times)."""
+        n = len(seqs)
+        lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
+        read, start, contig, frequent = self._hits(seqs, lens, max_occ)
+        out = np.full((n, limit), -1, dtype=np.int64)
+        rows, frag = self._votes(read, start, lens[read], contig)
+        bounds = np.searchsorted(rows, np.arange(n + 1))
+        rank = np.arange(len(rows)) - bounds[rows]
+        keep = rank < limit
+        out[rows[keep], rank[keep]] = frag[keep]
+        return out, (bounds[1:] > bounds[:-1]) & ~frequent
+
+    def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int) -> tuple[np.ndarray, ...]:
+        """Every table entry that a read's seeds match: (the read, where the read would start on the
+        reference, the entry's contig), and which reads have a seed too frequent to look up."""
+        read_starts = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum(lens + 1, out=read_starts[1:])
+        text = "\n".join(seqs).encode("ascii", "replace")
+        keys, where = sampled_kmers(_ASCII_CODE[np.frombuffer(text, dtype=np.uint8)], self.k, self.sample)
+        read = np.searchsorted(read_starts, where, side="right") - 1
+        offset = where - read_starts[read]
+        lo = np.searchsorted(self.keys, keys & np.uint32(0xFFFFFFFE), side="left")
+        count = np.searchsorted(self.keys, keys | np.uint32(1), side="right") - lo
+        frequent = np.zeros(len(seqs), dtype=bool)
+        frequent[read[count > max_occ]] = True
+        take = count <= max_occ
+        read, offset, lo, count, keys = read[take], offset[take], lo[take], count[take], keys[take]
+        seed = np.repeat(np.arange(len(lo)), count)
+        entry = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        g = self.positions[entry].astype(np.int64)
+        same = (self.keys[entry] & np.uint32(1)) == (keys[seed] & np.uint32(1))  # the read is on the k-mer's strand
+        read, q = read[seed], offset[seed]
+        contig = np.searchsorted(self.contig_starts, g, side="right") - 1
+        return read, np.where(same, g - q, g - (lens[read] - self.k - q)), contig, frequent
+
+    def _votes(self, read: np.ndarray, start: np.ndarray, length: np.ndarray,
+               contig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each hit votes for the fragments of its contig that may hold its read (within `SLACK`
+        bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment)
+        pairs, each once, by read, then most votes, then the lower fragment."""
+        first, last = self.contig_starts[contig], self.contig_starts[contig + 1] - 1
+        a = self._fragment_of(np.clip(start - SLACK, first, last))
+        span = self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1
+        hit = np.repeat(np.arange(len(a)), span)
+        frag = np.repeat(a - np.cumsum(span) + span, span) + np.arange(int(span.sum()))
+        s, end = start[hit], start[hit] + length[hit]
+        holds = (self.fragment_starts[frag] <= s) & (end <= self.fragment_ends[frag])
+        stride = len(self.fragment_starts) + 1
+        uniq, inverse = np.unique(read[hit] * stride + frag, return_inverse=True)
+        votes = np.bincount(inverse, weights=1 + holds, minlength=len(uniq))
+        rows, frag = np.divmod(uniq, stride)
+        order = np.lexsort((frag, -votes, rows))
+        return rows[order], frag[order]
+
+    def _fragment_of(self, g: np.ndarray) -> np.ndarray:
+        """The last fragment starting at or before position `g` (same contig, as `g` is clipped)."""
+        return np.searchsorted(self.fragment_starts, g, side="right") - 1

@@ -1,0 +1,202 @@
+"""Seeds (store/seeds.py): the sampled k-mers (compiled and numpy paths alike, strand-free), the
+fragments a read's seeds point to, which reads they may settle, the table kept in a lean index
+(made once, checked, remade when stale, left out where it cannot be written or read), and reads
+placed with seeds as without."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from dnaesa import compiled
+from dnaesa.dna import reverse_complement
+from dnaesa.model.base import load_encoder
+from dnaesa.options import IndexOptions
+from dnaesa.pipeline import Aligner
+from dnaesa.reference import Reference
+from dnaesa.store import seeds
+from dnaesa.store.index_dir import open_index
+from dnaesa.store.sequence_file import PackedSequence, pack
+
+PARAMS = seeds.SEED_PARAMS
+K = PARAMS["k"]
+
+
+@pytest.fixture(autouse=True)
+def small_sieve(monkeypatch):
+    """The coarse tier's sieve is built from 1,000,000 fragments; these small indexes get one too."""
+    from dnaesa.store import sieve
+
+    monkeypatch.setitem(sieve.SIEVE_PARAMS, "min_fragments", 1024)
+
+
+def _codes(text: str) -> np.ndarray:
+    return seeds._ASCII_CODE[np.frombuffer(text.encode(), dtype=np.uint8)]
+
+
+@pytest.mark.skipif(compiled.load(compiled.SEEDS) is None, reason="the seeds kernel is not built")
+@pytest.mark.parametrize("k, sample", [(5, 1), (19, 16), (31, 4), (32, 2)])
+def test_compiled_and_numpy_sampling_agree(k, sample):
+    rng = np.random.default_rng(k)
+    for n in (0, k - 1, k, k + 1, 5_000):
+        codes = rng.integers(0, 4, n).astype(np.uint8)
+        codes[rng.random(n) < 0.02] = 4  # Ns break the k-mers over them
+        got = seeds.sampled_kmers(codes, k, sample)
+        want = seeds._sampled_kmers_numpy(codes, k, sample)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert len(want[0]) > 5_000 // sample // 3  # the test is not all empty
+
+
+def test_sampling_is_strand_free_and_skips_ns():
+    rng = np.random.default_rng(1)
+    seq = "".join(rng.choice(list("ACGT"), 4_000))
+    fwd_keys, fwd_pos = seeds.sampled_kmers(_codes(seq), K, 16)
+    rev_keys, rev_pos = seeds.sampled_kmers(_codes(reverse_complement(seq)), K, 16)
+    assert len(fwd_keys) > 100
+    # the same k-mers on the other strand: keys equal but for the strand bit, positions mirrored
+    order = np.argsort(len(seq) - K - rev_pos)
+    assert np.array_equal(len(seq) - K - rev_pos[order], fwd_pos)
+    assert np.array_equal(rev_keys[order] ^ np.uint32(1), fwd_keys)
+    broken = seq[:1000] + "N" + seq[1001:]
+    keys, pos = seeds.sampled_kmers(_codes(broken), K, 16)
+    assert not ((pos > 1000 - K) & (pos <= 1000)).any()
+    assert set(pos) == set(fwd_pos[(fwd_pos <= 1000 - K) | (fwd_pos > 1000)])
+
+
+def _built(ref: Reference, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """The seed table of `ref`, made from its packed bases as an index makes it."""
+    pack(ref.seqs, tmp_path / "b.npy", tmp_path / "n.npy")
+    return seeds.build(PackedSequence(np.load(tmp_path / "b.npy"), np.load(tmp_path / "n.npy"), ref.lengths), PARAMS)
+
+
+def _table(ref: Reference, tmp_path) -> seeds.SeedTable:
+    return seeds.SeedTable(*_built(ref, tmp_path), PARAMS, ref.fragments(1250, 1000), ref.lengths)
+
+
+def test_the_table_holds_every_sampled_kmer_sorted(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    keys, positions = _built(ref, tmp_path)
+    assert np.all(keys[1:] >= keys[:-1])
+    want_keys, want_pos = [], []
+    for ci, seq in enumerate(ref.seqs):
+        k, p = seeds._sampled_kmers_numpy(_codes(seq), K, 16)
+        want_keys.append(k)
+        want_pos.append(p + sum(ref.lengths[:ci]))
+    order = np.lexsort((np.concatenate(want_pos), np.concatenate(want_keys)))
+    assert np.array_equal(keys, np.concatenate(want_keys)[order])
+    assert np.array_equal(positions, np.concatenate(want_pos)[order])
+
+
+def test_reads_point_to_the_fragment_that_holds_them(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    table = _table(ref, tmp_path)
+    frags = ref.fragments(1250, 1000)
+    rng = np.random.default_rng(2)
+    starts = rng.integers(0, 500_000 - 250, 100)
+    reads = [ref.fetch(1, s, s + 250) for s in starts]
+    reads[:30] = [reverse_complement(r) for r in reads[:30]]
+    reads[30:40] = [r[:100] + ("A" if r[100] != "A" else "C") + r[101:] for r in reads[30:40]]  # a mismatch
+    reads.append("".join(rng.choice(list("ACGT"), 250)))  # from nowhere: no seed is found
+    reads.append("ACGT" * 10)  # too short to hold a sampled k-mer, perhaps: never an error
+    picked, usable = table.candidates(reads, 8, max_occ=256)
+    for row, s in zip(picked[:100], starts):
+        holds = [i for i in row if i >= 0 and frags[i][0] == 1 and frags[i][1] <= s and s + 250 <= frags[i][2]]
+        assert holds and row[0] in holds  # the most votes go to a fragment that holds the read
+    assert usable[:100].all() and not usable[100]
+    assert (picked[100] == -1).all()
+
+
+def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    repeat = ref.fetch(0, 1000, 1300)
+    seqs = list(ref.seqs)
+    seqs[0] = seqs[0][:100_000] + repeat * 40 + seqs[0][100_000 + 300 * 40 :]  # 41 copies of 300 bp
+    ref = Reference("rep.fa", ref.names, seqs)
+    table = _table(ref, tmp_path)
+    _, usable = table.candidates([repeat[20:270], ref.fetch(1, 5000, 5250)], 64, max_occ=16)
+    assert usable.tolist() == [False, True]
+    _, usable = table.candidates([repeat[20:270]], 64, max_occ=64)
+    assert usable.tolist() == [True]
+
+
+def _reads(ref: Reference, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, 700_000 - 250, n)
+    reads = [ref.fetch(0, s, s + 250) for s in starts]
+    return [reverse_complement(r) if i % 3 == 0 else r for i, r in enumerate(reads)], starts
+
+
+def test_reads_place_with_seeds_as_without_and_seeds_settle_them(random_ref, tmp_path, monkeypatch):
+    ref = Reference.load(random_ref)
+    reads, starts = _reads(ref, 150, 4)
+    reads += ["".join(np.random.default_rng(5).choice(list("ACGT"), 250))]  # unplaceable: the dense path
+    common = dict(model="default", index=tmp_path / "l", device="cpu", index_kind="lean", threads=1)
+    on = Aligner(ref, **common)
+    off = Aligner(ref, **common, seed_candidates=0)
+    assert on.index.seeds is not None
+    tier = on.find_candidates.coarse[1]
+    calls = []
+    real = tier.search
+    monkeypatch.setattr(tier, "search", lambda *a: calls.append(len(a[0])) or real(*a))
+    got = on.map_batch(reads)
+    assert calls == [1, 1]  # only the read from nowhere took the coarse tier (then, scoring low, its wide pass)
+    want = off.map_batch(reads)
+    assert [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq) for a in r] for r in got] == \
+        [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq) for a in r] for r in want]
+    assert sum(bool(r) and r[0].ref_start == s for r, s in zip(got, starts)) == 150
+
+
+def test_the_lean_index_keeps_its_seeds_and_remakes_stale_ones(random_ref, tmp_path, monkeypatch, caplog):
+    ref = Reference.load(random_ref)
+    enc = load_encoder("default", "cpu")
+    opts = IndexOptions(index_kind="lean")
+    folder = tmp_path / "l"
+    index = open_index(ref, enc, opts, folder)
+    entry = index.manifest["seeds"]
+    names = seeds.file_names(index.manifest["reference_checksum"])
+    assert entry["files"] == list(names) and json.loads((folder / "manifest.json").read_text())["seeds"] == entry
+    stamps = {name: (folder / name).stat().st_mtime_ns for name in names}
+    again = open_index(ref, enc, opts, folder)  # kept: not made again
+    assert again.seeds is not None and {name: (folder / name).stat().st_mtime_ns for name in names} == stamps
+    monkeypatch.setitem(seeds.SEED_PARAMS, "sample", 8)  # other parameters: made anew
+    with caplog.at_level(logging.INFO, logger="dnaesa"):
+        remade = open_index(ref, enc, opts, folder)
+    assert "making the seed table" in caplog.text and remade.manifest["seeds"]["params"]["sample"] == 8
+    assert len(remade.seeds.keys) > 1.5 * len(again.seeds.keys)
+    assert sorted(p.name for p in folder.glob("seed*")) == sorted(names)  # nothing stale left beside them
+
+
+def test_damaged_seeds_are_not_used(random_ref, tmp_path, caplog):
+    ref = Reference.load(random_ref)
+    enc = load_encoder("default", "cpu")
+    opts = IndexOptions(index_kind="lean")
+    folder = tmp_path / "l"
+    open_index(ref, enc, opts, folder)
+    name = seeds.file_names(json.loads((folder / "manifest.json").read_text())["reference_checksum"])[1]
+    data = bytearray((folder / name).read_bytes())
+    data[-1] ^= 1
+    (folder / name).write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="dnaesa"):
+        index = open_index(ref, enc, opts, folder)
+    assert index.seeds is None and "searched without seeds" in caplog.text and "checksum" in caplog.text
+
+
+def test_seeds_that_cannot_be_written_leave_the_index_serving(random_ref, tmp_path, monkeypatch, caplog):
+    ref = Reference.load(random_ref)
+    real_save = np.save
+
+    def full_disk(path, array):
+        if "seedpos" in str(path):
+            raise OSError(28, "No space left on device")
+        return real_save(path, array)
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with caplog.at_level(logging.INFO, logger="dnaesa"):
+        aligner = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", threads=1)
+    assert aligner.index.seeds is None and "No space left on device" in caplog.text
+    assert "seeds" not in json.loads((tmp_path / "l" / "manifest.json").read_text())
+    assert not list((tmp_path / "l").glob("seed*"))  # no partial file left
+    reads, starts = _reads(ref, 20, 7)
+    assert sum(bool(r) and r[0].ref_start == s for r, s in zip(aligner.map_batch(reads), starts)) == 20
