@@ -200,3 +200,45 @@ def test_seeds_that_cannot_be_written_leave_the_index_serving(random_ref, tmp_pa
     assert not list((tmp_path / "l").glob("seed*"))  # no partial file left
     reads, starts = _reads(ref, 20, 7)
     assert sum(bool(r) and r[0].ref_start == s for r, s in zip(aligner.map_batch(reads), starts)) == 20
+
+
+def test_merged_hits_keep_each_id_once_best_first_ties_to_the_lower_id():
+    from dnaesa.align.candidates import merge_hits
+
+    inf = np.inf
+    dense = (np.array([[0.9, 0.5, -inf], [0.3, 0.2, 0.1]], np.float32), np.array([[7, 3, -1], [4, 5, 6]]))
+    seeded = (np.array([[0.9, 0.5, 0.4], [-inf, -inf, -inf]], np.float32), np.array([[2, 3, 9], [-1, -1, -1]]))
+    scores, ids = merge_hits(dense, seeded, 4)
+    assert ids.tolist() == [[2, 7, 3, 9], [4, 5, 6, -1]]
+    assert scores.tolist() == [[np.float32(0.9), np.float32(0.9), np.float32(0.5), np.float32(0.4)],
+                               [np.float32(0.3), np.float32(0.2), np.float32(0.1), -inf]]
+
+
+def test_a_read_the_coarse_tier_misses_is_found_by_its_seeds(random_ref, tmp_path):
+    """A read left to the coarse tier (here: a narrow one, 16 picks, for 15%-divergent reads) still
+    has its seeds' fragments scored, and the better of the two searches wins."""
+    ref = Reference.load(random_ref)
+    rng = np.random.default_rng(9)
+    starts = rng.integers(0, 500_000 - 250, 80)
+    table = np.frombuffer(b"ACGT", np.uint8)
+
+    def mutate(s: str) -> str:
+        b = np.frombuffer(s.encode(), np.uint8).copy()
+        hit = rng.random(len(b)) < 0.15
+        b[hit] = table[(np.searchsorted(table, b[hit]) + rng.integers(1, 4, hit.sum())) % 4]
+        return b.tobytes().decode()
+
+    reads = [mutate(ref.fetch(1, s, s + 250)) for s in starts]
+    narrow = dict(model="default", index=tmp_path / "l", device="cpu", index_kind="lean", threads=1,
+                  coarse_candidates=16, prefilter_candidates=16, wide_below=0)
+    frags = None
+
+    def found(aligner) -> int:
+        _, ids = aligner.find_candidates._search(reads, 16)
+        return sum(any(frags[i][0] == 1 and frags[i][1] <= s and s + 250 <= frags[i][2] for i in row[:1] if i >= 0)
+                   for row, s in zip(ids, starts))
+
+    off = Aligner(ref, **narrow, seed_candidates=0)
+    frags = off.index.fragments
+    on = Aligner(ref, **narrow)
+    assert found(on) >= found(off) + 4  # 56 against 51 when written

@@ -91,6 +91,23 @@ def exact_rerank(store, exact, vectors: np.ndarray, picked: np.ndarray, k: int,
     return exact.rerank(vectors, picked, k)
 
 
+def merge_hits(one: tuple[np.ndarray, np.ndarray], two: tuple[np.ndarray, np.ndarray],
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top `k` of two searches' (scores, ids) per read (-inf / -1 pads), each id once (both
+    searches score an id alike), ties to the lower id."""
+    ids = np.hstack([one[1], two[1]])
+    scores = np.hstack([one[0], two[0]])
+    by_id = np.argsort(ids, axis=1, kind="stable")
+    ids, scores = np.take_along_axis(ids, by_id, 1), np.take_along_axis(scores, by_id, 1)
+    repeat = np.zeros(ids.shape, dtype=bool)
+    repeat[:, 1:] = ids[:, 1:] == ids[:, :-1]
+    drop = repeat | (ids < 0)
+    scores = np.where(drop, -np.inf, scores)
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ids ascending: ties to the lower id
+    scores, ids = np.take_along_axis(scores, best, 1), np.take_along_axis(np.where(drop, -1, ids), best, 1)
+    return scores, ids
+
+
 class CandidateFinder:
     """Reads -> `CandidateBatch`: embed with `encoder`, search `store`, and map the hits to windows
     of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i.
@@ -142,13 +159,14 @@ class CandidateFinder:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ)
-        some = np.flatnonzero(usable)
+        some = np.flatnonzero(picked[:, 0] >= 0)
         if len(some):
             scores[some], ids[some] = self.exact.rerank(vectors[some], picked[some], k)
         lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
         rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
-        if len(rest):
-            scores[rest], ids[rest] = self._search_tiers([queries[i] for i in rest], vectors[rest], k)
+        if len(rest):  # the coarse tier's picks, and the seeds' where they found any (a divergent read's few)
+            dense = self._search_tiers([queries[i] for i in rest], vectors[rest], k)
+            scores[rest], ids[rest] = merge_hits(dense, (scores[rest], ids[rest]), k)
         return scores, ids
 
     def _search_tiers(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
