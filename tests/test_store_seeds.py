@@ -81,7 +81,7 @@ def test_the_table_holds_every_sampled_kmer_sorted(random_ref, tmp_path):
     assert np.all(keys[1:] >= keys[:-1])
     want_keys, want_pos = [], []
     for ci, seq in enumerate(ref.seqs):
-        k, p = seeds._sampled_kmers_numpy(_codes(seq), K, 16)
+        k, p = seeds._sampled_kmers_numpy(_codes(seq), K, PARAMS["sample"])
         want_keys.append(k)
         want_pos.append(p + sum(ref.lengths[:ci]))
     order = np.lexsort((np.concatenate(want_pos), np.concatenate(want_keys)))
@@ -106,6 +106,11 @@ def test_reads_point_to_the_fragment_that_holds_them(random_ref, tmp_path):
         assert holds and row[0] in holds  # the most votes go to a fragment that holds the read
     assert usable[:100].all() and not usable[100]
     assert (picked[100] == -1).all()
+    # half the seeds (the first pass) still find reads close to the reference, from fewer hits
+    halved, usable = table.candidates(reads[:100], 8, max_occ=256, half=True)
+    assert usable.all() and (halved[:, 0] == picked[:100, 0]).all()
+    lens = np.full(100, 250)
+    assert 0.3 < len(table._hits(reads[:100], lens, 256, True)[0]) / len(table._hits(reads[:100], lens, 256, False)[0]) < 0.7
 
 
 def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp_path):
@@ -160,10 +165,11 @@ def test_the_lean_index_keeps_its_seeds_and_remakes_stale_ones(random_ref, tmp_p
     stamps = {name: (folder / name).stat().st_mtime_ns for name in names}
     again = open_index(ref, enc, opts, folder)  # kept: not made again
     assert again.seeds is not None and {name: (folder / name).stat().st_mtime_ns for name in names} == stamps
-    monkeypatch.setitem(seeds.SEED_PARAMS, "sample", 8)  # other parameters: made anew
+    denser = seeds.SEED_PARAMS["sample"] // 2
+    monkeypatch.setitem(seeds.SEED_PARAMS, "sample", denser)  # other parameters: made anew
     with caplog.at_level(logging.INFO, logger="dnaesa"):
         remade = open_index(ref, enc, opts, folder)
-    assert "making the seed table" in caplog.text and remade.manifest["seeds"]["params"]["sample"] == 8
+    assert "making the seed table" in caplog.text and remade.manifest["seeds"]["params"]["sample"] == denser
     assert len(remade.seeds.keys) > 1.5 * len(again.seeds.keys)
     assert sorted(p.name for p in folder.glob("seed*")) == sorted(names)  # nothing stale left beside them
 

@@ -158,15 +158,17 @@ class CandidateFinder:
             return self._search_tiers(queries, vectors, k)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
-        picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ)
-        some = np.flatnonzero(picked[:, 0] >= 0)
+        picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ, half=True)
+        some = np.flatnonzero(usable)
         if len(some):
             scores[some], ids[some] = self.exact.rerank(vectors[some], picked[some], k)
         lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
         rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
-        if len(rest):  # the coarse tier's picks, and the seeds' where they found any (a divergent read's few)
-            dense = self._search_tiers([queries[i] for i in rest], vectors[rest], k)
-            scores[rest], ids[rest] = merge_hits(dense, (scores[rest], ids[rest]), k)
+        if len(rest):  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
+            left = [queries[i] for i in rest]
+            dense = self._search_tiers(left, vectors[rest], k)
+            picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
+            scores[rest], ids[rest] = merge_hits(dense, self.exact.rerank(vectors[rest], picked, k), k)
         return scores, ids
 
     def _search_tiers(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ bases (`sequence_file.py`) when it keeps them, and are named with their SHA-256 
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 from dnaesa import compiled
 
 #: the manifest's `seeds`: k-mers of `k` bases kept where hash % `sample` == 0
-SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 16, "version": 1}
+SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 8, "version": 1}
 #: bases hashed at a time while building (a multiple of 4)
 BUILD_CHUNK = 1 << 22
 #: bases either side of a read's start and end, as its seeds place it, whose fragments are
@@ -102,20 +103,22 @@ def build(packed, params: dict) -> tuple[np.ndarray, np.ndarray]:
     total = int(packed.offsets[-1])
     if total >= 1 << 32:
         raise ValueError(f"seeds address at most 4,294,967,295 bases; this reference has {total:,}")
-    keys, starts = [], []
+    parts = []  # key << 32 | position: one array to sort in place
     for ci, length in enumerate(packed.lengths):
         base = int(packed.offsets[ci])
         for lo in range(0, length, BUILD_CHUNK):
             hi = min(length, lo + BUILD_CHUNK + k - 1)
             codes = _ASCII_CODE[packed.ascii(base + lo, base + hi)]
-            got_keys, got_pos = sampled_kmers(codes, k, sample)
-            keys.append(got_keys)
-            starts.append((got_pos + base + lo).astype(np.uint32))
+            keys, positions = sampled_kmers(codes, k, sample)
+            parts.append((keys.astype(np.uint64) << np.uint64(32)) | (positions + base + lo).astype(np.uint64))
             if hi == length:
                 break
-    both = (np.concatenate(keys).astype(np.uint64) << np.uint64(32)) | np.concatenate(starts).astype(np.uint64)
+    both = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+    del parts
     both.sort()
-    return (both >> np.uint64(32)).astype(np.uint32), (both & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    halves = both.view(np.uint32).reshape(-1, 2)  # no 64-bit temporaries: 3 GB each at 3.1 Gb
+    high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
+    return np.ascontiguousarray(halves[:, high]), np.ascontiguousarray(halves[:, low])
 
 
 def file_names(reference_checksum: str) -> tuple[str, str]:
@@ -137,14 +140,17 @@ class SeedTable:
         self.fragment_starts = self.contig_starts[fragments[:, 0]] + fragments[:, 1]
         self.fragment_ends = self.contig_starts[fragments[:, 0]] + fragments[:, 2]
 
-    def candidates(self, seqs: Sequence[str], limit: int, max_occ: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, seqs: Sequence[str], limit: int, max_occ: int,
+                   half: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """For each read: the fragments its seeds point to, most votes first (ties to the lower
         id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
         read (bool (n,): some seed was found, and none was too frequent to look up: seen more than
-        `max_occ` times)."""
+        `max_occ` times). With `half`, only the seeds whose key has its second bit clear are looked
+        up (the same half of every k-mer's occurrences: half the work, enough for a read close to
+        the reference)."""
         n = len(seqs)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
-        read, start, contig, frequent = self._hits(seqs, lens, max_occ)
+        read, start, contig, frequent = self._hits(seqs, lens, max_occ, half)
         out = np.full((n, limit), -1, dtype=np.int64)
         rows, frag = self._votes(read, start, lens[read], contig)
         bounds = np.searchsorted(rows, np.arange(n + 1))
@@ -153,13 +159,16 @@ class SeedTable:
         out[rows[keep], rank[keep]] = frag[keep]
         return out, (bounds[1:] > bounds[:-1]) & ~frequent
 
-    def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int) -> tuple[np.ndarray, ...]:
+    def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool) -> tuple[np.ndarray, ...]:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
         reference, the entry's contig), and which reads have a seed too frequent to look up."""
         read_starts = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lens + 1, out=read_starts[1:])
         text = "\n".join(seqs).encode("ascii", "replace")
         keys, where = sampled_kmers(_ASCII_CODE[np.frombuffer(text, dtype=np.uint8)], self.k, self.sample)
+        if half:
+            chosen = (keys & np.uint32(2)) == 0
+            keys, where = keys[chosen], where[chosen]
         read = np.searchsorted(read_starts, where, side="right") - 1
         offset = where - read_starts[read]
         lo = np.searchsorted(self.keys, keys & np.uint32(0xFFFFFFFE), side="left")
