@@ -7,21 +7,24 @@ recall: count sketches of unrelated fragments are nearly orthogonal, so IVF and 
 (measured there). This module narrows the search the other way round, as a sparse embedding with
 an inverted index: the read's sampled k-mers are looked up in a table of the reference's, and the
 few fragments they point to are scored by the exact tier (`SequenceTier`), the same cosine as
-before. A read is settled by them only when that best score is what a read inside a fragment
-scores (`MapOptions.seed_accept`); any other read (divergent, all seeds missed, or a seed too
-frequent to look up: a repeat, whose copies must all be seen for its MAPQ) takes the dense path as
-before, so what seeds cannot vouch for costs one lookup more and changes nothing.
+before (`align.candidates.CandidateFinder`):
+- first pass, every read: half of its seeds (`half`); it is settled when its best score is what
+  a read inside a fragment scores (`MapOptions.seed_accept`);
+- any other read (divergent, all seeds missed, or a seed too frequent to look up: a repeat, whose
+  copies must all be seen for its MAPQ) takes the coarse tier as before, and all of its seeds'
+  fragments are merged with that search's hits: a divergent read's one surviving seed can find
+  what the coarse tier misses.
 
 The table (`SEED_PARAMS`): every canonical k-mer (k = 19) of the reference whose 64-bit hash
-(splitmix64's finaliser of its 2-bit code) has its low `log2(sample)` bits zero, about one in 16;
+(splitmix64's finaliser of its 2-bit code) has its low `log2(sample)` bits zero, one in 8;
 the same rule samples a read, so a read and its source share their sampled k-mers wherever no
-error falls (at 1% errors a 250 bp read has about 12 of them, a 150 bp read about 7). Stored as
-two sorted uint32 arrays (8 bytes an entry, about 500 bytes a fragment): the key (the hash's high
-32 bits with the lowest one replaced by the strand on which the k-mer is canonical) and the
+error falls (at 1% errors a 250 bp read has about 24 of them, a 150 bp read about 14). Stored as
+two sorted uint32 arrays (8 bytes an entry, about 1,000 bytes a fragment): the key (the hash's
+high 32 bits with the lowest one replaced by the strand on which the k-mer is canonical) and the
 position (along all contigs laid end to end). A hit's strand and the k-mer's offset in the read
 give the read's start on the reference, and so the fragment that holds the read: hits that agree
 vote for the same fragment, as a diagonal does in a chaining aligner. Keys that occur more than
-`MapOptions.seed_max_occ` times are not looked up, and mark the read for the dense path.
+`MapOptions.seed_max_occ` times are not looked up, and send the read to the coarse tier.
 
 The files `seedkeys.<checksum>.npy` and `seedpos.<checksum>.npy` are made from the index's packed
 bases (`sequence_file.py`) when it keeps them, and are named with their SHA-256 in the manifest's
