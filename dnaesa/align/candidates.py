@@ -119,7 +119,10 @@ class CandidateFinder:
     lean index's `SequenceTier`) `store` holds only the prefix, which picks the `prefilter_candidates`
     that `exact` scores in full from the reference's sequence (those of them scoring on the prefix at
     least `prefilter_ratio` x the read's best: measured at 300 Mb, a ratio of 0.4 leaves 68 of 256
-    a read and loses no true fragment from the top 16)."""
+    a read and loses no true fragment from the top 16). With `seeds` (a lean index's
+    `SeedTable`, store/seeds.py) the fragments a read's seeds point to are scored first, and settle
+    the reads that score as contained (`seed_accept`); the others take the tiers, merged with what
+    all their seeds find."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
                  fragment_len: int, coarse: tuple | None = None, exact=None, seeds=None):
