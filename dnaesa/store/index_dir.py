@@ -208,9 +208,10 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
 
 def keep_seeds(index: Index) -> Index:
     """Give a lean `index` that keeps its reference's bases the seed table of them (`seeds.py`),
-    made from those bases unless the manifest names a table for them with the same parameters,
-    and load it (checked against its checksums). Best effort, as `keep_sequence`: where the table
-    cannot be made or read, the index is searched without it (one info line)."""
+    made from those bases unless the manifest names a table for them with the same parameters
+    that matches its checksums (a damaged one is made again), and load it. Best effort, as
+    `keep_sequence`: where the table cannot be made or read, the index is searched without it
+    (one info line)."""
     manifest = index.manifest
     checksum = manifest["reference_checksum"]
     bases = manifest.get("sequence") or {}
@@ -219,8 +220,15 @@ def keep_seeds(index: Index) -> Index:
     names = seeds.file_names(checksum)
     entry = manifest.get("seeds") or {}
     try:
-        if entry.get("params") != seeds.SEED_PARAMS or entry.get("reference_checksum") != checksum or \
-                entry.get("files") != list(names):
+        fresh = entry.get("params") == seeds.SEED_PARAMS and entry.get("reference_checksum") == checksum and \
+            entry.get("files") == list(names)
+        if fresh:
+            try:
+                verify_files([index.directory / name for name in names], entry["checksums"])
+            except IndexDirError as err:  # damaged: the table is made from the bases again
+                log.info("[dnaesa] %s; making the seed table anew", err)
+                fresh = False
+        if not fresh:
             with unchanged_manifest(index) as current:
                 if current is None:
                     return index
@@ -231,7 +239,6 @@ def keep_seeds(index: Index) -> Index:
                     if old.name not in names:  # another reference's, or a killed write's
                         old.unlink(missing_ok=True)
             index.manifest["seeds"] = entry
-        verify_files([index.directory / name for name in names], entry["checksums"])
         keys, positions = (np.load(index.directory / name, mmap_mode="r") for name in names)
         if keys.dtype != np.uint32 or positions.dtype != np.uint32 or keys.shape != positions.shape:
             raise ValueError("the seed table's files do not fit together")
