@@ -33,7 +33,7 @@ def small_sieve(monkeypatch):
 
 
 def _codes(text: str) -> np.ndarray:
-    return seeds._ASCII_CODE[np.frombuffer(text.encode(), dtype=np.uint8)]
+    return seeds._CODES[np.frombuffer(text.encode(), dtype=np.uint8)]
 
 
 @pytest.mark.skipif(compiled.load(compiled.SEEDS) is None, reason="the seeds kernel is not built")

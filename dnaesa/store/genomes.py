@@ -128,14 +128,10 @@ def packed_reference(folder: Path, manifest: dict, paths: Sequence[str] | None =
     try:
         contigs = manifest["contigs"]
         lengths = [int(n) for _, n in contigs]
-        sequence_file.check_files(folder, entry)
-        packed, n_runs = np.load(folder / entry["bases"], mmap_mode="r"), np.load(folder / entry["nruns"])
-        if packed.dtype != np.uint8 or len(packed) != (sum(lengths) + 3) // 4 or n_runs.ndim != 2:
-            raise ValueError("the packed bases do not fit the contigs")
+        seqs = sequence_file.load_packed(folder, entry, lengths)
     except (OSError, KeyError, TypeError, ValueError) as err:
         log.warning("[dnaesa] %s: its copy of the reference's bases cannot be used (%s); reading the FASTA", folder, err)
         return None
-    seqs = sequence_file.PackedSequence(packed, n_runs, lengths)
     if sum(lengths) <= sequence_file.DECODE_UP_TO:  # small: as text, which windows are cut from fastest
         seqs = list(seqs)
     names = [name for name, _ in contigs]

@@ -235,9 +235,7 @@ def keep_seeds(index: Index) -> Index:
                 log.info("making the seed table of %s (%s)", index.directory, seeds.SEED_PARAMS)
                 entry = _write_seeds(index, names)
                 write_manifest(index.directory, dict(current, seeds=entry))
-                for old in [*index.directory.glob("seedkeys.*.npy"), *index.directory.glob("seedpos.*.npy")]:
-                    if old.name not in names:  # another reference's, or a killed write's
-                        old.unlink(missing_ok=True)
+                _remove_others(index.directory, ("seedkeys.*.npy", "seedpos.*.npy"), names)
             index.manifest["seeds"] = entry
         keys, positions = (np.load(index.directory / name, mmap_mode="r") for name in names)
         if keys.dtype != np.uint32 or positions.dtype != np.uint32 or keys.shape != positions.shape:
@@ -252,11 +250,8 @@ def keep_seeds(index: Index) -> Index:
 
 def _write_seeds(index: Index, names: tuple[str, str]) -> dict:
     """Make the seed table of the index's packed bases into its folder; the manifest's entry."""
-    entry = index.manifest["sequence"]
-    sequence_file.check_files(index.directory, entry)
     lengths = [int(n) for _, n in index.manifest["contigs"]]
-    packed = sequence_file.PackedSequence(np.load(index.directory / entry["bases"], mmap_mode="r"),
-                                          np.load(index.directory / entry["nruns"]), lengths)
+    packed = sequence_file.load_packed(index.directory, index.manifest["sequence"], lengths)
     tables = seeds.build(packed, seeds.SEED_PARAMS)
     tmp = [index.directory / (name + ".new.npy") for name in names]
     try:
@@ -316,15 +311,22 @@ def keep_sequence(index: Index, reference: Reference) -> Index:
                          "checksums": {name: file_checksum(index.directory / name) for name in (bases, runs)}}
             entry = dict(entry, stamps=stamps)
             write_manifest(index.directory, dict(manifest, sequence=entry))
-            for old in [*index.directory.glob("bases.*.npy"), *index.directory.glob("nruns.*.npy")]:
-                if old.name not in (bases, runs):  # another reference's, or a killed write's
-                    old.unlink(missing_ok=True)
+            _remove_others(index.directory, ("bases.*.npy", "nruns.*.npy"), (bases, runs))
     except (IndexDirError, OSError) as err:
         log.info("[dnaesa] %s: the reference's bases are not kept there (%s); the FASTA is read each run", index.directory,
                  getattr(err, "strerror", None) or err)
         return index
     index.manifest["sequence"] = entry
     return index
+
+
+def _remove_others(directory: Path, patterns: tuple[str, ...], keep: tuple[str, ...]) -> None:
+    """Remove the files of `directory` matching `patterns` but not named in `keep`: another
+    reference's, or a killed write's."""
+    for pattern in patterns:
+        for old in directory.glob(pattern):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
 
 def _open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,

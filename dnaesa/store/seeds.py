@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dnaesa import compiled
+from dnaesa.model.kmer import BASE_CODE
 
 #: the manifest's `seeds`: k-mers of `k` bases kept where hash % `sample` == 0
 SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 8, "version": 1}
@@ -47,10 +48,8 @@ BUILD_CHUNK = 1 << 22
 #: candidates too (indels shift the placement; a read at a fragment's first base is in two)
 SLACK = 32
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_NOT_ACGT = np.uint8(4)
-_ASCII_CODE = np.full(256, 4, dtype=np.uint8)
-for _i, _b in enumerate(b"ACGT"):
-    _ASCII_CODE[_b] = _ASCII_CODE[_b + 32] = _i
+#: ASCII -> base code: A C G T (either case) 0-3, anything else 255, which breaks the k-mers over it
+_CODES = BASE_CODE.view(np.uint8)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -111,7 +110,7 @@ def build(packed, params: dict) -> tuple[np.ndarray, np.ndarray]:
         base = int(packed.offsets[ci])
         for lo in range(0, length, BUILD_CHUNK):
             hi = min(length, lo + BUILD_CHUNK + k - 1)
-            codes = _ASCII_CODE[packed.ascii(base + lo, base + hi)]
+            codes = _CODES[packed.ascii(base + lo, base + hi)]
             keys, positions = sampled_kmers(codes, k, sample)
             parts.append((keys.astype(np.uint64) << np.uint64(32)) | (positions + base + lo).astype(np.uint64))
             if hi == length:
@@ -134,7 +133,7 @@ class SeedTable:
 
     def __init__(self, keys: np.ndarray, positions: np.ndarray, params: dict, fragments: np.ndarray,
                  contig_lengths: Sequence[int]):
-        self.keys, self.positions, self.params = keys, positions, params
+        self.keys, self.positions = keys, positions
         self.k, self.sample = params["k"], params["sample"]
         lengths = np.asarray(contig_lengths, dtype=np.int64)
         self.contig_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -168,7 +167,7 @@ class SeedTable:
         read_starts = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lens + 1, out=read_starts[1:])
         text = "\n".join(seqs).encode("ascii", "replace")
-        keys, where = sampled_kmers(_ASCII_CODE[np.frombuffer(text, dtype=np.uint8)], self.k, self.sample)
+        keys, where = sampled_kmers(_CODES[np.frombuffer(text, dtype=np.uint8)], self.k, self.sample)
         if half:
             chosen = (keys & np.uint32(2)) == 0
             keys, where = keys[chosen], where[chosen]
@@ -181,7 +180,7 @@ class SeedTable:
         take = count <= max_occ
         read, offset, lo, count, keys = read[take], offset[take], lo[take], count[take], keys[take]
         seed = np.repeat(np.arange(len(lo)), count)
-        entry = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        entry = _ranges(lo, count)
         g = self.positions[entry].astype(np.int64)
         same = (self.keys[entry] & np.uint32(1)) == (keys[seed] & np.uint32(1))  # the read is on the k-mer's strand
         read, q = read[seed], offset[seed]
@@ -197,7 +196,7 @@ class SeedTable:
         a = self._fragment_of(np.clip(start - SLACK, first, last))
         span = self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1
         hit = np.repeat(np.arange(len(a)), span)
-        frag = np.repeat(a - np.cumsum(span) + span, span) + np.arange(int(span.sum()))
+        frag = _ranges(a, span)
         s, end = start[hit], start[hit] + length[hit]
         holds = (self.fragment_starts[frag] <= s) & (end <= self.fragment_ends[frag])
         stride = len(self.fragment_starts) + 1
@@ -210,3 +209,8 @@ class SeedTable:
     def _fragment_of(self, g: np.ndarray) -> np.ndarray:
         """The last fragment starting at or before position `g` (same contig, as `g` is clipped)."""
         return np.searchsorted(self.fragment_starts, g, side="right") - 1
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1 for each i, one after the other."""
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))

@@ -143,5 +143,16 @@ def check_files(folder: Path, entry: dict) -> None:
             raise ValueError(f"{name} does not match its checksum")
 
 
+def load_packed(folder: Path, entry: dict, lengths: list[int]) -> PackedSequence:
+    """The bases named by the manifest's `sequence` entry in `folder`, checked against their
+    checksums and the contig lengths (ValueError otherwise), as a `PackedSequence` over the
+    memory-mapped file."""
+    check_files(folder, entry)
+    packed, n_runs = np.load(folder / entry["bases"], mmap_mode="r"), np.load(folder / entry["nruns"])
+    if packed.dtype != np.uint8 or len(packed) != (sum(lengths) + 3) // 4 or n_runs.ndim != 2:
+        raise ValueError("the packed bases do not fit the contigs")
+    return PackedSequence(packed, n_runs, lengths)
+
+
 def file_names(reference_checksum: str) -> tuple[str, str]:
     return f"bases.{reference_checksum[:16]}.npy", f"nruns.{reference_checksum[:16]}.npy"
