@@ -113,6 +113,23 @@ def test_reads_point_to_the_fragment_that_holds_them(random_ref, tmp_path):
     assert 0.3 < len(table._hits(reads[:100], lens, 256, True)[0]) / len(table._hits(reads[:100], lens, 256, False)[0]) < 0.7
 
 
+def test_a_long_read_votes_for_a_few_fragments_a_hit(random_ref, tmp_path, monkeypatch):
+    """A 400 kb read (320 fragments long) must not make each of its hits vote for every fragment it
+    spans (a 1 Mb read took 24 GB so): a few votes a hit, and its candidates start where it does."""
+    ref = Reference.load(random_ref)
+    table = _table(ref, tmp_path)
+    read = ref.fetch(0, 100_000, 500_000)
+    sizes = []
+    real = seeds._ranges
+    monkeypatch.setattr(seeds, "_ranges", lambda starts, counts: sizes.append((len(counts), int(counts.sum()))) or
+                        real(starts, counts))
+    picked, usable = table.candidates([read], 4, max_occ=256)
+    hits, votes = sizes[-1]  # the votes' expansion: one range of fragments per hit
+    assert hits > 2_000 and votes <= 3 * hits
+    frags = ref.fragments(1250, 1000)
+    assert usable[0] and frags[picked[0, 0]][0] == 0 and 99_000 <= frags[picked[0, 0]][1] <= 100_000
+
+
 def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp_path):
     ref = Reference.load(random_ref)
     repeat = ref.fetch(0, 1000, 1300)

@@ -141,6 +141,8 @@ class SeedTable:
         #: each fragment's start along all contigs (ascending: fragments come in contig order)
         self.fragment_starts = self.contig_starts[fragments[:, 0]] + fragments[:, 1]
         self.fragment_ends = self.contig_starts[fragments[:, 0]] + fragments[:, 2]
+        #: a read longer than this votes as its first `longest` bases would (no fragment holds it)
+        self.longest = int((self.fragment_ends - self.fragment_starts).max(initial=0))
 
     def candidates(self, seqs: Sequence[str], limit: int, max_occ: int,
                    half: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +193,10 @@ class SeedTable:
                contig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each hit votes for the fragments of its contig that may hold its read (within `SLACK`
         bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment)
-        pairs, each once, by read, then most votes, then the lower fragment."""
+        pairs, each once, by read, then most votes, then the lower fragment. A read longer than a
+        fragment votes over its first `longest` bases only: two or three fragments a hit, whatever
+        its length (a 1 Mb read would otherwise vote for a thousand)."""
+        length = np.minimum(length, self.longest)
         first, last = self.contig_starts[contig], self.contig_starts[contig + 1] - 1
         a = self._fragment_of(np.clip(start - SLACK, first, last))
         span = self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1
