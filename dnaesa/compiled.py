@@ -24,6 +24,8 @@ def _configure_scan(lib: ctypes.CDLL) -> None:
     lib.dnaesa_scan_simd.restype = ctypes.c_int
     lib.dnaesa_scan_columns.restype = None
     lib.dnaesa_scan_columns.argtypes = [_P, _I64, _P, _P, _P, _I64, _I64, _P, _P, _P, _P, _P, ctypes.c_int]
+    lib.dnaesa_scan_pairs.restype = None
+    lib.dnaesa_scan_pairs.argtypes = [_P, _I64, _P, _P, _P, _P, _I64, _P, _P, _P]
     lib.dnaesa_integer_rows.restype = None
     lib.dnaesa_integer_rows.argtypes = [_P, _I64, _I64, _I64, ctypes.c_float, _P, _P, _P]
 
@@ -41,7 +43,7 @@ def _configure_seeds(lib: ctypes.CDLL) -> None:
 SCAN, SKETCH, SEEDS = "dnaesa.store._scan", "dnaesa.model._sketch", "dnaesa.store._seeds"
 #: each kernel module: (the version of its calling convention, which its `dnaesa_<stem>_abi()`
 #: must return; what sets its functions' ctypes signatures)
-KERNELS = {SCAN: (2, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (1, _configure_seeds)}
+KERNELS = {SCAN: (3, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (1, _configure_seeds)}
 
 _libs: dict[str, ctypes.CDLL | None] = {}
 #: why a kernel module is not used, by module name

@@ -123,9 +123,10 @@ class Aligner:
             from dnaesa.store.sequence_tier import SequenceTier
 
             exact = SequenceTier(self.encoder, self.reference, self.index.fragments)
+        seeds = self.index.seeds if exact is not None or self.index.store.reranks() else None
         self.find_candidates = CandidateFinder(self.encoder, self.index.store, self.index.fragments,
                                                self.reference.lengths, self.options, self.index_options.fragment_len,
-                                               coarse=coarse, exact=exact, seeds=self.index.seeds)
+                                               coarse=coarse, exact=exact, seeds=seeds)
 
     def map(self, seq: str) -> list[Alignment]:
         """Placements of one read, primary first (empty when unmapped)."""

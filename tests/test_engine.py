@@ -251,7 +251,14 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
     seq = kmer_aligner.reference.seqs[0]
     rng = np.random.default_rng(5)
     unrelated = "".join(rng.choice(list("ACGT"), 150))
-    batch = kmer_aligner.find_candidates([seq[30_000:30_150], unrelated])
+    finder = kmer_aligner.find_candidates
+    assert finder.seeds is not None  # a flat index keeps seeds: a read they settle has only their hits
+    reads = [seq[30_000:30_150], unrelated]
+    seeded = finder(reads)
+    dense = CandidateFinder(finder.encoder, finder.store, finder.fragments, kmer_aligner.reference.lengths, o,
+                            finder.fragment_len)  # no seeds: the exhaustive search's hits
+    batch = dense(reads)
+    assert seeded.lists() == batch.lists() and np.diff(seeded.rescue.offsets).tolist() == [2, 0]
     assert batch.rescue is not None
     counts = np.diff(batch.rescue.offsets)
     n_frag = len(kmer_aligner.index.fragments)
@@ -261,8 +268,7 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
     # the first tier is what a search of top_k alone gives
     from dataclasses import replace
 
-    finder = kmer_aligner.find_candidates
     plain = CandidateFinder(finder.encoder, finder.store, finder.fragments, kmer_aligner.reference.lengths,
                             replace(o, rescue_top_k=0), finder.fragment_len)
-    alone = plain([seq[30_000:30_150], unrelated])
+    alone = plain(reads)
     assert alone.rescue is None and alone.lists() == batch.lists()

@@ -99,6 +99,31 @@ def test_scan_is_exact_with_ties_to_the_lower_id_on_every_path(sketch_store, k, 
     assert any(ties) or k == 1  # the duplicated windows tie, and the lower id came first
 
 
+def test_rerank_scores_chosen_vectors_as_the_scan_does_on_every_path(sketch_store):
+    store, queries = sketch_store
+    base = _vectors(store)
+    scan = IntegerScan.from_vectors([base], store.dim, len(base))
+    all_s, all_i = scan.search(queries, len(base))
+    rng = np.random.default_rng(8)
+    picked = np.full((len(queries), 40), -1, dtype=np.int64)
+    for r in range(len(queries)):  # some ids of each row, unordered, with pads between them
+        chosen = rng.choice(len(base), 30, replace=False)
+        picked[r, rng.choice(40, 30, replace=False)] = chosen
+    picked[3] = -1  # a read with no candidate at all
+    picked[4] = -1
+    picked[4, 5:7] = [base.shape[0] - 20, 0]  # window 0 and its copy (a tie): the lower id first
+    for compiled in [False] + ([True] if COMPILED else []):
+        scores, ids = scan.rerank(queries, picked, 12, compiled=compiled)
+        for r in range(len(queries)):
+            mine = np.isin(all_i[r], picked[r])  # the full ranking restricted to the row's picks
+            want_i, want_s = all_i[r][mine][:12], all_s[r][mine][:12]
+            np.testing.assert_array_equal(ids[r, : len(want_i)], want_i)
+            np.testing.assert_array_equal(scores[r, : len(want_i)], want_s)
+            assert (ids[r, len(want_i) :] == -1).all() and np.isneginf(scores[r, len(want_i) :]).all()
+        assert ids[4, :3].tolist() == [0, base.shape[0] - 20, -1] and scores[4, 0] == scores[4, 1]
+    assert store.reranks() and store.rerank(queries, picked, 12)[1].tolist() == scan.rerank(queries, picked, 12)[1].tolist()
+
+
 def test_flat_store_searches_through_the_scan_and_agrees_with_faiss(sketch_store):
     fixture, queries = sketch_store
     store = VectorStore(fixture.dim, shard_size=64)  # its own: this test adds to it

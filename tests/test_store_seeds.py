@@ -143,6 +143,43 @@ def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp
     assert usable.tolist() == [True]
 
 
+def test_a_repeat_of_more_copies_than_the_candidates_hold_is_left_to_the_dense_search(random_ref, tmp_path):
+    """Seeds each seen under `max_occ` times, but in more places than `limit` fragments hold: the
+    copies tie on votes, and those left out might be the read's own; the exhaustive search sees all."""
+    ref = Reference.load(random_ref)
+    repeat = ref.fetch(0, 1000, 1300)
+    seqs = list(ref.seqs)
+    for at in range(20_000, 620_000, 6_000):  # 100 copies, 6 kb apart: 100 to 200 fragments
+        seqs[0] = seqs[0][:at] + repeat + seqs[0][at + 300 :]
+    ref = Reference("rep.fa", ref.names, seqs)
+    table = _table(ref, tmp_path)
+    reads = [repeat[20:270], ref.fetch(1, 5000, 5250)]
+    picked, usable = table.candidates(reads, 64, max_occ=256)
+    assert usable.tolist() == [False, True] and (picked[0] >= 0).all()
+    _, usable = table.candidates(reads, 512, max_occ=256)  # room for every copy
+    assert usable.tolist() == [True, True]
+
+
+def test_a_flat_index_keeps_seeds_and_places_reads_as_its_exhaustive_search(random_ref, tmp_path, monkeypatch):
+    ref = Reference.load(random_ref)
+    reads, starts = _reads(ref, 150, 6)
+    reads = [r[:60] + ("A" if r[60] != "A" else "C") + r[61:] if i % 4 == 1 else r for i, r in enumerate(reads)]
+    reads += ["".join(np.random.default_rng(5).choice(list("ACGT"), 250))]  # unplaceable: the exhaustive search
+    common = dict(model="default", index=tmp_path / "f", device="cpu", index_kind="flat", threads=1)
+    on = Aligner(ref, **common)
+    off = Aligner(ref, **common, seed_candidates=0)
+    assert on.index.seeds is not None and on.index.manifest["seeds"]["params"] == seeds.SEED_PARAMS
+    calls = []
+    real = on.index.store.search
+    monkeypatch.setattr(on.index.store, "search", lambda v, k: calls.append(len(v)) or real(v, k))
+    got = on.map_batch(reads)
+    assert calls == [1]  # only the read from nowhere was searched exhaustively
+    want = off.map_batch(reads)
+    assert [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq, a.score) for a in r] for r in got] == \
+        [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq, a.score) for a in r] for r in want]
+    assert sum(bool(r) and r[0].ref_start == s for r, s in zip(got, starts)) == 150 and not got[-1]
+
+
 def _reads(ref: Reference, n: int, seed: int) -> tuple[list[str], np.ndarray]:
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, 700_000 - 250, n)

@@ -119,10 +119,11 @@ class CandidateFinder:
     lean index's `SequenceTier`) `store` holds only the prefix, which picks the `prefilter_candidates`
     that `exact` scores in full from the reference's sequence (those of them scoring on the prefix at
     least `prefilter_ratio` x the read's best: measured at 300 Mb, a ratio of 0.4 leaves 68 of 256
-    a read and loses no true fragment from the top 16). With `seeds` (a lean index's
-    `SeedTable`, store/seeds.py) the fragments a read's seeds point to are scored first, and settle
-    the reads that score as contained (`seed_accept`); the others take the tiers, merged with what
-    all their seeds find."""
+    a read and loses no true fragment from the top 16). With `seeds` (a lean or flat index's
+    `SeedTable`, store/seeds.py) the fragments a read's seeds point to are scored first (by `exact`,
+    or by a flat store's integer scan: the scores its search gives), and settle the reads that score
+    as contained (`seed_accept`); the others take the tiers, merged with what all their seeds find,
+    or a flat store's exhaustive search."""
 
     def __init__(self, encoder, store, fragments: np.ndarray, contig_lengths: Sequence[int], options: MapOptions,
                  fragment_len: int, coarse: tuple | None = None, exact=None, seeds=None):
@@ -154,25 +155,41 @@ class CandidateFinder:
 
     def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = self.encoder.encode(queries)
-        if self.coarse is None:
-            return self.store.search(vectors, k)
         o = self.options
         if self.seeds is None or not o.seed_candidates:
-            return self._search_tiers(queries, vectors, k)
+            return self._search_dense(queries, vectors, k)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
-        picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ, half=True)
+        # half the seeds at genome scale (a lean index: lookups in a table of gigabytes); all of them
+        # in a flat index's small table, where they see more of a read's paralogs (its MAPQ)
+        picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ,
+                                               half=self.coarse is not None)
         some = np.flatnonzero(usable)
         if len(some):
-            scores[some], ids[some] = self.exact.rerank(vectors[some], picked[some], k)
+            first = self._score(vectors[some], picked[some], k)
+            if first is None:  # a query the flat store cannot score alone: the exhaustive search
+                return self._search_dense(queries, vectors, k)
+            scores[some], ids[some] = first
         lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
         rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
-        if len(rest):  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
+        if len(rest):
             left = [queries[i] for i in rest]
-            dense = self._search_tiers(left, vectors[rest], k)
-            picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
-            scores[rest], ids[rest] = merge_hits(dense, self.exact.rerank(vectors[rest], picked, k), k)
+            dense = self._search_dense(left, vectors[rest], k)
+            if self.coarse is None:  # a flat store's search is exhaustive and exact: the seeds add nothing
+                scores[rest], ids[rest] = dense
+            else:  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
+                picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
+                scores[rest], ids[rest] = merge_hits(dense, self._score(vectors[rest], picked, k), k)
         return scores, ids
+
+    def _search_dense(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The search without seeds: a flat store's, or the tiers'."""
+        return self.store.search(vectors, k) if self.coarse is None else self._search_tiers(queries, vectors, k)
+
+    def _score(self, vectors: np.ndarray, picked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The top `k` of the `picked` fragments (ids, -1 pads) by exact score: the lean index's
+        `SequenceTier`, else the store's own (a flat store's integer scan)."""
+        return (self.exact if self.exact is not None else self.store).rerank(vectors, picked, k)
 
     def _search_tiers(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The coarse tier's picks, scored by the exact tier (a tiered or lean index)."""

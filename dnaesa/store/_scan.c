@@ -237,7 +237,7 @@ void dnaesa_integer_rows(const float *x, int64_t n, int64_t dim, int64_t max_mul
 /* the calling convention's version: `integer_scan.py` refuses a build of another (a stale
  * in-place build after a change of this file would be called with the wrong arguments) */
 int dnaesa_scan_abi(void) {
-    return 2;
+    return 3;
 }
 
 /* 1 when the AVX2 kernel runs on this CPU, 0 for the generic one */
@@ -274,4 +274,20 @@ void dnaesa_scan_topk(const int8_t *blocks, int64_t n_blocks, int64_t dim, int64
     }
     for (int64_t q = 0; q < n_queries; q++)
         pop_best_first(heap_s + q * k, heap_i + q * k, count[q], out_s + q * k, out_i + q * k);
+}
+
+/* The scores of chosen vectors (a seed table's candidates, `IntegerScan.rerank`): pair p is query
+ * pair_q[p] (CSR, as above) with vector pair_id[p]; out[p] = dot * inv_norm[id], the score the scan
+ * gives that vector (the same exact sum). Only the pairs' bytes are read. */
+void dnaesa_scan_pairs(const int8_t *blocks, int64_t dim, const double *inv_norm, const int64_t *indptr,
+                       const int32_t *ind, const float *val, int64_t n_pairs, const int64_t *pair_q,
+                       const int64_t *pair_id, double *out) {
+    for (int64_t p = 0; p < n_pairs; p++) {
+        int64_t q = pair_q[p], id = pair_id[p];
+        const int8_t *column = blocks + (id / LANES) * dim * LANES + id % LANES;
+        float dot = 0.0f;
+        for (int64_t t = indptr[q]; t < indptr[q + 1]; t++)
+            dot += val[t] * (float)column[(int64_t)ind[t] * LANES];
+        out[p] = (double)dot * inv_norm[id];
+    }
 }

@@ -268,6 +268,15 @@ def rerank_code_rows(queries: np.ndarray, shards: list, kind: str, dim: int, sha
     scores = (dots.astype(np.float32) * inv).reshape(n_q, n_c)
     scores *= q_scale[:, None]
     scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    return best_candidates(scores, cand, valid, k)
+
+
+def best_candidates(scores: np.ndarray, cand: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top `k` of each row of scored candidates (`cand` ids ascending in each row, so that the
+    stable sort sends ties to the lower id; `valid` False for pads, scored -inf): (scores float32
+    (n, k), ids int64 (n, k)), best first, -inf / -1 pads."""
+    out_s = np.full((len(cand), k), -np.inf, dtype=np.float32)
+    out_i = np.full((len(cand), k), -1, dtype=np.int64)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     got = order.shape[1]
     out_s[:, :got] = np.take_along_axis(scores, order, 1)

@@ -79,7 +79,7 @@ class Index:
     directory: Path
     coarse: CoarseTier | None = None
     coarse_encoder: Encoder | None = None
-    #: a lean index's seed table (`seeds.py`), once `keep_seeds` has made or checked it
+    #: a lean or flat index's seed table (`seeds.py`), once `keep_seeds` has made or checked it
     seeds: seeds.SeedTable | None = None
 
 
@@ -203,19 +203,24 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), and
     a lean index's seeds (`seeds.py`)."""
     index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
-    return keep_seeds(keep_sequence(index, reference))
+    return keep_seeds(keep_sequence(index, reference), encoder)
 
 
-def keep_seeds(index: Index) -> Index:
-    """Give a lean `index` that keeps its reference's bases the seed table of them (`seeds.py`),
-    made from those bases unless the manifest names a table for them with the same parameters
-    that matches its checksums (a damaged one is made again), and load it. Best effort, as
-    `keep_sequence`: where the table cannot be made or read, the index is searched without it
+def keep_seeds(index: Index, encoder: Encoder) -> Index:
+    """Give a lean `index`, or a flat one of a count sketch (whose integer scan scores chosen
+    fragments, `integer_scan.py`), that keeps its reference's bases the seed table of them
+    (`seeds.py`), made from those bases unless the manifest names a table for them with the same
+    parameters that matches its checksums (a damaged one is made again), and load it. Best effort,
+    as `keep_sequence`: where the table cannot be made or read, the index is searched without it
     (one info line)."""
+    from dnaesa.store.sequence_tier import SequenceTier
+
     manifest = index.manifest
     checksum = manifest["reference_checksum"]
     bases = manifest.get("sequence") or {}
-    if manifest["options"]["index_kind"] != "lean" or bases.get("reference_checksum") != checksum:
+    kind = manifest["options"]["index_kind"]
+    if not (kind == "lean" or kind == "flat" and SequenceTier.supports(encoder)) or \
+            bases.get("reference_checksum") != checksum:
         return index
     names = seeds.file_names(checksum)
     entry = manifest.get("seeds") or {}

@@ -27,6 +27,7 @@ import ctypes
 import numpy as np
 
 from dnaesa import compiled as kernels
+from dnaesa.store.codes import best_candidates
 
 #: vectors a block: coordinate d of 64 vectors is 64 contiguous bytes
 LANES = 64
@@ -96,6 +97,14 @@ def integer_rows(vectors: np.ndarray, compiled: bool = True) -> tuple[np.ndarray
     return ints, inv, ok
 
 
+def _sparse(ints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer rows as CSR: (indptr int64, coordinates int32, values float32)."""
+    flat = np.flatnonzero(ints)
+    indptr = np.zeros(len(ints) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat // ints.shape[1], minlength=len(ints)), out=indptr[1:])
+    return indptr, (flat % ints.shape[1]).astype(np.int32), ints.reshape(-1)[flat].astype(np.float32)
+
+
 class IntegerScan:
     """A flat store's vectors as int8 blocks; `search` as `VectorStore.search`, exactly."""
 
@@ -134,23 +143,58 @@ class IntegerScan:
         lower id; None when a query is not a scaled integer vector (or too large to sum exactly).
         `compiled=False`: the numpy path (also taken without the compiled kernel); `simd=False`:
         the compiled kernel's generic loop even on an AVX2 CPU (tests compare them)."""
-        ints, inv_q, ok = integer_rows(queries, compiled)
-        if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * self.largest >= EXACT_LIMIT).any():
+        ints, inv_q = self._integers(queries, compiled)
+        if ints is None:
             return None
         lib = kernel() if compiled else None
         if lib is None:
             scores, ids = self._search_numpy(ints, k)
-        else:  # the queries' non-zero coordinates (CSR) and values
-            flat = np.flatnonzero(ints)
-            cols = (flat % ints.shape[1]).astype(np.int32)
-            values = ints.reshape(-1)[flat].astype(np.float32)
+        else:
+            indptr, cols, values = _sparse(ints)
             if len(ints) == 1 and self._columns_ready():
                 scores, ids = self._search_columns(lib, cols, values, k, simd)
             else:
-                indptr = np.zeros(len(ints) + 1, dtype=np.int64)
-                np.cumsum(np.bincount(flat // ints.shape[1], minlength=len(ints)), out=indptr[1:])
                 scores, ids = self._search_compiled(lib, indptr, cols, values, k, simd)
         return (scores * inv_q[:, None]).astype(np.float32), ids
+
+    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, compiled: bool = True
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top-`k` of each query among its `candidates` (int64 ids (n, C), each at most once a row,
+        -1 pads), scored as `search` scores them (the same float32 numbers; a seed table's picks,
+        `align.candidates`): (scores float32 (n, k), ids int64 (n, k)), best first, ties to the
+        lower id, -inf / -1 pads; None as `search`. Only the candidates' bytes are read."""
+        ints, inv_q = self._integers(queries, compiled)
+        if ints is None:
+            return None
+        cand = np.sort(candidates, axis=1)  # ids ascending: ties to the lower id
+        valid = cand >= 0
+        reads, slots = np.nonzero(valid)
+        reads = np.ascontiguousarray(reads, dtype=np.int64)  # nonzero's are strided views
+        ids = cand[reads, slots]
+        indptr, cols, values = _sparse(ints)
+        lib = kernel() if compiled else None
+        if lib is not None:
+            dots = np.empty(len(ids), dtype=np.float64)
+            lib.dnaesa_scan_pairs(self.blocks.ctypes.data, self.blocks.shape[1], self.inv_norms.ctypes.data,
+                                  indptr.ctypes.data, cols.ctypes.data, values.ctypes.data, len(ids),
+                                  reads.ctypes.data, ids.ctypes.data, dots.ctypes.data)
+        else:  # every (pair, query coordinate) product at once: sums of integers, exact in float64
+            nnz = np.diff(indptr)[reads]
+            pair = np.repeat(np.arange(len(ids)), nnz)
+            at = np.repeat(indptr[reads] - np.cumsum(nnz) + nnz, nnz) + np.arange(int(nnz.sum()))
+            products = values[at] * self.blocks[ids[pair] // LANES, cols[at], ids[pair] % LANES]
+            dots = np.bincount(pair, weights=products, minlength=len(ids)) * self.inv_norms[ids]
+        scores = np.full(cand.shape, -np.inf, dtype=np.float32)
+        scores[reads, slots] = (dots * inv_q[reads]).astype(np.float32)
+        return best_candidates(scores, cand, valid, k)
+
+    def _integers(self, queries: np.ndarray, compiled: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """The queries as integer rows and their inverse norms (`integer_rows`); (None, _) when one
+        is not a scaled integer vector, or too large to sum exactly."""
+        ints, inv_q, ok = integer_rows(queries, compiled)
+        if not ok.all() or (np.abs(ints).sum(axis=1, dtype=np.int64) * self.largest >= EXACT_LIMIT).any():
+            return None, inv_q
+        return ints, inv_q
 
     def _search_compiled(self, lib, indptr, cols, val, k: int, simd: bool) -> tuple[np.ndarray, np.ndarray]:
         nq = len(indptr) - 1

@@ -148,20 +148,25 @@ class SeedTable:
                    half: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """For each read: the fragments its seeds point to, most votes first (ties to the lower
         id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
-        read (bool (n,): some seed was found, and none was too frequent to look up: seen more than
-        `max_occ` times). With `half`, only the seeds whose key has its second bit clear are looked
+        read (bool (n,): some seed was found, none was too frequent to look up (seen more than
+        `max_occ` times), and the fragments past `limit` have under half the best one's votes: a
+        repeat of more copies than that is left to the exhaustive search). With `half`, only the seeds whose key has its second bit clear are looked
         up (the same half of every k-mer's occurrences: half the work, enough for a read close to
         the reference)."""
         n = len(seqs)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
         read, start, contig, frequent = self._hits(seqs, lens, max_occ, half)
         out = np.full((n, limit), -1, dtype=np.int64)
-        rows, frag = self._votes(read, start, lens[read], contig)
+        rows, frag, votes = self._votes(read, start, lens[read], contig)
         bounds = np.searchsorted(rows, np.arange(n + 1))
         rank = np.arange(len(rows)) - bounds[rows]
         keep = rank < limit
         out[rows[keep], rank[keep]] = frag[keep]
-        return out, (bounds[1:] > bounds[:-1]) & ~frequent
+        # a repeat with more copies than `limit` holds: the first left out has half the best's votes
+        left_out = rank == limit
+        crowded = np.zeros(n, dtype=bool)
+        crowded[rows[left_out]] = 2 * votes[left_out] >= votes[bounds[rows[left_out]]]
+        return out, (bounds[1:] > bounds[:-1]) & ~frequent & ~crowded
 
     def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool) -> tuple[np.ndarray, ...]:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
@@ -190,10 +195,10 @@ class SeedTable:
         return read, np.where(same, g - q, g - (lens[read] - self.k - q)), contig, frequent
 
     def _votes(self, read: np.ndarray, start: np.ndarray, length: np.ndarray,
-               contig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               contig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each hit votes for the fragments of its contig that may hold its read (within `SLACK`
-        bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment)
-        pairs, each once, by read, then most votes, then the lower fragment. A read longer than a
+        bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment,
+        votes), each pair once, by read, then most votes, then the lower fragment. A read longer than a
         fragment votes over its first `longest` bases only: two or three fragments a hit, whatever
         its length (a 1 Mb read would otherwise vote for a thousand)."""
         length = np.minimum(length, self.longest)
@@ -209,7 +214,7 @@ class SeedTable:
         votes = np.bincount(inverse, weights=1 + holds, minlength=len(uniq))
         rows, frag = np.divmod(uniq, stride)
         order = np.lexsort((frag, -votes, rows))
-        return rows[order], frag[order]
+        return rows[order], frag[order], votes[order]
 
     def _fragment_of(self, g: np.ndarray) -> np.ndarray:
         """The last fragment starting at or before position `g` (same contig, as `g` is clipped)."""

@@ -27,6 +27,7 @@ import importlib.util
 import numpy as np
 
 from dnaesa.model.kmer import BASE_CODE, KmerSketchEncoder, SketchModelEncoder, sketch_salt
+from dnaesa.store.codes import best_candidates
 from dnaesa.store.sequence_file import PackedSequence
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -158,8 +159,4 @@ class SequenceTier:
         reads, cols = np.nonzero(valid)
         scores = np.full((n_q, n_c), -np.inf, dtype=np.float32)
         scores[reads, cols] = self.scores(queries, reads, cand[reads, cols])
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        got = order.shape[1]
-        out_s[:, :got] = np.take_along_axis(scores, order, 1)
-        out_i[:, :got] = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1)
-        return out_s, out_i
+        return best_candidates(scores, cand, valid, k)

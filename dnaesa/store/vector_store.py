@@ -308,15 +308,25 @@ class VectorStore:
         share them; `rerank` needs nothing else (no norms pass, no copy to a device)."""
         self._read_all()
 
-    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, prefilter: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, prefilter: int = 0
+               ) -> tuple[np.ndarray, np.ndarray] | None:
         """Top-`k` of each query among its `candidates` (int64 ids (n, C), -1 pads), scored exactly
-        as `search` scores them (code kinds); only the candidates' rows are read. `prefilter` = P:
-        only the P best on a prefix of each row are scored in full (`codes.rerank_code_rows`)."""
+        as `search` scores them; only the candidates' rows are read. Code kinds: `prefilter` = P:
+        only the P best on a prefix of each row are scored in full (`codes.rerank_code_rows`). A
+        flat store: by its integer scan (`reranks`), None when a query is not a scaled integer
+        vector."""
         if not self.codes:
-            raise ValueError(f"rerank needs a code store (int8, int4), not {self.kind}")
+            if not self.reranks():
+                raise ValueError(f"rerank needs a code store (int8, int4) or a flat one with its integer scan")
+            return self._integer_scan().rerank(np.ascontiguousarray(queries, dtype=np.float32), candidates, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
                                 prefilter)
+
+    def reranks(self) -> bool:
+        """Whether `rerank` can score chosen ids as `search` would: a code store, or a flat one on
+        CPU whose vectors are scaled integer vectors (its integer scan; made now)."""
+        return self.codes or self._integer_scan() is not None
 
     def prepare_search(self) -> None:
         """Make what `search` needs now (the integer blocks of a flat store), so that worker
