@@ -112,8 +112,8 @@ def test_rerank_scores_chosen_vectors_as_the_scan_does_on_every_path(sketch_stor
     picked[3] = -1  # a read with no candidate at all
     picked[4] = -1
     picked[4, 5:7] = [base.shape[0] - 20, 0]  # window 0 and its copy (a tie): the lower id first
-    for compiled in [False] + ([True] if COMPILED else []):
-        scores, ids = scan.rerank(queries, picked, 12, compiled=compiled)
+    for path in [False] + ([True] if COMPILED else []):
+        scores, ids = scan.rerank(queries, picked, 12, compiled=path)
         for r in range(len(queries)):
             mine = np.isin(all_i[r], picked[r])  # the full ranking restricted to the row's picks
             want_i, want_s = all_i[r][mine][:12], all_s[r][mine][:12]

@@ -317,7 +317,7 @@ class VectorStore:
         vector."""
         if not self.codes:
             if not self.reranks():
-                raise ValueError(f"rerank needs a code store (int8, int4) or a flat one with its integer scan")
+                raise ValueError("rerank needs a code store (int8, int4) or a flat one with its integer scan")
             return self._integer_scan().rerank(np.ascontiguousarray(queries, dtype=np.float32), candidates, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
