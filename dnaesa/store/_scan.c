@@ -276,18 +276,26 @@ void dnaesa_scan_topk(const int8_t *blocks, int64_t n_blocks, int64_t dim, int64
         pop_best_first(heap_s + q * k, heap_i + q * k, count[q], out_s + q * k, out_i + q * k);
 }
 
-/* The scores of chosen vectors (a seed table's candidates, `IntegerScan.rerank`): pair p is query
- * pair_q[p] (CSR, as above) with vector pair_id[p]; out[p] = dot * inv_norm[id], the score the scan
- * gives that vector (the same exact sum). Only the pairs' bytes are read. */
-void dnaesa_scan_pairs(const int8_t *blocks, int64_t dim, const double *inv_norm, const int64_t *indptr,
+/* The scores of chosen vectors (a seed table's candidates, `IntegerScan.rerank`), from the vectors
+ * held row-major (rows: n x dim int8, vector id at rows[id * dim ..]): pair p is query pair_q[p]
+ * (CSR, as above) with vector pair_id[p]; out[p] = dot * inv_norm[id], the score the scan gives that
+ * vector (the same exact sum, in any order). A pair reads one vector's bytes in ascending order (a
+ * query's coordinates ascend), which the hardware prefetcher streams. */
+void dnaesa_scan_pairs(const int8_t *rows, int64_t dim, const double *inv_norm, const int64_t *indptr,
                        const int32_t *ind, const float *val, int64_t n_pairs, const int64_t *pair_q,
                        const int64_t *pair_id, double *out) {
     for (int64_t p = 0; p < n_pairs; p++) {
         int64_t q = pair_q[p], id = pair_id[p];
-        const int8_t *column = blocks + (id / LANES) * dim * LANES + id % LANES;
-        float dot = 0.0f;
-        for (int64_t t = indptr[q]; t < indptr[q + 1]; t++)
-            dot += val[t] * (float)column[(int64_t)ind[t] * LANES];
-        out[p] = (double)dot * inv_norm[id];
+        const int8_t *row = rows + id * dim;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        int64_t t = indptr[q], hi = indptr[q + 1];
+        for (; t + 4 <= hi; t += 4) {
+            a0 += val[t] * (float)row[ind[t]];
+            a1 += val[t + 1] * (float)row[ind[t + 1]];
+            a2 += val[t + 2] * (float)row[ind[t + 2]];
+            a3 += val[t + 3] * (float)row[ind[t + 3]];
+        }
+        for (; t < hi; t++) a0 += val[t] * (float)row[ind[t]];
+        out[p] = (double)((a0 + a1) + (a2 + a3)) * inv_norm[id];
     }
 }
