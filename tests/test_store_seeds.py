@@ -118,6 +118,7 @@ def test_a_long_read_votes_for_a_few_fragments_a_hit(random_ref, tmp_path, monke
     spans (a 1 Mb read took 24 GB so): a few votes a hit, and its candidates start where it does."""
     ref = Reference.load(random_ref)
     table = _table(ref, tmp_path)
+    table.compiled = False  # the numpy path's expansion is counted; the compiled one votes alike (tested below)
     read = ref.fetch(0, 100_000, 500_000)
     sizes = []
     real = seeds._ranges
@@ -128,6 +129,8 @@ def test_a_long_read_votes_for_a_few_fragments_a_hit(random_ref, tmp_path, monke
     assert hits > 2_000 and votes <= 3 * hits
     frags = ref.fragments(1250, 1000)
     assert usable[0] and frags[picked[0, 0]][0] == 0 and 99_000 <= frags[picked[0, 0]][1] <= 100_000
+    table.compiled = True
+    assert np.array_equal(table.candidates([read], 4, max_occ=256)[0], picked)
 
 
 def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp_path):
@@ -178,6 +181,42 @@ def test_a_flat_index_keeps_seeds_and_places_reads_as_its_exhaustive_search(rand
     assert [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq, a.score) for a in r] for r in got] == \
         [[(a.contig, a.ref_start, a.reverse, a.cigar, a.mapq, a.score) for a in r] for r in want]
     assert sum(bool(r) and r[0].ref_start == s for r, s in zip(got, starts)) == 150 and not got[-1]
+
+
+@pytest.mark.skipif(compiled.load(compiled.SEEDS) is None, reason="the seeds kernel is not built")
+def test_compiled_and_numpy_lookups_agree(random_ref, tmp_path):
+    """The compiled lookup (`_seeds.c`) against the numpy one: the same fragments in the same order
+    and the same verdicts, on reads with errors, both strands, repeats of a few and of many copies
+    (frequent and crowded), N, no k-mer at all, a read at a contig's end and one longer than a fragment."""
+    ref = Reference.load(random_ref)
+    repeat = ref.fetch(0, 1000, 1300)
+    seqs = list(ref.seqs)
+    for at in range(20_000, 620_000, 6_000):  # 100 copies
+        seqs[0] = seqs[0][:at] + repeat + seqs[0][at + 300 :]
+    seqs[1] = seqs[1][:10_000] + repeat[:200] * 6 + seqs[1][11_200:]  # a tandem of 6
+    ref = Reference("rep.fa", ref.names, seqs)
+    table = _table(ref, tmp_path)
+    rng = np.random.default_rng(9)
+    reads = []
+    for _ in range(300):
+        ci = int(rng.integers(0, 2))
+        s = int(rng.integers(0, ref.lengths[ci] - 250))
+        read = list(ref.fetch(ci, s, s + int(rng.choice([100, 150, 250]))))
+        for i in rng.choice(len(read), int(rng.integers(0, 12)), replace=False):
+            read[i] = "ACGTN"[int(rng.integers(0, 5))]
+        read = "".join(read)
+        reads.append(reverse_complement(read) if rng.random() < 0.5 else read)
+    reads += [repeat[10:260], repeat[30:190].lower(), seqs[1][10_050:10_300], "", "ACGT", "N" * 150,
+              ref.fetch(1, 499_800, 500_000), ref.fetch(0, 50_000, 53_000)]
+    for half in (False, True):
+        for limit, max_occ in ((64, 256), (8, 256), (64, 50), (3, 4)):
+            table.compiled = True
+            got = table.candidates(reads, limit, max_occ, half)
+            table.compiled = False
+            want = table.candidates(reads, limit, max_occ, half)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    assert not want[1].all() and want[1].any()
 
 
 def _reads(ref: Reference, n: int, seed: int) -> tuple[list[str], np.ndarray]:

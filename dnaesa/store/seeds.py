@@ -42,6 +42,8 @@ from dnaesa.model.kmer import BASE_CODE
 
 #: the manifest's `seeds`: k-mers of `k` bases kept where hash % `sample` == 0
 SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 8, "version": 1}
+#: the compiled lookup's directory of fragments: one entry per this many bases (`_seeds.c`)
+DIRECTORY_STEP = 1 << 10
 #: bases hashed at a time while building (a multiple of 4)
 BUILD_CHUNK = 1 << 22
 #: bases either side of a read's start and end, as its seeds place it, whose fragments are
@@ -143,6 +145,9 @@ class SeedTable:
         self.fragment_ends = self.contig_starts[fragments[:, 0]] + fragments[:, 2]
         #: a read longer than this votes as its first `longest` bases would (no fragment holds it)
         self.longest = int((self.fragment_ends - self.fragment_starts).max(initial=0))
+        #: whether `candidates` calls the compiled kernel where it is built (tests compare the paths)
+        self.compiled = True
+        self.directory: np.ndarray | None = None
 
     def candidates(self, seqs: Sequence[str], limit: int, max_occ: int,
                    half: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +160,9 @@ class SeedTable:
         the reference)."""
         n = len(seqs)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
+        lib = compiled.load(compiled.SEEDS) if self.compiled else None
+        if lib is not None:
+            return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half)
         read, start, contig, frequent = self._hits(seqs, lens, max_occ, half)
         out = np.full((n, limit), -1, dtype=np.int64)
         rows, frag, votes = self._votes(read, start, lens[read], contig)
@@ -167,6 +175,34 @@ class SeedTable:
         crowded = np.zeros(n, dtype=bool)
         crowded[rows[left_out]] = 2 * votes[left_out] >= votes[bounds[rows[left_out]]]
         return out, (bounds[1:] > bounds[:-1]) & ~frequent & ~crowded
+
+    def _candidates_compiled(self, lib, seqs: Sequence[str], lens: np.ndarray, limit: int, max_occ: int,
+                             half: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`candidates` by the compiled kernel (`_seeds.c`): the same fragments, in the same order."""
+        n = len(seqs)
+        starts = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens + 1, out=starts[1:])
+        codes = np.ascontiguousarray(_CODES[np.frombuffer("\n".join(seqs).encode("ascii", "replace"), dtype=np.uint8)])
+        out = np.empty((n, limit), dtype=np.int64)
+        usable = np.zeros(n, dtype=np.uint8)
+        keys, positions = self.keys, self.positions
+        if lib.dnaesa_seeds_candidates(codes.ctypes.data, starts.ctypes.data, lens.ctypes.data, n, self.k,
+                                       self.sample - 1, int(half), keys.ctypes.data, positions.ctypes.data, len(keys),
+                                       self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
+                                       self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
+                                       len(self.fragment_starts), self._directory().ctypes.data, self.longest,
+                                       max_occ, SLACK, limit,
+                                       out.ctypes.data, usable.ctypes.data):
+            raise MemoryError("the seed lookup ran out of memory")
+        return out, usable.astype(bool)
+
+    def _directory(self) -> np.ndarray:
+        """For the kernel: the last fragment starting at or before each multiple of 1,024 bases
+        (-1: none), made once (8 bytes for every 1,024 bases: 24 MB at 3.1 Gb)."""
+        if self.directory is None:
+            bucket = np.arange(0, int(self.contig_starts[-1]) + DIRECTORY_STEP, DIRECTORY_STEP, dtype=np.int64)
+            self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
+        return self.directory
 
     def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool) -> tuple[np.ndarray, ...]:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
