@@ -143,6 +143,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed-max-occ", type=int, metavar="M",
                    help=f"lean store: a read with a seed seen more than M times in the reference (a repeat) is searched "
                         f"without seeds [{_MAP.seed_max_occ}]")
+    m.add_argument("--seed-frequent-share", type=float, metavar="F",
+                   help="a read is searched without seeds when more than this share of its seeds is seen more than "
+                        f"--seed-max-occ times (0: any one) [{_MAP.seed_frequent_share}]")
     m.add_argument("--seed-accept", type=float, metavar="F",
                    help=f"lean store: see --seed-candidates [{_MAP.seed_accept}]")
     m.add_argument("--batch-size", type=int, metavar="N",
@@ -238,7 +241,7 @@ def _run_align(args: argparse.Namespace, argv: list[str]) -> int:
                        prefilter_ratio=args.prefilter_ratio, wide_below=args.wide_below,
                        wide_candidates=args.wide_candidates, coarse_sieve=args.coarse_sieve,
                        seed_candidates=args.seed_candidates, seed_accept=args.seed_accept,
-                       seed_max_occ=args.seed_max_occ)
+                       seed_max_occ=args.seed_max_occ, seed_frequent_share=args.seed_frequent_share)
     summary = aligner.align_file(args.reads, args.output, read_group=args.read_group,
                                  command_line="dnaesa " + shlex.join(argv), progress=not args.quiet,
                                  mates=mates, interleaved=args.interleaved, insert_size=args.insert_size,

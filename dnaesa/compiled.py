@@ -40,13 +40,13 @@ def _configure_seeds(lib: ctypes.CDLL) -> None:
     lib.dnaesa_seeds_sample.argtypes = [_P, _I64, _I64, ctypes.c_uint64, _P, _P]
     lib.dnaesa_seeds_candidates.restype = ctypes.c_int
     lib.dnaesa_seeds_candidates.argtypes = [_P, _P, _P, _I64, _I64, ctypes.c_uint64, ctypes.c_int, _P, _P, _I64, _P,
-                                            _I64, _P, _P, _I64, _P, _I64, _I64, _I64, _I64, _P, _P]
+                                            _I64, _P, _P, _I64, _P, _I64, _I64, ctypes.c_double, _I64, _I64, _P, _P]
 
 
 SCAN, SKETCH, SEEDS = "dnaesa.store._scan", "dnaesa.model._sketch", "dnaesa.store._seeds"
 #: each kernel module: (the version of its calling convention, which its `dnaesa_<stem>_abi()`
 #: must return; what sets its functions' ctypes signatures)
-KERNELS = {SCAN: (3, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (2, _configure_seeds)}
+KERNELS = {SCAN: (3, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (3, _configure_seeds)}
 
 _libs: dict[str, ctypes.CDLL | None] = {}
 #: why a kernel module is not used, by module name

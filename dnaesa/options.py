@@ -109,11 +109,13 @@ class MapOptions:
     #: (10%: about 0.4, 15%: 0.26 at the median), 1%-error reads high (0.74 at the 1st percentile)
     wide_below: float = 0.6
     wide_candidates: int = 8192
-    #: a lean store with seeds (`store/seeds.py`): the fragments a read's seeds point to, at most
+    #: a lean or flat store with seeds (`store/seeds.py`): the fragments a read's seeds point to, at most
     #: this many, are scored by the exact tier first (0: no seeds) ...
     seed_candidates: int = 64
-    #: ... unless one of its seeds is seen more often than this in the reference (a repeat)
+    #: ... unless more than this share of its seeds (0: any) is seen more often than this in the
+    #: reference (a repeat); such seeds cast no vote
     seed_max_occ: int = 256
+    seed_frequent_share: float = 0.0
     #: ... and settle the read when its best scores at least this x what a read inside a fragment
     #: scores; any other read is searched by the coarse tier as without seeds
     seed_accept: float = 0.8
@@ -148,6 +150,8 @@ class MapOptions:
             raise OptionsError(f"seed_candidates must be in [0, 8192], got {self.seed_candidates}")
         if self.seed_max_occ < 1:
             raise OptionsError(f"seed_max_occ must be at least 1, got {self.seed_max_occ}")
+        if not 0.0 <= self.seed_frequent_share < 1.0:
+            raise OptionsError(f"seed_frequent_share must be in [0, 1), got {self.seed_frequent_share}")
         if not 0.0 <= self.seed_accept <= 1.0:
             raise OptionsError(f"seed_accept must be in [0, 1], got {self.seed_accept}")
         if not 0 <= self.coarse_sieve <= 65536:

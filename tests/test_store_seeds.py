@@ -146,6 +146,22 @@ def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp
     assert usable.tolist() == [True]
 
 
+def test_a_read_with_a_few_frequent_seeds_may_still_be_settled_by_the_rest(random_ref, tmp_path):
+    ref = Reference.load(random_ref)
+    repeat = ref.fetch(0, 1000, 1100)
+    seqs = list(ref.seqs)
+    seqs[0] = seqs[0][:100_000] + repeat * 40 + seqs[0][100_000 + 100 * 40 :]  # 41 copies of 100 bp
+    ref = Reference("rep.fa", ref.names, seqs)
+    table = _table(ref, tmp_path)
+    read = ref.fetch(0, 103_950, 104_200)  # the last copy's 50 bases, then 200 of unique sequence
+    picked, usable = table.candidates([read], 64, max_occ=16)
+    assert not usable[0]  # a seed seen 41 times: by default the read goes to the dense search
+    _, usable = table.candidates([read], 64, max_occ=16, frequent_share=0.5)
+    assert usable[0]  # most of its seeds are unique: they speak for it
+    frags = ref.fragments(1250, 1000)
+    assert frags[picked[0, 0]][1] <= 103_950 and 104_200 <= frags[picked[0, 0]][2]
+
+
 def test_a_repeat_of_more_copies_than_the_candidates_hold_is_left_to_the_dense_search(random_ref, tmp_path):
     """Seeds each seen under `max_occ` times, but in more places than `limit` fragments hold: the
     copies tie on votes, and those left out might be the read's own; the exhaustive search sees all."""
@@ -209,11 +225,11 @@ def test_compiled_and_numpy_lookups_agree(random_ref, tmp_path):
     reads += [repeat[10:260], repeat[30:190].lower(), seqs[1][10_050:10_300], "", "ACGT", "N" * 150,
               ref.fetch(1, 499_800, 500_000), ref.fetch(0, 50_000, 53_000)]
     for half in (False, True):
-        for limit, max_occ in ((64, 256), (8, 256), (64, 50), (3, 4)):
+        for limit, max_occ, share in ((64, 256, 0.0), (8, 256, 0.0), (64, 50, 0.0), (3, 4, 0.0), (64, 4, 0.3)):
             table.compiled = True
-            got = table.candidates(reads, limit, max_occ, half)
+            got = table.candidates(reads, limit, max_occ, half, share)
             table.compiled = False
-            want = table.candidates(reads, limit, max_occ, half)
+            want = table.candidates(reads, limit, max_occ, half, share)
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
     assert not want[1].all() and want[1].any()

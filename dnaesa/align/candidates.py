@@ -163,7 +163,7 @@ class CandidateFinder:
         # half the seeds at genome scale (a lean index: lookups in a table of gigabytes); all of them
         # in a flat index's small table, where they see more of a read's paralogs (its MAPQ)
         picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ,
-                                               half=self.coarse is not None)
+                                               half=self.coarse is not None, frequent_share=o.seed_frequent_share)
         some = np.flatnonzero(usable)
         if len(some):
             first = self._score(vectors[some], picked[some], k)

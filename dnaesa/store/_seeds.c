@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-int dnaesa_seeds_abi(void) { return 2; }
+int dnaesa_seeds_abi(void) { return 3; }
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 30;
@@ -89,11 +89,12 @@ static int by_votes(const void *a, const void *b) {  /* most votes first, then t
 /* `SeedTable.candidates` for n reads: read r is codes[starts[r] : starts[r] + lens[r]] (0-3, other
  * values break the k-mers over them). Its sampled k-mers (with `half`, those whose key has bit 1
  * clear) are looked up in the table (keys sorted, positions beside them); a k-mer found more than
- * max_occ times makes the read unusable and casts no vote; every other hit votes for the fragments
+ * max_occ times casts no vote, and makes the read unusable when more than frequent_share of those
+ * looked up are such (0: any one); every other hit votes for the fragments
  * of its contig from the one holding (read start - slack) to the one holding (read end + slack),
  * one vote each, two for a fragment that holds the read as placed (a read longer than `longest`
  * votes as its first `longest` bases). out (n x limit, -1 pads): the fragments by votes, then id;
- * usable[r]: some fragment got a vote, no k-mer was too frequent, and the fragment after the first
+ * usable[r]: some fragment got a vote, not too many k-mers were too frequent, and the fragment after the first
  * `limit` (if any) has under half the best one's votes. directory: `fragment_of`'s, one entry for
  * every 1,024 bases of the contigs laid end to end. Returns 0, or -1 when memory ran out. */
 int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const int64_t *lens, int64_t n,
@@ -101,7 +102,8 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
                             int64_t n_entries, const int64_t *contig_starts, int64_t n_contigs,
                             const int64_t *frag_starts, const int64_t *frag_ends, int64_t n_frags,
                             const int64_t *directory, int64_t longest,
-                            int64_t max_occ, int64_t slack, int64_t limit, int64_t *out, uint8_t *usable) {
+                            int64_t max_occ, double frequent_share, int64_t slack, int64_t limit, int64_t *out,
+                            uint8_t *usable) {
     int64_t widest = 0;
     for (int64_t r = 0; r < n; r++) widest = lens[r] > widest ? lens[r] : widest;
     uint32_t *rkeys = malloc((size_t)(widest + 1) * sizeof *rkeys);
@@ -114,14 +116,14 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
     for (int64_t r = 0; r < n; r++) {
         const int64_t len = lens[r], length = len < longest ? len : longest;
         const int64_t got = dnaesa_seeds_sample(codes + starts[r], len, k, mask, rkeys, rpos);
-        int64_t u = 0;
-        int frequent = 0;
+        int64_t u = 0, seen = 0, frequent = 0;
         for (int64_t s = 0; s < got; s++) {
             const uint32_t key = rkeys[s];
             if (half && (key & 2u)) continue;
             const int64_t lo = bound_u32(keys, n_entries, key & 0xFFFFFFFEu, 0);
             const int64_t hi = bound_u32(keys, n_entries, key | 1u, 1);
-            if (hi - lo > max_occ) { frequent = 1; continue; }
+            seen++;
+            if (hi - lo > max_occ) { frequent++; continue; }
             for (int64_t e = lo; e < hi; e++) {
                 const int64_t g = positions[e], q = rpos[s];
                 const int64_t start = (keys[e] & 1u) == (key & 1u) ? g - q : g - (len - k - q);
@@ -154,7 +156,8 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
         qsort(votes, (size_t)u, sizeof *votes, by_votes);
         int64_t *row = out + r * limit;
         for (int64_t i = 0; i < limit; i++) row[i] = i < u ? votes[i].frag : -1;
-        usable[r] = u > 0 && !frequent && !(u > limit && 2 * votes[limit].votes >= votes[0].votes);
+        usable[r] = u > 0 && !((double)frequent > frequent_share * (double)seen) &&
+                    !(u > limit && 2 * votes[limit].votes >= votes[0].votes);
     }
 done:
     free(rkeys);

@@ -149,12 +149,12 @@ class SeedTable:
         self.compiled = True
         self.directory: np.ndarray | None = None
 
-    def candidates(self, seqs: Sequence[str], limit: int, max_occ: int,
-                   half: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, seqs: Sequence[str], limit: int, max_occ: int, half: bool = False,
+                   frequent_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """For each read: the fragments its seeds point to, most votes first (ties to the lower
         id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
-        read (bool (n,): some seed was found, none was too frequent to look up (seen more than
-        `max_occ` times), and the fragments past `limit` have under half the best one's votes: a
+        read (bool (n,): some seed was found, no more than `frequent_share` of its seeds (0: none)
+        was too frequent to look up (seen more than `max_occ` times), and the fragments past `limit` have under half the best one's votes: a
         repeat of more copies than that is left to the exhaustive search). With `half`, only the seeds whose key has its second bit clear are looked
         up (the same half of every k-mer's occurrences: half the work, enough for a read close to
         the reference)."""
@@ -162,8 +162,8 @@ class SeedTable:
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
         lib = compiled.load(compiled.SEEDS) if self.compiled else None
         if lib is not None:
-            return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half)
-        read, start, contig, frequent = self._hits(seqs, lens, max_occ, half)
+            return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half, frequent_share)
+        read, start, contig, frequent = self._hits(seqs, lens, max_occ, half, frequent_share)
         out = np.full((n, limit), -1, dtype=np.int64)
         rows, frag, votes = self._votes(read, start, lens[read], contig)
         bounds = np.searchsorted(rows, np.arange(n + 1))
@@ -177,7 +177,7 @@ class SeedTable:
         return out, (bounds[1:] > bounds[:-1]) & ~frequent & ~crowded
 
     def _candidates_compiled(self, lib, seqs: Sequence[str], lens: np.ndarray, limit: int, max_occ: int,
-                             half: bool) -> tuple[np.ndarray, np.ndarray]:
+                             half: bool, frequent_share: float) -> tuple[np.ndarray, np.ndarray]:
         """`candidates` by the compiled kernel (`_seeds.c`): the same fragments, in the same order."""
         n = len(seqs)
         starts = np.zeros(n + 1, dtype=np.int64)
@@ -191,7 +191,7 @@ class SeedTable:
                                        self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
                                        self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
                                        len(self.fragment_starts), self._directory().ctypes.data, self.longest,
-                                       max_occ, SLACK, limit,
+                                       max_occ, frequent_share, SLACK, limit,
                                        out.ctypes.data, usable.ctypes.data):
             raise MemoryError("the seed lookup ran out of memory")
         return out, usable.astype(bool)
@@ -204,9 +204,11 @@ class SeedTable:
             self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
         return self.directory
 
-    def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool) -> tuple[np.ndarray, ...]:
+    def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool,
+              frequent_share: float = 0.0) -> tuple[np.ndarray, ...]:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
-        reference, the entry's contig), and which reads have a seed too frequent to look up."""
+        reference, the entry's contig), and which reads have more than `frequent_share` of their
+        seeds (0: any) too frequent to look up."""
         read_starts = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lens + 1, out=read_starts[1:])
         text = "\n".join(seqs).encode("ascii", "replace")
@@ -218,8 +220,8 @@ class SeedTable:
         offset = where - read_starts[read]
         lo = np.searchsorted(self.keys, keys & np.uint32(0xFFFFFFFE), side="left")
         count = np.searchsorted(self.keys, keys | np.uint32(1), side="right") - lo
-        frequent = np.zeros(len(seqs), dtype=bool)
-        frequent[read[count > max_occ]] = True
+        seen = np.bincount(read, minlength=len(seqs))
+        frequent = np.bincount(read[count > max_occ], minlength=len(seqs)) > frequent_share * seen
         take = count <= max_occ
         read, offset, lo, count, keys = read[take], offset[take], lo[take], count[take], keys[take]
         seed = np.repeat(np.arange(len(lo)), count)
