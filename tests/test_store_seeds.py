@@ -133,12 +133,18 @@ def test_a_long_read_votes_for_a_few_fragments_a_hit(random_ref, tmp_path, monke
     assert np.array_equal(table.candidates([read], 4, max_occ=256)[0], picked)
 
 
+def _with_copies(ref: Reference, unit: str, places, contig: int = 0) -> Reference:
+    """`ref` with `unit` written over contig `contig` at each of `places`."""
+    seqs = list(ref.seqs)
+    for at in places:
+        seqs[contig] = seqs[contig][:at] + unit + seqs[contig][at + len(unit) :]
+    return Reference("rep.fa", ref.names, seqs)
+
+
 def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp_path):
     ref = Reference.load(random_ref)
     repeat = ref.fetch(0, 1000, 1300)
-    seqs = list(ref.seqs)
-    seqs[0] = seqs[0][:100_000] + repeat * 40 + seqs[0][100_000 + 300 * 40 :]  # 41 copies of 300 bp
-    ref = Reference("rep.fa", ref.names, seqs)
+    ref = _with_copies(ref, repeat * 40, [100_000])  # 41 copies of 300 bp
     table = _table(ref, tmp_path)
     _, usable = table.candidates([repeat[20:270], ref.fetch(1, 5000, 5250)], 64, max_occ=16)
     assert usable.tolist() == [False, True]
@@ -148,10 +154,7 @@ def test_a_read_with_a_frequent_seed_is_left_to_the_dense_search(random_ref, tmp
 
 def test_a_read_with_a_few_frequent_seeds_may_still_be_settled_by_the_rest(random_ref, tmp_path):
     ref = Reference.load(random_ref)
-    repeat = ref.fetch(0, 1000, 1100)
-    seqs = list(ref.seqs)
-    seqs[0] = seqs[0][:100_000] + repeat * 40 + seqs[0][100_000 + 100 * 40 :]  # 41 copies of 100 bp
-    ref = Reference("rep.fa", ref.names, seqs)
+    ref = _with_copies(ref, ref.fetch(0, 1000, 1100) * 40, [100_000])  # 41 copies of 100 bp
     table = _table(ref, tmp_path)
     read = ref.fetch(0, 103_950, 104_200)  # the last copy's 50 bases, then 200 of unique sequence
     picked, usable = table.candidates([read], 64, max_occ=16)
@@ -167,10 +170,7 @@ def test_a_repeat_of_more_copies_than_the_candidates_hold_is_left_to_the_dense_s
     copies tie on votes, and those left out might be the read's own; the exhaustive search sees all."""
     ref = Reference.load(random_ref)
     repeat = ref.fetch(0, 1000, 1300)
-    seqs = list(ref.seqs)
-    for at in range(20_000, 620_000, 6_000):  # 100 copies, 6 kb apart: 100 to 200 fragments
-        seqs[0] = seqs[0][:at] + repeat + seqs[0][at + 300 :]
-    ref = Reference("rep.fa", ref.names, seqs)
+    ref = _with_copies(ref, repeat, range(20_000, 620_000, 6_000))  # 100 copies, 6 kb apart: 100 to 200 fragments
     table = _table(ref, tmp_path)
     reads = [repeat[20:270], ref.fetch(1, 5000, 5250)]
     picked, usable = table.candidates(reads, 64, max_occ=256)
@@ -206,11 +206,9 @@ def test_compiled_and_numpy_lookups_agree(random_ref, tmp_path):
     (frequent and crowded), N, no k-mer at all, a read at a contig's end and one longer than a fragment."""
     ref = Reference.load(random_ref)
     repeat = ref.fetch(0, 1000, 1300)
-    seqs = list(ref.seqs)
-    for at in range(20_000, 620_000, 6_000):  # 100 copies
-        seqs[0] = seqs[0][:at] + repeat + seqs[0][at + 300 :]
-    seqs[1] = seqs[1][:10_000] + repeat[:200] * 6 + seqs[1][11_200:]  # a tandem of 6
-    ref = Reference("rep.fa", ref.names, seqs)
+    ref = _with_copies(ref, repeat, range(20_000, 620_000, 6_000))  # 100 copies
+    ref = _with_copies(ref, repeat[:200] * 6, [10_000], contig=1)  # a tandem of 6
+    seqs = ref.seqs
     table = _table(ref, tmp_path)
     rng = np.random.default_rng(9)
     reads = []
