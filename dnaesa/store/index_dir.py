@@ -201,7 +201,7 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
                workers: int = 1, engine=None) -> Index:
     """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), and
-    a lean index's seeds (`seeds.py`)."""
+    a lean or flat index's seeds (`seeds.py`)."""
     index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
     return keep_seeds(keep_sequence(index, reference), encoder)
 

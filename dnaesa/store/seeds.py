@@ -147,7 +147,10 @@ class SeedTable:
         self.longest = int((self.fragment_ends - self.fragment_starts).max(initial=0))
         #: whether `candidates` calls the compiled kernel where it is built (tests compare the paths)
         self.compiled = True
-        self.directory: np.ndarray | None = None
+        #: for the kernel: the last fragment starting at or before each multiple of `DIRECTORY_STEP`
+        #: bases (-1: none); 8 bytes for every 1,024 bases (24 MB at 3.1 Gb), made before workers fork
+        bucket = np.arange(0, int(self.contig_starts[-1]) + DIRECTORY_STEP, DIRECTORY_STEP, dtype=np.int64)
+        self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
 
     def candidates(self, seqs: Sequence[str], limit: int, max_occ: int, half: bool = False,
                    frequent_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -190,19 +193,11 @@ class SeedTable:
                                        self.sample - 1, int(half), keys.ctypes.data, positions.ctypes.data, len(keys),
                                        self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
                                        self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
-                                       len(self.fragment_starts), self._directory().ctypes.data, self.longest,
+                                       len(self.fragment_starts), self.directory.ctypes.data, self.longest,
                                        max_occ, frequent_share, SLACK, limit,
                                        out.ctypes.data, usable.ctypes.data):
             raise MemoryError("the seed lookup ran out of memory")
         return out, usable.astype(bool)
-
-    def _directory(self) -> np.ndarray:
-        """For the kernel: the last fragment starting at or before each multiple of 1,024 bases
-        (-1: none), made once (8 bytes for every 1,024 bases: 24 MB at 3.1 Gb)."""
-        if self.directory is None:
-            bucket = np.arange(0, int(self.contig_starts[-1]) + DIRECTORY_STEP, DIRECTORY_STEP, dtype=np.int64)
-            self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
-        return self.directory
 
     def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool,
               frequent_share: float = 0.0) -> tuple[np.ndarray, ...]:
