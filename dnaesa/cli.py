@@ -138,16 +138,16 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="tiered/lean store: the coarse tier scores only the K fragments a read's 4-bit product-quantised "
                         f"codes pick (at least C); 0: all of them [{_MAP.coarse_sieve}]")
     m.add_argument("--seed-candidates", type=int, metavar="S",
-                   help="lean store: the S fragments a read's sampled 19-mers point to are scored first, and settle the "
+                   help="lean and flat stores: the S fragments a read's sampled 19-mers point to are scored first, and settle the "
                         f"read when its best scores at least --seed-accept of a contained read's; 0: off [{_MAP.seed_candidates}]")
     m.add_argument("--seed-max-occ", type=int, metavar="M",
-                   help=f"lean store: a read with a seed seen more than M times in the reference (a repeat) is searched "
+                   help=f"lean and flat stores: a read with a seed seen more than M times in the reference (a repeat) is searched "
                         f"without seeds [{_MAP.seed_max_occ}]")
     m.add_argument("--seed-frequent-share", type=float, metavar="F",
                    help="a read is searched without seeds when more than this share of its seeds is seen more than "
                         f"--seed-max-occ times (0: any one) [{_MAP.seed_frequent_share}]")
     m.add_argument("--seed-accept", type=float, metavar="F",
-                   help=f"lean store: see --seed-candidates [{_MAP.seed_accept}]")
+                   help=f"lean and flat stores: see --seed-candidates [{_MAP.seed_accept}]")
     m.add_argument("--batch-size", type=int, metavar="N",
                    help=f"reads embedded and searched together [{_MAP.batch_size}]")
     m.add_argument("--search-backend", choices=["auto", "faiss", "torch", "torch-bf16"],
