@@ -19,6 +19,9 @@ Measured (2-core AMD EPYC, AVX2, 2026-12-03; benchmarks/RESULTS.md, "Tenth sessi
 FAISS's float32 product.
 
 A store whose vectors are not all scaled integer vectors (a trained encoder's) keeps FAISS.
+
+`rerank` scores chosen vectors only (a read's seed candidates, `seeds.py`) with the same sums, from a
+second, row-major copy of the integers (n x dim bytes), where a vector's bytes are contiguous.
 """
 from __future__ import annotations
 

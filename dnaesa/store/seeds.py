@@ -1,4 +1,4 @@
-"""Seeds: a sub-linear first search for a lean index, before the coarse tier's exhaustive one.
+"""Seeds: a sub-linear first search for a lean or flat index, before its exhaustive one.
 
 At genome scale a read's cost was the coarse tier's pass over every fragment (the sieve's scan of
 3.1 M product-quantisation codes: about 8 CPU ms a read, five times bwa's whole cost per read;
@@ -10,10 +10,13 @@ few fragments they point to are scored by the exact tier (`SequenceTier`), the s
 before (`align.candidates.CandidateFinder`):
 - first pass, every read: half of its seeds (`half`); it is settled when its best score is what
   a read inside a fragment scores (`MapOptions.seed_accept`);
-- any other read (divergent, all seeds missed, or a seed too frequent to look up: a repeat, whose
-  copies must all be seen for its MAPQ) takes the coarse tier as before, and all of its seeds'
-  fragments are merged with that search's hits: a divergent read's one surviving seed can find
-  what the coarse tier misses.
+- any other read (divergent, all seeds missed, a seed too frequent to look up, or more copies than
+  the candidates hold: a repeat, whose copies must all be seen for its MAPQ) takes the coarse tier
+  as before, and all of its seeds' fragments are merged with that search's hits: a divergent
+  read's one surviving seed can find what the coarse tier misses.
+A flat index of a count sketch keeps seeds too (twelfth session): there all of a read's seeds are
+looked up at once, their fragments are scored by the store's integer scan (`IntegerScan.rerank`,
+the scores its exhaustive search gives), and the reads they do not settle take that search.
 
 The table (`SEED_PARAMS`): every canonical k-mer (k = 19) of the reference whose 64-bit hash
 (splitmix64's finaliser of its 2-bit code) has its low `log2(sample)` bits zero, one in 8;
