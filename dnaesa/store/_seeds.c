@@ -134,7 +134,7 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
                 y = y < first ? first : (y > last ? last : y);
                 const int64_t a = fragment_of(frag_starts, n_frags, directory, x);
                 const int64_t b = fragment_of(frag_starts, n_frags, directory, y);
-                for (int64_t f = a; f <= b; f++) {
+                for (int64_t f = a < 0 ? 0 : a; f <= b; f++) {  /* -1: before the first fragment */
                     const int64_t slot = f + 1;  /* fragment -1 (before the first) has slot 0 */
                     if (!tally[slot]) {
                         if (u == room) {

@@ -239,8 +239,8 @@ class SeedTable:
         its length (a 1 Mb read would otherwise vote for a thousand)."""
         length = np.minimum(length, self.longest)
         first, last = self.contig_starts[contig], self.contig_starts[contig + 1] - 1
-        a = self._fragment_of(np.clip(start - SLACK, first, last))
-        span = self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1
+        a = np.maximum(self._fragment_of(np.clip(start - SLACK, first, last)), 0)  # -1: before the first
+        span = np.maximum(self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1, 0)
         hit = np.repeat(np.arange(len(a)), span)
         frag = _ranges(a, span)
         s, end = start[hit], start[hit] + length[hit]
