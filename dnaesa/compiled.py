@@ -16,6 +16,8 @@ import logging
 log = logging.getLogger("dnaesa")
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
+#: the start of the one warning line a run prints when a kernel is missing (no C compiler at install)
+MISSING_WARNING = "numpy runs instead of compiled kernels (same results, slower)"
 
 
 def _configure_scan(lib: ctypes.CDLL) -> None:
@@ -80,7 +82,7 @@ def load_all() -> None:
             UNAVAILABLE[name] = why
             missing.append(f"{name} {why}")
     if missing:
-        log.warning("numpy runs instead of compiled kernels (same results, slower): %s", "; ".join(missing))
+        log.warning("%s: %s", MISSING_WARNING, "; ".join(missing))
 
 
 def load(name: str) -> ctypes.CDLL | None:
