@@ -121,8 +121,8 @@ def test_a_long_read_votes_for_a_few_fragments_a_hit(random_ref, tmp_path, monke
     table.compiled = False  # the numpy path's expansion is counted; the compiled one votes alike (tested below)
     read = ref.fetch(0, 100_000, 500_000)
     sizes = []
-    real = seeds._ranges
-    monkeypatch.setattr(seeds, "_ranges", lambda starts, counts: sizes.append((len(counts), int(counts.sum()))) or
+    real = seeds.ranges
+    monkeypatch.setattr(seeds, "ranges", lambda starts, counts: sizes.append((len(counts), int(counts.sum()))) or
                         real(starts, counts))
     picked, usable = table.candidates([read], 4, max_occ=256)
     hits, votes = sizes[-1]  # the votes' expansion: one range of fragments per hit

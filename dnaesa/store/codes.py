@@ -282,3 +282,8 @@ def best_candidates(scores: np.ndarray, cand: np.ndarray, valid: np.ndarray, k: 
     out_s[:, :got] = np.take_along_axis(scores, order, 1)
     out_i[:, :got] = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1)
     return out_s, out_i
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1 for each i, one after the other."""
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))

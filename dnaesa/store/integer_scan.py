@@ -30,7 +30,7 @@ import ctypes
 import numpy as np
 
 from dnaesa import compiled as kernels
-from dnaesa.store.codes import best_candidates
+from dnaesa.store.codes import best_candidates, ranges
 
 #: vectors a block: coordinate d of 64 vectors is 64 contiguous bytes
 LANES = 64
@@ -189,7 +189,7 @@ class IntegerScan:
         else:  # every (pair, query coordinate) product at once: sums of integers, exact in float64
             nnz = np.diff(indptr)[reads]
             pair = np.repeat(np.arange(len(ids)), nnz)
-            at = np.repeat(indptr[reads] - np.cumsum(nnz) + nnz, nnz) + np.arange(int(nnz.sum()))
+            at = ranges(indptr[reads], nnz)
             products = values[at] * self.rows[ids[pair], cols[at]]
             dots = np.bincount(pair, weights=products, minlength=len(ids)) * self.inv_norms[ids]
         scores = np.full(cand.shape, -np.inf, dtype=np.float32)

@@ -27,7 +27,8 @@ high 32 bits with the lowest one replaced by the strand on which the k-mer is ca
 position (along all contigs laid end to end). A hit's strand and the k-mer's offset in the read
 give the read's start on the reference, and so the fragment that holds the read: hits that agree
 vote for the same fragment, as a diagonal does in a chaining aligner. Keys that occur more than
-`MapOptions.seed_max_occ` times are not looked up, and send the read to the coarse tier.
+`MapOptions.seed_max_occ` times are not looked up, and send the read to the dense search (unless
+they are at most `MapOptions.seed_frequent_share` of its seeds).
 
 The files `seedkeys.<checksum>.npy` and `seedpos.<checksum>.npy` are made from the index's packed
 bases (`sequence_file.py`) when it keeps them, and are named with their SHA-256 in the manifest's
@@ -42,6 +43,7 @@ import numpy as np
 
 from dnaesa import compiled
 from dnaesa.model.kmer import BASE_CODE
+from dnaesa.store.codes import ranges
 
 #: the manifest's `seeds`: k-mers of `k` bases kept where hash % `sample` == 0
 SEED_PARAMS = {"kind": "sampled-kmers", "k": 19, "sample": 8, "version": 1}
@@ -160,10 +162,11 @@ class SeedTable:
         """For each read: the fragments its seeds point to, most votes first (ties to the lower
         id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
         read (bool (n,): some seed was found, no more than `frequent_share` of its seeds (0: none)
-        was too frequent to look up (seen more than `max_occ` times), and the fragments past `limit` have under half the best one's votes: a
-        repeat of more copies than that is left to the exhaustive search). With `half`, only the seeds whose key has its second bit clear are looked
-        up (the same half of every k-mer's occurrences: half the work, enough for a read close to
-        the reference)."""
+        was too frequent to look up (seen more than `max_occ` times), and the fragment after the
+        first `limit` has under half the best one's votes: a repeat of more copies than that is left
+        to the dense search). With `half`, only the seeds whose key has its second bit clear are
+        looked up (the same half of every k-mer's occurrences: half the work, enough for a read
+        close to the reference)."""
         n = len(seqs)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
         lib = compiled.load(compiled.SEEDS) if self.compiled else None
@@ -186,9 +189,7 @@ class SeedTable:
                              half: bool, frequent_share: float) -> tuple[np.ndarray, np.ndarray]:
         """`candidates` by the compiled kernel (`_seeds.c`): the same fragments, in the same order."""
         n = len(seqs)
-        starts = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lens + 1, out=starts[1:])
-        codes = np.ascontiguousarray(_CODES[np.frombuffer("\n".join(seqs).encode("ascii", "replace"), dtype=np.uint8)])
+        codes, starts = _read_codes(seqs, lens)
         out = np.empty((n, limit), dtype=np.int64)
         usable = np.zeros(n, dtype=np.uint8)
         keys, positions = self.keys, self.positions
@@ -207,10 +208,8 @@ class SeedTable:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
         reference, the entry's contig), and which reads have more than `frequent_share` of their
         seeds (0: any) too frequent to look up."""
-        read_starts = np.zeros(len(seqs) + 1, dtype=np.int64)
-        np.cumsum(lens + 1, out=read_starts[1:])
-        text = "\n".join(seqs).encode("ascii", "replace")
-        keys, where = sampled_kmers(_CODES[np.frombuffer(text, dtype=np.uint8)], self.k, self.sample)
+        codes, read_starts = _read_codes(seqs, lens)
+        keys, where = sampled_kmers(codes, self.k, self.sample)
         if half:
             chosen = (keys & np.uint32(2)) == 0
             keys, where = keys[chosen], where[chosen]
@@ -223,7 +222,7 @@ class SeedTable:
         take = count <= max_occ
         read, offset, lo, count, keys = read[take], offset[take], lo[take], count[take], keys[take]
         seed = np.repeat(np.arange(len(lo)), count)
-        entry = _ranges(lo, count)
+        entry = ranges(lo, count)
         g = self.positions[entry].astype(np.int64)
         same = (self.keys[entry] & np.uint32(1)) == (keys[seed] & np.uint32(1))  # the read is on the k-mer's strand
         read, q = read[seed], offset[seed]
@@ -234,15 +233,15 @@ class SeedTable:
                contig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each hit votes for the fragments of its contig that may hold its read (within `SLACK`
         bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment,
-        votes), each pair once, by read, then most votes, then the lower fragment. A read longer than a
-        fragment votes over its first `longest` bases only: two or three fragments a hit, whatever
-        its length (a 1 Mb read would otherwise vote for a thousand)."""
+        votes), each pair once, by read, then most votes, then the lower fragment. A read longer
+        than a fragment votes over its first `longest` bases only: two or three fragments a hit,
+        whatever its length (a 1 Mb read would otherwise vote for a thousand)."""
         length = np.minimum(length, self.longest)
         first, last = self.contig_starts[contig], self.contig_starts[contig + 1] - 1
         a = np.maximum(self._fragment_of(np.clip(start - SLACK, first, last)), 0)  # -1: before the first
         span = np.maximum(self._fragment_of(np.clip(start + length - 1 + SLACK, first, last)) - a + 1, 0)
         hit = np.repeat(np.arange(len(a)), span)
-        frag = _ranges(a, span)
+        frag = ranges(a, span)
         s, end = start[hit], start[hit] + length[hit]
         holds = (self.fragment_starts[frag] <= s) & (end <= self.fragment_ends[frag])
         stride = len(self.fragment_starts) + 1
@@ -257,6 +256,10 @@ class SeedTable:
         return np.searchsorted(self.fragment_starts, g, side="right") - 1
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1 for each i, one after the other."""
-    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+def _read_codes(seqs: Sequence[str], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reads' base codes laid end to end, each followed by a code that breaks k-mers (uint8),
+    and where each read starts there (int64 (n + 1,))."""
+    starts = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lens + 1, out=starts[1:])
+    text = "\n".join(seqs).encode("ascii", "replace")
+    return _CODES[np.frombuffer(text, dtype=np.uint8)], starts
