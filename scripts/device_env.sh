@@ -10,3 +10,7 @@ else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
+# the compiled kernels, built in place where a C compiler is (without one numpy runs, slower)
+if [ "$DEVICE" = cuda ]; then
+  python3 setup.py -q build_ext --inplace > /tmp/build_ext.log 2>&1 || echo "kernels not built: $(tail -n 1 /tmp/build_ext.log)"
+fi
