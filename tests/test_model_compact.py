@@ -125,3 +125,29 @@ def test_bundled_compact_model_loads_offline_and_places_lambda_reads(lambda_read
     placed, total, aligner = lambda_reads_placed(COMPACT_BUNDLE)
     assert aligner.encoder.identity() == enc.identity()
     assert placed >= 0.99 * total, f"{placed}/{total}"
+
+
+def test_compact_transformer_directory_loads_as_itself(tmp_path):
+    """A saved compact Transformer loads through `load_encoder` with its own weights (the same
+    embeddings as the model saved, strand-free, a stable identity that follows the weights);
+    the k-mer weight model's loader refuses it rather than start its missing weights afresh."""
+    from dnaesa.model.compact_transformer import DnaTinyTransformerConfig, DnaTinyTransformerModel
+    from dnaesa.model.transformer import TransformerEncoder
+
+    torch.manual_seed(0)
+    model = DnaTinyTransformerModel(DnaTinyTransformerConfig(dim=16, k=3, d_model=32, ff_dim=32, layers=1)).eval()
+    CompactTorchEncoder(model).save_pretrained(tmp_path)
+    seqs = random_seqs(12, 400, seed=3)
+    loaded = load_encoder(str(tmp_path), device="cpu")
+    assert type(loaded).__name__ == "TinyTransformerEncoder" and loaded.dim == 16
+    with torch.no_grad():
+        expected = model.embed(seqs).numpy()
+    got = loaded.encode(seqs)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(loaded.encode([reverse_complement(s) for s in seqs]), got, atol=1e-5)
+    assert loaded.identity() == load_encoder(str(tmp_path), device="cpu").identity()
+    with torch.no_grad():
+        loaded.model.out.bias.add_(0.5)
+    assert loaded.identity() != load_encoder(str(tmp_path), device="cpu").identity()
+    with pytest.raises(ValueError, match="dnaesa-compact-transformer"):
+        TransformerEncoder.from_pretrained(tmp_path)

@@ -82,6 +82,10 @@ def load_encoder(spec: str | None = None, device: str = "auto") -> Encoder:
         from dnaesa.model.compact import CompactSketchEncoder
 
         return CompactSketchEncoder(path, device=device)
+    if config.get("model_type") == "dnaesa-compact-transformer":
+        from dnaesa.model.compact_transformer import TinyTransformerEncoder
+
+        return TinyTransformerEncoder.from_pretrained(path, device=device)
     if SketchModelEncoder.supports(config):
         return SketchModelEncoder(path, device=device)
     from dnaesa.model.transformer import TransformerEncoder

@@ -10,7 +10,9 @@ Trained from scratch by the same loop as the compact sketch model (`dnaesa.train
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
+from dnaesa.model.compact_hf import CompactTorchEncoder
 from dnaesa.model.kmer import BASE_CODE
 from dnaesa.reference import reverse_complement
 
@@ -90,3 +94,27 @@ class DnaTinyTransformerModel(PreTrainedModel):
         seqs = list(seqs)
         y = self._one_strand(seqs) + self._one_strand([reverse_complement(s) for s in seqs])
         return F.normalize(y, dim=1)
+
+
+
+class TinyTransformerEncoder(CompactTorchEncoder):
+    """`Encoder` over a saved `DnaTinyTransformerModel` directory (what `load_encoder` gives for one),
+    with an identity made from its config and weights, for an index's manifest."""
+
+    name = "compact-transformer"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "TinyTransformerEncoder":
+        transformers_logging.disable_progress_bar()
+        return cls(DnaTinyTransformerModel.from_pretrained(str(path)), device=device)
+
+    def identity(self) -> str:
+        h = hashlib.sha1(self.model.config.to_json_string(use_diff=False).encode())
+        for key, tensor in sorted(self.model.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"compact-transformer:k={self.model.config.k}:dim={self.dim}:{h.hexdigest()[:16]}"
+
+    def encode(self, seqs: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Batches of 64: attention over a 1,250 bp fragment's 600-odd tokens costs memory as their square."""
+        return super().encode(seqs, batch_size)

@@ -327,6 +327,10 @@ class TransformerEncoder(Encoder):
     def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "TransformerEncoder":
         if not (Path(path) / "config.json").exists():
             raise ValueError(f"{path}: not a model directory (no config.json); train one with `python -m dnaesa train`")
+        kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+        if kind != DnaKmerWeightConfig.model_type:  # loading would start the missing weights afresh
+            raise ValueError(f"{path}: a {kind!r} model, not a {DnaKmerWeightConfig.model_type!r} one: "
+                             "load it with dnaesa.model.base.load_encoder")
         transformers_logging.disable_progress_bar()
         model = DnaKmerWeightModel.from_pretrained(str(path))
         return cls(model, DnaTokenizer.from_pretrained(path), device=device)
