@@ -206,7 +206,7 @@ def test_divergent_reads_are_searched_again_widely_and_close_ones_are_not(random
     off = Aligner(ref, "default", index=tmp_path / "l", device="cpu", index_kind="lean", wide_below=0, **narrow)
 
     def found(aligner, reads) -> int:  # reads whose fragment (contig b, containing the read) is in the top 16
-        _, ids = aligner.find_candidates._search(reads, 16)
+        _, ids, _ = aligner.find_candidates._search(reads, 16)
         frags = aligner.index.fragments
         return sum(any(frags[i][0] == 1 and frags[i][1] <= s and s + 250 <= frags[i][2] for i in row if i >= 0)
                    for row, s in zip(ids, starts))

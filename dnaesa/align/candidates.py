@@ -142,22 +142,28 @@ class CandidateFinder:
         queries = list(seqs) if symmetric else list(seqs) + [reverse_complement(s) for s in seqs]
         rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
         k = o.rescue_top_k if rescue else o.top_k
-        scores, ids = self._search(queries, k)
+        scores, ids, voted = self._search(queries, k)
+        forced = (ids == voted[:, None]) & (voted[:, None] >= 0)
         if not symmetric:
             scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
+            forced = np.hstack([forced[:n], forced[n:]])
         read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
-        first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates)
+        first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates,
+                           forced=forced)
         if rescue:
             expected = np.sqrt(read_lens / self.fragment_len)
             eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
             first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
         return first
 
-    def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, ids) of each query's top `k` fragments, and the fragment its seeds vote for most
+        (-1: none, or seeds that cannot speak for it)."""
         vectors = self.encoder.encode(queries)
         o = self.options
+        voted = np.full(len(queries), -1, dtype=np.int64)
         if self.seeds is None or not o.seed_candidates:
-            return self._search_dense(queries, vectors, k)
+            return (*self._search_dense(queries, vectors, k), voted)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         # half the seeds at genome scale (a lean index: lookups in a table of gigabytes); all of them
@@ -168,8 +174,9 @@ class CandidateFinder:
         if len(some):
             first = self._score(vectors[some], picked[some], k)
             if first is None:  # a query the flat store cannot score alone: the exhaustive search
-                return self._search_dense(queries, vectors, k)
+                return (*self._search_dense(queries, vectors, k), voted)
             scores[some], ids[some] = first
+            voted[some] = picked[some, 0]
         lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
         rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
         if len(rest):
@@ -180,7 +187,7 @@ class CandidateFinder:
             else:  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
                 picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
                 scores[rest], ids[rest] = merge_hits(dense, self._score(vectors[rest], picked, k), k)
-        return scores, ids
+        return scores, ids, voted
 
     def _search_dense(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The search without seeds: a flat store's, or the tiers'."""
@@ -209,26 +216,31 @@ class CandidateFinder:
         return scores, ids
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
-              read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None) -> CandidateBatch:
+              read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None,
+              forced: np.ndarray | None = None) -> CandidateBatch:
         """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
-        (bool per read), none for the reads where it is False."""
+        (bool per read), none for the reads where it is False; `forced` (bool, like `ids`): hits
+        kept whatever their score."""
         if symmetric:  # one search serves both strands: candidates carry no strand
-            scores, ids = scores[:, :depth], ids[:, :depth]
-            strands = np.full(ids.shape, -1, dtype=np.int8)
+            cols = np.s_[:, :depth]
+            strands = np.full((len(ids), min(depth, ids.shape[1])), -1, dtype=np.int8)
         else:  # hits are [forward k | reverse k]
-            cols = np.r_[0:depth, k : k + depth]
-            scores, ids = scores[:, cols], ids[:, cols]
-            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), ids.shape)
-        return self.windows_from_hits(scores, ids, strands, read_lens, ratio, limit, eligible)
+            cols = np.s_[:, np.r_[0:depth, k : k + depth]]
+            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), (len(ids), 2 * depth))
+        return self.windows_from_hits(scores[cols], ids[cols], strands, read_lens, ratio, limit, eligible,
+                                      None if forced is None else forced[cols])
 
     def windows_from_hits(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_lens: np.ndarray,
-                    ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None) -> CandidateBatch:
+                    ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None,
+                    forced: np.ndarray | None = None) -> CandidateBatch:
         """Windows around each read's best-scoring fragments, pruned against its best score.
 
         Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
         1 (reverse) or -1 (either: align both orientations). Per read: the hits scoring at least
-        `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
-        at most `max_candidates`, each widened by the read's length plus `WINDOW_SLACK` per side."""
+        `candidate_ratio` x its best score (which must be positive), and those `forced` marks (the
+        fragment a read's seeds vote for most: its cosine can fall below a close copy's, see
+        `CandidateFinder`), best first (ties in hit order), at most `max_candidates`, each widened
+        by the read's length plus `WINDOW_SLACK` per side."""
         o = self.options
         ratio = o.candidate_ratio if ratio is None else ratio
         limit = o.max_candidates if limit is None else limit
@@ -236,7 +248,7 @@ class CandidateFinder:
         best = np.where(ok, scores, -np.inf).max(axis=1, initial=-np.inf)
         # float32 throughout, as the per-read scalar code computed it (rows with best <= 0 keep nothing)
         threshold = np.maximum(best, 0) * scores.dtype.type(ratio)
-        keep = ok & (scores >= threshold[:, None]) & (best > 0)[:, None]
+        keep = ok & ((scores >= threshold[:, None]) | (False if forced is None else forced)) & (best > 0)[:, None]
         if eligible is not None:
             keep &= eligible[:, None]
         order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, :limit]
