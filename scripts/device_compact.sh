@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The compact encoder's training on a lent GPU machine (issue 10), the first device call of a
 # session (prepare with scripts/device_prepare.sh, then):
-#   run(command="bash scripts/device_compact.sh 300", timeout_s=590,
-#       carry=[".whl", ".data", "runs/gpu_compact_z", "runs/gpu_compact_tf"])
-# Two runs side by side on CUDA for TRAIN_SECONDS each, each resuming from its folder when carried:
+#   run(command="bash scripts/device_compact.sh 170", timeout_s=560, carry=[".data", ".whl/faiss...",
+#       ".whl/pysam...", ".whl/edlib..."])   (see scripts/device_prepare.sh for what fits a call)
+# Two runs side by side on CUDA for TRAIN_SECONDS each, each resuming from its folder where present:
 #  - runs/gpu_compact_z: the shipped model's recipe (configs/train/compact_d256_z.yaml: linear map of
 #    k-mer counts, PCA start, z-score loss) for its whole 1,500-step schedule and on, which the CPU
 #    never finished (the shipped compact256 stopped at 1,000);
 #  - runs/gpu_compact_tf: the compact Transformer (configs/train/compact_transformer_gpu.yaml), from
 #    scratch; on the CPU it never left chance (MODEL.md).
 # Then each run's best model is benchmarked against the training-free baselines (compact_bench, the
-# 66 k-window human space of MODEL.md, 200 reads a cell; at most 150 s). Logs, metrics, checkpoints and the best
-# models come back in $OUT/runs_compact.tgz: `tar xzf` it here to resume next time, and copy a
-# winner's best/ into dnaesa/model/weights/ only after MODEL.md's tables say it wins.
+# 66 k-window human space of MODEL.md, 200 reads a cell; at most 150 s). Each run's best model,
+# metrics and log come back in $OUT/RUN.tgz (`tar xzf` here); copy a winner's best/ into
+# dnaesa/model/weights/ only after MODEL.md's tables say it wins.
 # DEVICE=cpu dry-runs it here (a small TRAIN_SECONDS; STEPS caps the schedules; RUNS picks runs).
 set -u
 TRAIN_SECONDS=${1:-300}
@@ -38,7 +38,10 @@ declare -A CONFIG=([gpu_compact_z]=configs/train/compact_d256_z.yaml [gpu_compac
 for r in $RUNS; do train $r "${CONFIG[$r]}" & done
 wait
 for r in $RUNS; do echo "== $r"; tail -c 600 runs/$r.log; echo; done >> "$OUT/train.txt"
-tar czf "$OUT/runs_compact.tgz" $(for r in $RUNS; do echo runs/$r runs/$r.log; done)
+# what comes back (a lease returns files of at most 16 MB): each run's best model, metrics and log.
+# Its checkpoint (the optimizer's state with it: 54 MB for gpu_compact_z) stays on that machine, so
+# a later lease starts these runs afresh (2026-12-04: the whole folder in one archive was too large)
+for r in $RUNS; do tar czf "$OUT/$r.tgz" runs/$r/best runs/$r/metrics.jsonl runs/$r.log 2>/dev/null; done
 models=$(for r in $RUNS; do [ -f runs/$r/best/config.json ] && echo runs/$r/best; done)
 if [ -n "$models" ]; then
   timeout 150 python3 -m dnaesa.train.compact_bench --dims 256 --model $models \

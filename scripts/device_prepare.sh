@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Prepare, on this machine, what a lent GPU machine needs for scripts/device_check.sh: Python 3.12
-# wheels of the packages it lacks (faiss-cpu, pysam, parasail, edlib, pyyaml, tqdm) in .whl/ and the
-# training/benchmark genomes in .data/ (both git-ignored through .git/info/exclude; ~60 MiB, under
-# the device tool's 64 MiB limit). Then, with the device tool, first the compact encoder's training
-# (issue 10; its two run folders start empty and come back in runs_compact.tgz to resume from):
-#   run(command="bash scripts/device_compact.sh 300", timeout_s=590,
-#       carry=[".whl", ".data", "runs/gpu_compact_z", "runs/gpu_compact_tf"])
-# and, with what is left of the session's device time, one of:
-#   run(command="bash scripts/device_check.sh 300", timeout_s=590,
-#       carry=[".whl", ".data", "runs/gpu_table", "runs/gpu_conv", "runs/gpu_context"])   # resumes those runs
-#   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=370)
-# (.bin/bwa: this machine's bwa, for the comparison on the same machine.) The 2026-11-27 H100 lease
-# used about 440 s for the first and 290 s for the second, start-up included. The three run
-# directories add ~3 MB: with .whl and .data that is close to the 64 MiB a call can carry.
+# Prepare, on this machine, what a lent GPU machine needs for the device scripts: Python 3.12
+# wheels of the packages it lacks (faiss-cpu, pysam, parasail, edlib; pyyaml and tqdm are on the
+# H200 image already) in .whl/, the training/benchmark genomes in .data/ and this machine's bwa in
+# .bin/ (all git-ignored through .git/info/exclude).
+# A call carries at most 64 MiB with the tracked tree (15 MB), and .whl (38 MB) plus .data (22 MB)
+# do not fit together: name single wheels. A call also removes, on a warm machine, the ignored
+# paths it does not carry, so every call names all it needs. What the 2026-12-04 H200 lease ran:
+#   run(command="bash scripts/device_compact.sh 170; export PYTHONPATH=/tmp/site:$PWD;
+#                python3 benchmarks/gpu_search.py .data/human_grch37_chrX_0-70Mb.fa.gz --out $OUT/gpu_search.json",
+#       timeout_s=560, carry=[".data", ".whl/faiss_cpu-*.whl", ".whl/pysam-*.whl", ".whl/edlib-*.whl"])   # 350 s
+#   run(command="N_ECOLI=100000 bash scripts/device_throughput.sh", timeout_s=400,
+#       carry=[".bin", ".data", ".whl/parasail-*.whl"])   # 196 s; the other wheels were still
+#       # installed in /tmp/site from the first call (a warm machine): on a fresh one this fails
+# (the wheel names in full: carry takes no patterns). Start-up and both calls used about 630 s of
+# the 900 s lease. scripts/device_check.sh (the H100 runs of 2026-11-27) can take the rest.
 #
 #   scripts/device_prepare.sh GENOME_DIR     # the folder of ../shared/genomes/README.md
 set -euo pipefail
