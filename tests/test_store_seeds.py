@@ -359,13 +359,13 @@ def test_a_read_the_coarse_tier_misses_is_found_by_its_seeds(random_ref, tmp_pat
     assert found(on) >= found(off) + 4  # 56 against 51 when written
 
 
-@pytest.mark.parametrize("index_kind", ["flat", "lean"])
-def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tmp_path, index_kind):
+@pytest.mark.parametrize("index_kind, top_k", [("flat", 16), ("lean", 16), ("flat", 1)])
+def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tmp_path, index_kind, top_k):
     """A read's locus sits in complex sequence; a 2% divergent copy of it sits in poly-A. The copy's
     fragment holds few other k-mers, so its cosine with the read is higher, and the true fragment's
     falls below `candidate_ratio` x it. Its seeds vote for the true fragment most, which is aligned
     too: the read is placed at its locus, without mismatches, with the copy as second best (at 3.1 Gb
-    such reads went to the copy at MAPQ 60)."""
+    such reads went to the copy at MAPQ 60). Also when it ranks past the first `top_k` hits (here 1)."""
     rng = np.random.default_rng(7)
 
     def rand(n):
@@ -378,7 +378,7 @@ def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tm
     ref = tmp_path / "ref.fa"
     ref.write_text(f">chr1\n{rand(30_000)}{locus}{rand(30_000)}\n>copy\n{'A' * 500}{''.join(copy)}{'A' * 500}\n"
                    f">chr2\n{rand(50_000)}\n")
-    aligner = Aligner(str(ref), index=str(tmp_path / "idx"), index_kind=index_kind)
+    aligner = Aligner(str(ref), index=str(tmp_path / "idx"), index_kind=index_kind, top_k=top_k)
     finder = aligner.find_candidates
     scores, ids, voted = finder._search([locus], 16)
     frags = aligner.index.fragments

@@ -143,13 +143,11 @@ class CandidateFinder:
         rescue = o.rescue_candidates > 0 and o.rescue_top_k > o.top_k
         k = o.rescue_top_k if rescue else o.top_k
         scores, ids, voted = self._search(queries, k)
-        forced = (ids == voted[:, None]) & (voted[:, None] >= 0)
-        if not symmetric:
-            scores, ids = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]])
-            forced = np.hstack([forced[:n], forced[n:]])
+        if not symmetric:  # (seeds serve count sketches only, which are strand-free)
+            scores, ids, voted = np.hstack([scores[:n], scores[n:]]), np.hstack([ids[:n], ids[n:]]), None
         read_lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
         first = self._tier(scores, ids, symmetric, k, o.top_k, read_lens, o.candidate_ratio, o.max_candidates,
-                           forced=forced)
+                           voted=voted)
         if rescue:
             expected = np.sqrt(read_lens / self.fragment_len)
             eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
@@ -217,18 +215,26 @@ class CandidateFinder:
 
     def _tier(self, scores: np.ndarray, ids: np.ndarray, symmetric: bool, k: int, depth: int,
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None,
-              forced: np.ndarray | None = None) -> CandidateBatch:
+              voted: np.ndarray | None = None) -> CandidateBatch:
         """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
-        (bool per read), none for the reads where it is False; `forced` (bool, like `ids`): hits
-        kept whatever their score."""
+        (bool per read), none for the reads where it is False. `voted` (symmetric only: a fragment id
+        per read, -1 none) is kept whatever its score, also from past the first `depth` hits."""
         if symmetric:  # one search serves both strands: candidates carry no strand
-            cols = np.s_[:, :depth]
-            strands = np.full((len(ids), min(depth, ids.shape[1])), -1, dtype=np.int8)
-        else:  # hits are [forward k | reverse k]
-            cols = np.s_[:, np.r_[0:depth, k : k + depth]]
-            strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), (len(ids), 2 * depth))
-        return self.windows_from_hits(scores[cols], ids[cols], strands, read_lens, ratio, limit, eligible,
-                                      None if forced is None else forced[cols])
+            top_s, top_i = scores[:, :depth], ids[:, :depth]
+            forced = None
+            if voted is not None:
+                has = voted >= 0
+                at = ids == voted[:, None]
+                past = has & ~(top_i == voted[:, None]).any(axis=1)  # not among the first `depth`: one hit more
+                extra_s = np.where(at.any(axis=1), np.where(at, scores, -np.inf).max(axis=1, initial=-np.inf), 0)
+                top_s = np.hstack([top_s, extra_s.astype(scores.dtype)[:, None]])
+                top_i = np.hstack([top_i, np.where(past, voted, -1)[:, None]])
+                forced = (top_i == voted[:, None]) & has[:, None]
+            strands = np.full(top_i.shape, -1, dtype=np.int8)
+            return self.windows_from_hits(top_s, top_i, strands, read_lens, ratio, limit, eligible, forced)
+        cols = np.r_[0:depth, k : k + depth]  # hits are [forward k | reverse k]
+        strands = np.broadcast_to(np.repeat(np.array([[0, 1]], dtype=np.int8), depth, axis=1), (len(ids), 2 * depth))
+        return self.windows_from_hits(scores[:, cols], ids[:, cols], strands, read_lens, ratio, limit, eligible)
 
     def windows_from_hits(self, scores: np.ndarray, ids: np.ndarray, strands: np.ndarray, read_lens: np.ndarray,
                     ratio: float | None = None, limit: int | None = None, eligible: np.ndarray | None = None,
@@ -251,8 +257,14 @@ class CandidateFinder:
         keep = ok & ((scores >= threshold[:, None]) | (False if forced is None else forced)) & (best > 0)[:, None]
         if eligible is not None:
             keep &= eligible[:, None]
-        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")[:, :limit]
+        order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
         counts = np.minimum(keep.sum(axis=1), limit)
+        if forced is not None:  # a forced hit past the limit takes the last place (it scores below all kept)
+            wanted = keep & forced
+            placed = np.take_along_axis(wanted, order, 1) & (np.arange(order.shape[1]) < counts[:, None])
+            late = np.flatnonzero(wanted.any(axis=1) & ~placed.any(axis=1) & (counts > 0))
+            order[late, counts[late] - 1] = np.argmax(wanted[late], axis=1)
+        order = order[:, :limit]
         rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
         picked = order[rows, cols]
         frags = self.fragments[ids[rows, picked]]
