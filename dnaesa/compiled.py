@@ -48,7 +48,7 @@ def _configure_seeds(lib: ctypes.CDLL) -> None:
 SCAN, SKETCH, SEEDS = "dnaesa.store._scan", "dnaesa.model._sketch", "dnaesa.store._seeds"
 #: each kernel module: (the version of its calling convention, which its `dnaesa_<stem>_abi()`
 #: must return; what sets its functions' ctypes signatures)
-KERNELS = {SCAN: (3, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (3, _configure_seeds)}
+KERNELS = {SCAN: (3, _configure_scan), SKETCH: (1, _configure_sketch), SEEDS: (4, _configure_seeds)}
 
 _libs: dict[str, ctypes.CDLL | None] = {}
 #: why a kernel module is not used, by module name

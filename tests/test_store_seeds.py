@@ -389,3 +389,34 @@ def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tm
     best, second = aligner.map(locus)[:2]
     assert (best.contig, best.ref_start, best.nm) == ("chr1", 30_000, 0) and best.mapq > 0
     assert best.sub_score == second.score and second.contig == "copy"
+
+
+def test_a_tandem_repeat_does_not_outvote_the_reads_locus(tmp_path):
+    """A read is half unique sequence, half a tandem repeat whose array lies elsewhere (longer, and
+    in the first contig, so it would win ties). Each k-mer of the read votes once for a fragment,
+    however often it occurs in the read and the array, so the read's own locus gets the most votes;
+    compiled and numpy lookups agree."""
+    rng = np.random.default_rng(11)
+
+    def rand(n):
+        return "".join(rng.choice(list("ACGT"), n))
+
+    unit = "ACGTTGCAAGT"
+    read = rand(150) + (unit * 10)[:100]
+    ref = tmp_path / "ref.fa"
+    ref.write_text(f">array\n{rand(5_000)}{unit * 150}{rand(5_000)}\n>chr1\n{rand(20_000)}{read}{rand(20_000)}\n")
+    aligner = Aligner(str(ref), index=str(tmp_path / "idx"), index_kind="flat")
+    table = aligner.index.seeds
+    frags = aligner.index.fragments
+    locus = np.flatnonzero((frags[:, 0] == 1) & (frags[:, 1] <= 20_000) & (frags[:, 2] >= 20_250))
+    array = np.flatnonzero((frags[:, 0] == 0) & (frags[:, 1] < 6_650) & (frags[:, 2] > 5_000))
+    found = {}
+    for compiled_path in (True, False):
+        table.compiled = compiled_path
+        picked, usable = table.candidates([read], 8, 256)
+        found[compiled_path] = picked
+        assert usable[0] and picked[0, 0] in locus
+        assert set(array) & set(picked[0])  # the array's fragments are voted for, just less
+    assert np.array_equal(found[True], found[False])
+    placed = aligner.map(read)[0]
+    assert (placed.contig, placed.ref_start, placed.nm) == ("chr1", 20_000, 0)

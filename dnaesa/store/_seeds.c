@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-int dnaesa_seeds_abi(void) { return 3; }
+int dnaesa_seeds_abi(void) { return 4; }
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 30;
@@ -79,6 +79,14 @@ static int64_t fragment_of(const int64_t *frag_starts, int64_t n_frags, const in
 }
 
 typedef struct { int64_t frag; int64_t votes; } vote_t;
+typedef struct { uint32_t key; int64_t s; } seed_t;
+
+static int by_key(const void *a, const void *b) {  /* a read's seeds by k-mer (strand bit cleared), then place */
+    const seed_t *x = a, *y = b;
+    const uint32_t kx = x->key & 0xFFFFFFFEu, ky = y->key & 0xFFFFFFFEu;
+    if (kx != ky) return (kx > ky) - (kx < ky);
+    return (x->s > y->s) - (x->s < y->s);
+}
 
 static int by_votes(const void *a, const void *b) {  /* most votes first, then the lower fragment */
     const vote_t *x = a, *y = b;
@@ -93,7 +101,9 @@ static int by_votes(const void *a, const void *b) {  /* most votes first, then t
  * looked up are such (0: any one); every other hit votes for the fragments
  * of its contig from the one holding (read start - slack) to the one holding (read end + slack),
  * one vote each, two for a fragment that holds the read as placed (a read longer than `longest`
- * votes as its first `longest` bases). out (n x limit, -1 pads): the fragments by votes, then id;
+ * votes as its first `longest` bases); a k-mer of the read votes once for a fragment, however
+ * often it occurs in the read and there (its largest vote: a tandem repeat does not outvote the
+ * read's own locus). out (n x limit, -1 pads): the fragments by votes, then id;
  * usable[r]: some fragment got a vote, not too many k-mers were too frequent, and the fragment after the first
  * `limit` (if any) has under half the best one's votes. directory: `fragment_of`'s, one entry for
  * every 1,024 bases of the contigs laid end to end. Returns 0, or -1 when memory ran out. */
@@ -108,17 +118,24 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
     for (int64_t r = 0; r < n; r++) widest = lens[r] > widest ? lens[r] : widest;
     uint32_t *rkeys = malloc((size_t)(widest + 1) * sizeof *rkeys);
     int64_t *rpos = malloc((size_t)(widest + 1) * sizeof *rpos);
+    seed_t *order = malloc((size_t)(widest + 1) * sizeof *order);
     int64_t *tally = calloc((size_t)n_frags + 1, sizeof *tally);  /* a read's votes by fragment, zeroed after it */
-    int64_t room = 1024;
+    int64_t *stamp = calloc((size_t)n_frags + 1, sizeof *stamp);  /* the k-mer that last voted for a fragment */
+    uint8_t *given = malloc((size_t)n_frags + 1);                /* and the vote it gave */
+    int64_t room = 1024, group = 0;
     vote_t *votes = malloc((size_t)room * sizeof *votes);  /* the fragments it voted for, first vote first */
     int status = 0;
-    if (!rkeys || !rpos || !tally || !votes) { status = -1; goto done; }
+    if (!rkeys || !rpos || !order || !tally || !stamp || !given || !votes) { status = -1; goto done; }
     for (int64_t r = 0; r < n; r++) {
         const int64_t len = lens[r], length = len < longest ? len : longest;
         const int64_t got = dnaesa_seeds_sample(codes + starts[r], len, k, mask, rkeys, rpos);
         int64_t u = 0, seen = 0, frequent = 0;
-        for (int64_t s = 0; s < got; s++) {
+        for (int64_t s = 0; s < got; s++) order[s] = (seed_t){rkeys[s], s};
+        qsort(order, (size_t)got, sizeof *order, by_key);  /* each k-mer's occurrences together */
+        for (int64_t o = 0; o < got; o++) {
+            const int64_t s = order[o].s;
             const uint32_t key = rkeys[s];
+            if (o == 0 || (key & 0xFFFFFFFEu) != (rkeys[order[o - 1].s] & 0xFFFFFFFEu)) group++;
             if (half && (key & 2u)) continue;
             const int64_t lo = bound_u32(keys, n_entries, key & 0xFFFFFFFEu, 0);
             const int64_t hi = bound_u32(keys, n_entries, key | 1u, 1);
@@ -136,6 +153,11 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
                 const int64_t b = fragment_of(frag_starts, n_frags, directory, y);
                 for (int64_t f = a < 0 ? 0 : a; f <= b; f++) {  /* -1: before the first fragment */
                     const int64_t slot = f + 1;  /* fragment -1 (before the first) has slot 0 */
+                    const uint8_t vote = 1 + (frag_starts[f] <= start && start + length <= frag_ends[f]);
+                    if (stamp[slot] == group) {  /* this k-mer voted for it already: its largest vote counts */
+                        if (vote > given[slot]) { tally[slot] += vote - given[slot]; given[slot] = vote; }
+                        continue;
+                    }
                     if (!tally[slot]) {
                         if (u == room) {
                             vote_t *more = realloc(votes, (size_t)(2 * room) * sizeof *votes);
@@ -145,7 +167,9 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
                         }
                         votes[u++].frag = f;
                     }
-                    tally[slot] += 1 + (frag_starts[f] <= start && start + length <= frag_ends[f]);
+                    stamp[slot] = group;
+                    given[slot] = vote;
+                    tally[slot] += vote;
                 }
             }
         }
@@ -162,7 +186,10 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
 done:
     free(rkeys);
     free(rpos);
+    free(order);
     free(tally);
+    free(stamp);
+    free(given);
     free(votes);
     return status;
 }

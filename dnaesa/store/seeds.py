@@ -172,9 +172,9 @@ class SeedTable:
         lib = compiled.load(compiled.SEEDS) if self.compiled else None
         if lib is not None:
             return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half, frequent_share)
-        read, start, contig, frequent = self._hits(seqs, lens, max_occ, half, frequent_share)
+        read, start, contig, kmer, frequent = self._hits(seqs, lens, max_occ, half, frequent_share)
         out = np.full((n, limit), -1, dtype=np.int64)
-        rows, frag, votes = self._votes(read, start, lens[read], contig)
+        rows, frag, votes = self._votes(read, start, lens[read], contig, kmer)
         bounds = np.searchsorted(rows, np.arange(n + 1))
         rank = np.arange(len(rows)) - bounds[rows]
         keep = rank < limit
@@ -206,8 +206,8 @@ class SeedTable:
     def _hits(self, seqs: Sequence[str], lens: np.ndarray, max_occ: int, half: bool,
               frequent_share: float = 0.0) -> tuple[np.ndarray, ...]:
         """Every table entry that a read's seeds match: (the read, where the read would start on the
-        reference, the entry's contig), and which reads have more than `frequent_share` of their
-        seeds (0: any) too frequent to look up."""
+        reference, the entry's contig, which k-mer matched: the first entry of its run in the table),
+        and which reads have more than `frequent_share` of their seeds (0: any) too frequent to look up."""
         codes, read_starts = _read_codes(seqs, lens)
         keys, where = sampled_kmers(codes, self.k, self.sample)
         if half:
@@ -227,15 +227,17 @@ class SeedTable:
         same = (self.keys[entry] & np.uint32(1)) == (keys[seed] & np.uint32(1))  # the read is on the k-mer's strand
         read, q = read[seed], offset[seed]
         contig = np.searchsorted(self.contig_starts, g, side="right") - 1
-        return read, np.where(same, g - q, g - (lens[read] - self.k - q)), contig, frequent
+        return read, np.where(same, g - q, g - (lens[read] - self.k - q)), contig, lo[seed], frequent
 
     def _votes(self, read: np.ndarray, start: np.ndarray, length: np.ndarray,
-               contig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               contig: np.ndarray, kmer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each hit votes for the fragments of its contig that may hold its read (within `SLACK`
-        bases): one vote, two for a fragment that holds it as placed. Returns (read, fragment,
-        votes), each pair once, by read, then most votes, then the lower fragment. A read longer
-        than a fragment votes over its first `longest` bases only: two or three fragments a hit,
-        whatever its length (a 1 Mb read would otherwise vote for a thousand)."""
+        bases): one vote, two for a fragment that holds it as placed; a k-mer of the read (`kmer`:
+        one id each) votes once for a fragment, its largest vote, however often it occurs in the
+        read and there (a tandem repeat elsewhere does not outvote the read's own locus). Returns
+        (read, fragment, votes), each pair once, by read, then most votes, then the lower fragment.
+        A read longer than a fragment votes over its first `longest` bases only: two or three
+        fragments a hit, whatever its length (a 1 Mb read would otherwise vote for a thousand)."""
         length = np.minimum(length, self.longest)
         first, last = self.contig_starts[contig], self.contig_starts[contig + 1] - 1
         a = np.maximum(self._fragment_of(np.clip(start - SLACK, first, last)), 0)  # -1: before the first
@@ -243,10 +245,16 @@ class SeedTable:
         hit = np.repeat(np.arange(len(a)), span)
         frag = ranges(a, span)
         s, end = start[hit], start[hit] + length[hit]
-        holds = (self.fragment_starts[frag] <= s) & (end <= self.fragment_ends[frag])
+        vote = 1 + ((self.fragment_starts[frag] <= s) & (end <= self.fragment_ends[frag]))
+        reads, kmers = read[hit], kmer[hit]
+        by = np.lexsort((-vote, frag, kmers, reads))  # each (read, k-mer, fragment): its largest vote first
+        r, m, f = reads[by], kmers[by], frag[by]
+        first_of = np.ones(len(by), dtype=bool)
+        first_of[1:] = (r[1:] != r[:-1]) | (m[1:] != m[:-1]) | (f[1:] != f[:-1])
+        by = by[first_of]
         stride = len(self.fragment_starts) + 1
-        uniq, inverse = np.unique(read[hit] * stride + frag, return_inverse=True)
-        votes = np.bincount(inverse, weights=1 + holds, minlength=len(uniq))
+        uniq, inverse = np.unique(reads[by] * stride + frag[by], return_inverse=True)
+        votes = np.bincount(inverse, weights=vote[by], minlength=len(uniq))
         rows, frag = np.divmod(uniq, stride)
         order = np.lexsort((frag, -votes, rows))
         return rows[order], frag[order], votes[order]
