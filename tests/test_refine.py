@@ -87,7 +87,11 @@ def _spec_next_best(queries, best_window, limit):
 def _spec_locate(queries, window, reverse, tight, loose):
     if reverse is None:
         reverse = _orientation(queries, window)
-    return _spec_locate_orient(queries, window, (False, True) if reverse is None else (reverse,), tight, loose)
+        found = _spec_locate_orient(queries, window, (False, True) if reverse is None else (reverse,), tight, loose)
+        if reverse is not None and not any(hit[0] <= tight for hit in found):  # the probes may point the wrong way
+            found += _spec_locate_orient(queries, window, (not reverse,), tight, loose)
+        return found
+    return _spec_locate_orient(queries, window, (reverse,), tight, loose)
 
 
 def _dna(rng, n, alphabet="ACGT"):
@@ -391,3 +395,29 @@ def test_read_20_percent_divergent_is_placed_with_divergent_scores(lambda_contig
             aligned = sum(n for op, n in hits[0].cigar if op != 4) if hits else 0
             placed[key] += bool(hits) and abs(hits[0].ref_start - at) <= 5 and aligned >= 200
     assert placed["auto"] >= 17 and placed["strict"] <= 5, placed
+
+
+def test_a_read_is_found_though_its_orientation_probes_point_the_other_way():
+    """The read's own copy has a substitution in each of the three 16-mer probes (middle, start,
+    end); 300 bases on, a 16%-divergent copy in the other orientation keeps them intact (an
+    inverted repeat pair, as Alus often are). The probes see only that copy's orientation, and the
+    read is still found where it belongs, with its 3 edits (it went to the far copy)."""
+    rng = random.Random(5)
+    read = "".join(rng.choice("ACGT") for _ in range(250))
+
+    def substitute(seq, places):
+        s = list(seq)
+        for i in places:
+            s[i] = "ACGT"[("ACGT".index(s[i]) + 1) % 4]
+        return "".join(s)
+
+    own = substitute(read, [5, 125, 245])
+    far = substitute(read, [i for i in range(20, 240, 5) if not 110 <= i < 140])
+    other = substitute(read, list(range(3, 250, 12)))  # a third copy, elsewhere: 21 edits
+    flank = lambda n: "".join(rng.choice("ACGT") for _ in range(n))  # noqa: E731
+    window = flank(300) + own + flank(300) + reverse_complement(far) + flank(300)
+    queries = (read, reverse_complement(read))
+    assert _orientation(queries, window) is True  # the probes point the wrong way
+    refiner = Refiner(Reference("t", ["w", "x"], [window, flank(300) + other + flank(300)]), MapOptions())
+    best = refiner.align(read, [Candidate(0, 0, len(window), None), Candidate(1, 0, 850, None)])[0]
+    assert (best.contig, best.ref_start, best.reverse, best.nm) == ("w", 300, False, 3)

@@ -156,7 +156,7 @@ class CandidateFinder:
 
     def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores, ids) of each query's top `k` fragments, and the fragment its seeds vote for most
-        (-1: none, or seeds that cannot speak for it)."""
+        (-1: none)."""
         vectors = self.encoder.encode(queries)
         o = self.options
         voted = np.full(len(queries), -1, dtype=np.int64)
@@ -168,13 +168,15 @@ class CandidateFinder:
         # in a flat index's small table, where they see more of a read's paralogs (its MAPQ)
         picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ,
                                                half=self.coarse is not None, frequent_share=o.seed_frequent_share)
+        # the most-voted fragment is aligned also for the reads the seeds do not settle: a crowded
+        # repeat's or a read with frequent seeds still has one, often its own locus
+        voted = picked[:, 0].copy()
         some = np.flatnonzero(usable)
         if len(some):
             first = self._score(vectors[some], picked[some], k)
             if first is None:  # a query the flat store cannot score alone: the exhaustive search
                 return (*self._search_dense(queries, vectors, k), voted)
             scores[some], ids[some] = first
-            voted[some] = picked[some, 0]
         lens = np.fromiter(map(len, queries), dtype=np.float64, count=len(queries))
         rest = np.flatnonzero(~usable | (scores[:, 0] < o.seed_accept * np.sqrt(lens / self.fragment_len)))
         if len(rest):
@@ -185,6 +187,7 @@ class CandidateFinder:
             else:  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
                 picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
                 scores[rest], ids[rest] = merge_hits(dense, self._score(vectors[rest], picked, k), k)
+                voted[rest] = np.where(picked[:, 0] >= 0, picked[:, 0], voted[rest])  # by all the seeds
         return scores, ids, voted
 
     def _search_dense(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
