@@ -42,7 +42,7 @@ def _configure_seeds(lib: ctypes.CDLL) -> None:
     lib.dnaesa_seeds_sample.argtypes = [_P, _I64, _I64, ctypes.c_uint64, _P, _P]
     lib.dnaesa_seeds_candidates.restype = ctypes.c_int
     lib.dnaesa_seeds_candidates.argtypes = [_P, _P, _P, _I64, _I64, ctypes.c_uint64, ctypes.c_int, _P, _P, _I64, _P,
-                                            _I64, _P, _P, _I64, _P, _I64, _I64, ctypes.c_double, _I64, _I64, _P, _P]
+                                            _I64, _P, _P, _I64, _P, _I64, _I64, ctypes.c_double, _I64, _I64, _P, _P, _P]
 
 
 SCAN, SKETCH, SEEDS = "dnaesa.store._scan", "dnaesa.model._sketch", "dnaesa.store._seeds"

@@ -108,6 +108,18 @@ def merge_hits(one: tuple[np.ndarray, np.ndarray], two: tuple[np.ndarray, np.nda
     return scores, ids
 
 
+#: the seeds' most-voted fragments aligned whatever their cosine: those with as many votes as the
+#: best one (a read's copies in a repeat tie), at most this many
+MOST_VOTED = 4
+
+
+def most_voted(picked: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """The fragments among `picked` (by votes, -1 pads) with as many `votes` as each read's first,
+    at most `MOST_VOTED` (int64 (n, MOST_VOTED), -1 pads)."""
+    top, top_votes = picked[:, :MOST_VOTED], votes[:, :MOST_VOTED]
+    return np.where((top_votes == top_votes[:, :1]) & (top_votes > 0), top, -1)
+
+
 class CandidateFinder:
     """Reads -> `CandidateBatch`: embed with `encoder`, search `store`, and map the hits to windows
     of the reference. `fragments[i]` = (contig index, start, end) of the store's vector i.
@@ -155,22 +167,24 @@ class CandidateFinder:
         return first
 
     def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scores, ids) of each query's top `k` fragments, and the fragment its seeds vote for most
-        (-1: none)."""
+        """(scores, ids) of each query's top `k` fragments, and the fragments its seeds vote for most
+        (`most_voted`; -1 pads)."""
         vectors = self.encoder.encode(queries)
         o = self.options
-        voted = np.full(len(queries), -1, dtype=np.int64)
+        voted = np.full((len(queries), 1), -1, dtype=np.int64)
         if self.seeds is None or not o.seed_candidates:
             return (*self._search_dense(queries, vectors, k), voted)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         # half the seeds at genome scale (a lean index: lookups in a table of gigabytes); all of them
         # in a flat index's small table, where they see more of a read's paralogs (its MAPQ)
+        votes = np.zeros((len(queries), o.seed_candidates), dtype=np.int64)
         picked, usable = self.seeds.candidates(queries, o.seed_candidates, o.seed_max_occ,
-                                               half=self.coarse is not None, frequent_share=o.seed_frequent_share)
-        # the most-voted fragment is aligned also for the reads the seeds do not settle: a crowded
-        # repeat's or a read with frequent seeds still has one, often its own locus
-        voted = picked[:, 0].copy()
+                                               half=self.coarse is not None, frequent_share=o.seed_frequent_share,
+                                               votes=votes)
+        # the most-voted fragments are aligned also for the reads the seeds do not settle: a crowded
+        # repeat's or a read with frequent seeds still has them, often its own locus
+        voted = most_voted(picked, votes)
         some = np.flatnonzero(usable)
         if len(some):
             first = self._score(vectors[some], picked[some], k)
@@ -185,9 +199,11 @@ class CandidateFinder:
             if self.coarse is None:  # a flat store's search is exhaustive and exact: the seeds add nothing
                 scores[rest], ids[rest] = dense
             else:  # the coarse tier's picks, and what all the seeds find (a divergent read's few)
-                picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ)
+                rest_votes = np.zeros((len(rest), o.seed_candidates), dtype=np.int64)
+                picked, _ = self.seeds.candidates(left, o.seed_candidates, o.seed_max_occ, votes=rest_votes)
                 scores[rest], ids[rest] = merge_hits(dense, self._score(vectors[rest], picked, k), k)
-                voted[rest] = np.where(picked[:, 0] >= 0, picked[:, 0], voted[rest])  # by all the seeds
+                by_all = most_voted(picked, rest_votes)  # all the seeds' votes, where they found any
+                voted[rest] = np.where(by_all[:, :1] >= 0, by_all, voted[rest])
         return scores, ids, voted
 
     def _search_dense(self, queries: list[str], vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,19 +236,18 @@ class CandidateFinder:
               read_lens: np.ndarray, ratio: float, limit: int, eligible: np.ndarray | None = None,
               voted: np.ndarray | None = None) -> CandidateBatch:
         """Candidates from the first `depth` of the k hits per read (and strand); with `eligible`
-        (bool per read), none for the reads where it is False. `voted` (symmetric only: a fragment id
-        per read, -1 none) is kept whatever its score, also from past the first `depth` hits."""
+        (bool per read), none for the reads where it is False. `voted` (symmetric only: fragment ids
+        per read, -1 pads) are kept whatever their score, also from past the first `depth` hits."""
         if symmetric:  # one search serves both strands: candidates carry no strand
             top_s, top_i = scores[:, :depth], ids[:, :depth]
             forced = None
             if voted is not None:
-                has = voted >= 0
-                at = ids == voted[:, None]
-                past = has & ~(top_i == voted[:, None]).any(axis=1)  # not among the first `depth`: one hit more
-                extra_s = np.where(at.any(axis=1), np.where(at, scores, -np.inf).max(axis=1, initial=-np.inf), 0)
-                top_s = np.hstack([top_s, extra_s.astype(scores.dtype)[:, None]])
-                top_i = np.hstack([top_i, np.where(past, voted, -1)[:, None]])
-                forced = (top_i == voted[:, None]) & has[:, None]
+                at = (ids[:, :, None] == voted[:, None, :]) & (voted[:, None, :] >= 0)  # (read, hit, voted)
+                past = (voted >= 0) & ~at[:, :depth].any(axis=1)  # not among the first `depth`: a hit more
+                extra_s = np.where(at.any(axis=1), np.where(at, scores[:, :, None], -np.inf).max(axis=1), 0)
+                top_s = np.hstack([top_s, extra_s.astype(scores.dtype)])
+                top_i = np.hstack([top_i, np.where(past, voted, -1)])
+                forced = ((top_i[:, :, None] == voted[:, None, :]) & (voted[:, None, :] >= 0)).any(axis=2)
             strands = np.full(top_i.shape, -1, dtype=np.int8)
             return self.windows_from_hits(top_s, top_i, strands, read_lens, ratio, limit, eligible, forced)
         cols = np.r_[0:depth, k : k + depth]  # hits are [forward k | reverse k]
@@ -246,10 +261,10 @@ class CandidateFinder:
 
         Row i of `scores`/`ids`/`strands` is read i's search hits; `strands` holds 0 (forward),
         1 (reverse) or -1 (either: align both orientations). Per read: the hits scoring at least
-        `candidate_ratio` x its best score (which must be positive), and those `forced` marks (the
-        fragment a read's seeds vote for most: its cosine can fall below a close copy's, see
-        `CandidateFinder`), best first (ties in hit order), at most `max_candidates`, each widened
-        by the read's length plus `WINDOW_SLACK` per side."""
+        `candidate_ratio` x its best score (which must be positive), best first (ties in hit order),
+        at most `max_candidates`, and beside them those `forced` marks (the fragments a read's
+        seeds vote for most: a close copy in simpler sequence can have the higher cosine), each
+        widened by the read's length plus `WINDOW_SLACK` per side."""
         o = self.options
         ratio = o.candidate_ratio if ratio is None else ratio
         limit = o.max_candidates if limit is None else limit
@@ -261,14 +276,11 @@ class CandidateFinder:
         if eligible is not None:
             keep &= eligible[:, None]
         order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
-        counts = np.minimum(keep.sum(axis=1), limit)
-        if forced is not None:  # a forced hit past the limit takes the last place (it scores below all kept)
-            wanted = keep & forced
-            placed = np.take_along_axis(wanted, order, 1) & (np.arange(order.shape[1]) < counts[:, None])
-            late = np.flatnonzero(wanted.any(axis=1) & ~placed.any(axis=1) & (counts > 0))
-            order[late, counts[late] - 1] = np.argmax(wanted[late], axis=1)
-        order = order[:, :limit]
-        rows, cols = np.nonzero(np.arange(order.shape[1]) < counts[:, None])
+        chosen = np.take_along_axis(keep, order, 1) & (np.arange(order.shape[1]) < limit)
+        if forced is not None:  # forced hits past the limit come too, in score order
+            chosen |= np.take_along_axis(keep & forced, order, 1)
+        counts = chosen.sum(axis=1)
+        rows, cols = np.nonzero(chosen)
         picked = order[rows, cols]
         frags = self.fragments[ids[rows, picked]]
         pad = read_lens[rows] + WINDOW_SLACK

@@ -103,7 +103,8 @@ static int by_votes(const void *a, const void *b) {  /* most votes first, then t
  * one vote each, two for a fragment that holds the read as placed (a read longer than `longest`
  * votes as its first `longest` bases); a k-mer of the read votes once for a fragment, however
  * often it occurs in the read and there (its largest vote: a tandem repeat does not outvote the
- * read's own locus). out (n x limit, -1 pads): the fragments by votes, then id;
+ * read's own locus). out (n x limit, -1 pads): the fragments by votes, then id; out_votes (NULL,
+ * or like out, 0 pads): their votes;
  * usable[r]: some fragment got a vote, not too many k-mers were too frequent, and the fragment after the first
  * `limit` (if any) has under half the best one's votes. directory: `fragment_of`'s, one entry for
  * every 1,024 bases of the contigs laid end to end. Returns 0, or -1 when memory ran out. */
@@ -113,7 +114,7 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
                             const int64_t *frag_starts, const int64_t *frag_ends, int64_t n_frags,
                             const int64_t *directory, int64_t longest,
                             int64_t max_occ, double frequent_share, int64_t slack, int64_t limit, int64_t *out,
-                            uint8_t *usable) {
+                            int64_t *out_votes, uint8_t *usable) {
     int64_t widest = 0;
     for (int64_t r = 0; r < n; r++) widest = lens[r] > widest ? lens[r] : widest;
     uint32_t *rkeys = malloc((size_t)(widest + 1) * sizeof *rkeys);
@@ -180,6 +181,8 @@ int dnaesa_seeds_candidates(const uint8_t *codes, const int64_t *starts, const i
         qsort(votes, (size_t)u, sizeof *votes, by_votes);
         int64_t *row = out + r * limit;
         for (int64_t i = 0; i < limit; i++) row[i] = i < u ? votes[i].frag : -1;
+        if (out_votes)
+            for (int64_t i = 0; i < limit; i++) out_votes[r * limit + i] = i < u ? votes[i].votes : 0;
         usable[r] = u > 0 && !((double)frequent > frequent_share * (double)seen) &&
                     !(u > limit && 2 * votes[limit].votes >= votes[0].votes);
     }

@@ -158,7 +158,7 @@ class SeedTable:
         self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
 
     def candidates(self, seqs: Sequence[str], limit: int, max_occ: int, half: bool = False,
-                   frequent_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                   frequent_share: float = 0.0, votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For each read: the fragments its seeds point to, most votes first (ties to the lower
         id), at most `limit` (int64 (n, limit), -1 pads); and whether the seeds can speak for the
         read (bool (n,): some seed was found, no more than `frequent_share` of its seeds (0: none)
@@ -166,27 +166,31 @@ class SeedTable:
         first `limit` has under half the best one's votes: a repeat of more copies than that is left
         to the dense search). With `half`, only the seeds whose key has its second bit clear are
         looked up (the same half of every k-mer's occurrences: half the work, enough for a read
-        close to the reference)."""
+        close to the reference).
+        `votes`, when given (int64 (n, limit)), receives each fragment's votes (0 pads)."""
         n = len(seqs)
         lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
         lib = compiled.load(compiled.SEEDS) if self.compiled else None
         if lib is not None:
-            return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half, frequent_share)
+            return self._candidates_compiled(lib, seqs, lens, limit, max_occ, half, frequent_share, votes)
         read, start, contig, kmer, frequent = self._hits(seqs, lens, max_occ, half, frequent_share)
         out = np.full((n, limit), -1, dtype=np.int64)
-        rows, frag, votes = self._votes(read, start, lens[read], contig, kmer)
+        rows, frag, votes_of = self._votes(read, start, lens[read], contig, kmer)
         bounds = np.searchsorted(rows, np.arange(n + 1))
         rank = np.arange(len(rows)) - bounds[rows]
         keep = rank < limit
         out[rows[keep], rank[keep]] = frag[keep]
+        if votes is not None:
+            votes[:] = 0
+            votes[rows[keep], rank[keep]] = votes_of[keep]
         # a repeat with more copies than `limit` holds: the first left out has half the best's votes
         left_out = rank == limit
         crowded = np.zeros(n, dtype=bool)
-        crowded[rows[left_out]] = 2 * votes[left_out] >= votes[bounds[rows[left_out]]]
+        crowded[rows[left_out]] = 2 * votes_of[left_out] >= votes_of[bounds[rows[left_out]]]
         return out, (bounds[1:] > bounds[:-1]) & ~frequent & ~crowded
 
     def _candidates_compiled(self, lib, seqs: Sequence[str], lens: np.ndarray, limit: int, max_occ: int,
-                             half: bool, frequent_share: float) -> tuple[np.ndarray, np.ndarray]:
+                             half: bool, frequent_share: float, votes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """`candidates` by the compiled kernel (`_seeds.c`): the same fragments, in the same order."""
         n = len(seqs)
         codes, starts = _read_codes(seqs, lens)
@@ -198,8 +202,8 @@ class SeedTable:
                                        self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
                                        self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
                                        len(self.fragment_starts), self.directory.ctypes.data, self.longest,
-                                       max_occ, frequent_share, SLACK, limit,
-                                       out.ctypes.data, usable.ctypes.data):
+                                       max_occ, frequent_share, SLACK, limit, out.ctypes.data,
+                                       None if votes is None else votes.ctypes.data, usable.ctypes.data):
             raise MemoryError("the seed lookup ran out of memory")
         return out, usable.astype(bool)
 
