@@ -421,3 +421,24 @@ def test_a_read_is_found_though_its_orientation_probes_point_the_other_way():
     refiner = Refiner(Reference("t", ["w", "x"], [window, flank(300) + other + flank(300)]), MapOptions())
     best = refiner.align(read, [Candidate(0, 0, len(window), None), Candidate(1, 0, 850, None)])[0]
     assert (best.contig, best.ref_start, best.reverse, best.nm) == ("w", 300, False, 3)
+
+
+def test_a_poor_best_alignment_sends_the_read_to_the_rescue_candidates():
+    """The read's candidates hold only a copy with 25 substitutions in its last 90 bases (a poor,
+    clipped alignment, above min_score); the rescue candidates hold the read itself. The rescue is tried, and wins (it used
+    to be tried only when nothing scored min_score)."""
+    from dnaesa.align.candidates import Candidate as Window
+    from dnaesa.align.place import place_read
+
+    rng = random.Random(12)
+    read = _dna(rng, 150)
+    poor = list(read)
+    for i in rng.sample(range(60, 150), 25):  # the first 60 bases intact
+        poor[i] = rng.choice([b for b in "ACGT" if b != poor[i]])
+    contig = _dna(rng, 2000) + "".join(poor) + _dna(rng, 2000) + read + _dna(rng, 2000)
+    refiner = Refiner(Reference("t", ["c"], [contig]), MapOptions())
+    bad, good = Window(0, 1500, 2650, None), Window(0, 3650, 4800, None)
+    first = [a for a in refiner.align(read, [bad]) if a.score >= refiner.opts.min_score]
+    assert first and first[0].score < 75  # the case: a poor alignment, above min_score
+    hits = place_read(refiner, read, [bad], rescue=lambda: [good])
+    assert (hits[0].ref_start, hits[0].nm, hits[0].score) == (4150, 0, 150)

@@ -21,20 +21,29 @@ MIN_SPLIT = 30
 DIVERGENT_BELOW = 0.8
 #: the parts of a split read may overlap by this many bases of the read
 SPLIT_OVERLAP = 10
+#: a read whose best alignment in its candidates scores below this share of a whole-read match is
+#: aligned in the rescue candidates too (a clipped hit in a repeat elsewhere must not hide its copies)
+RESCUE_BELOW = 0.5
 
 
 def place_read(refiner: Refiner, seq: str, candidates: list[Candidate],
                rescue: Callable[[], list[Candidate]] | None = None, split: bool = True,
                search: Callable[[list[str]], Any] | None = None) -> list[Alignment]:
     """Reportable placements of one read, primary first, with MAPQ set. When no candidate places
-    the read and `rescue` is given, its candidates (a deeper, unpruned search) are tried; when
+    the read, or none scores `RESCUE_BELOW` of a whole-read match, and `rescue` is given, its
+    candidates (a deeper, unpruned search) are tried with them, and kept when they do better; when
     still none does, local alignments (clipped at either end) in the best candidate windows. With
     `split`, a read whose primary leaves a long part clipped gets that part's placement as a
     supplementary alignment, in `alignments[0].extra["supplementary"]`; `search` (reads ->
     `CandidateBatch`), when given, finds windows for that part when the read's own do not hold it."""
     alignments = [a for a in refiner.align(seq, candidates) if a.score >= refiner.opts.min_score]
-    if not alignments and rescue is not None:
-        alignments = [a for a in refiner.align(seq, rescue()) if a.score >= refiner.opts.min_score]
+    if rescue is not None and (not alignments or alignments[0].score < RESCUE_BELOW * refiner.opts.match * len(seq)):
+        windows = list(rescue())
+        seen = {(c.contig_index, c.start, c.end, c.reverse) for c in windows}
+        windows += [c for c in candidates if (c.contig_index, c.start, c.end, c.reverse) not in seen]
+        more = [a for a in refiner.align(seq, windows) if a.score >= refiner.opts.min_score]
+        if more and (not alignments or more[0].score > alignments[0].score):
+            alignments = more
     scoring = refiner
     if refiner.divergent is not None and candidates and \
             (not alignments or _aligned(alignments[0]) < DIVERGENT_BELOW * len(seq)):  # far from the reference?
