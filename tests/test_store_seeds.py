@@ -359,14 +359,10 @@ def test_a_read_the_coarse_tier_misses_is_found_by_its_seeds(random_ref, tmp_pat
     assert found(on) >= found(off) + 4  # 56 against 51 when written
 
 
-@pytest.mark.parametrize("index_kind, top_k", [("flat", 16), ("lean", 16), ("flat", 1)])
-def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tmp_path, index_kind, top_k):
-    """A read's locus sits in complex sequence; a 2% divergent copy of it sits in poly-A. The copy's
-    fragment holds few other k-mers, so its cosine with the read is higher, and the true fragment's
-    falls below `candidate_ratio` x it. Its seeds vote for the true fragment most, which is aligned
-    too: the read is placed at its locus, without mismatches, with the copy as second best (at 3.1 Gb
-    such reads went to the copy at MAPQ 60). Also when it ranks past the first `top_k` hits (here 1)."""
-    rng = np.random.default_rng(7)
+def _locus_and_close_copy(tmp_path, seed: int, chr2) -> tuple:
+    """A reference: chr1 holds a random 250 bp locus at 30,000 in complex sequence, `copy` a 2%
+    divergent copy of it in poly-A, chr2 what `chr2(rand)` makes. Returns (its path, the locus)."""
+    rng = np.random.default_rng(seed)
 
     def rand(n):
         return "".join(rng.choice(list("ACGT"), n))
@@ -377,7 +373,18 @@ def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tm
         copy[i] = "ACGT"[("ACGT".index(copy[i]) + 1) % 4]
     ref = tmp_path / "ref.fa"
     ref.write_text(f">chr1\n{rand(30_000)}{locus}{rand(30_000)}\n>copy\n{'A' * 500}{''.join(copy)}{'A' * 500}\n"
-                   f">chr2\n{rand(50_000)}\n")
+                   f">chr2\n{chr2(rand, locus)}\n")
+    return ref, locus
+
+
+@pytest.mark.parametrize("index_kind, top_k", [("flat", 16), ("lean", 16), ("flat", 1)])
+def test_the_most_voted_fragment_is_aligned_though_a_close_copy_scores_higher(tmp_path, index_kind, top_k):
+    """A read's locus sits in complex sequence; a 2% divergent copy of it sits in poly-A. The copy's
+    fragment holds few other k-mers, so its cosine with the read is higher, and the true fragment's
+    falls below `candidate_ratio` x it. Its seeds vote for the true fragment most, which is aligned
+    too: the read is placed at its locus, without mismatches, with the copy as second best (at 3.1 Gb
+    such reads went to the copy at MAPQ 60). Also when it ranks past the first `top_k` hits (here 1)."""
+    ref, locus = _locus_and_close_copy(tmp_path, 7, lambda rand, _: rand(50_000))
     aligner = Aligner(str(ref), index=str(tmp_path / "idx"), index_kind=index_kind, top_k=top_k)
     finder = aligner.find_candidates
     scores, ids, voted = finder._search([locus], 16)
@@ -426,18 +433,7 @@ def test_copies_tied_in_votes_are_all_aligned(tmp_path):
     """As above, and the locus has an exact twin in complex sequence on another contig: both get
     the most votes (tied), both are aligned, and the read has MAPQ 0 (with only the first of them
     aligned it had MAPQ 60, as at 300 Mb for reads from an inverted duplication)."""
-    rng = np.random.default_rng(8)
-
-    def rand(n):
-        return "".join(rng.choice(list("ACGT"), n))
-
-    locus = rand(250)
-    copy = list(locus)
-    for i in rng.choice(250, 5, replace=False):
-        copy[i] = "ACGT"[("ACGT".index(copy[i]) + 1) % 4]
-    ref = tmp_path / "ref.fa"
-    ref.write_text(f">chr1\n{rand(30_000)}{locus}{rand(30_000)}\n>copy\n{'A' * 500}{''.join(copy)}{'A' * 500}\n"
-                   f">chr2\n{rand(20_000)}{reverse_complement(locus)}{rand(20_000)}\n")
+    ref, locus = _locus_and_close_copy(tmp_path, 8, lambda rand, locus: rand(20_000) + reverse_complement(locus) + rand(20_000))
     aligner = Aligner(str(ref), index=str(tmp_path / "idx"), index_kind="flat")
     placed = aligner.map(locus)
     spots = {(a.contig, a.ref_start, a.nm) for a in placed[:2]}
