@@ -102,13 +102,18 @@ class Aligner:
                                              if k in INDEX_OPTION_NAMES})
         backend = self.options.search_backend
         if backend == "auto" and self.device == "cpu" and self.index.store.kind == "flat" and \
-                self.index.store.ntotal < SMALL_STORE:
-            backend = "faiss"  # no torch import (a second or more) for a reference of a few Mb
+                (self.index.store.ntotal < SMALL_STORE or self.index.store.reranks()):
+            # a reference of a few Mb: no torch import (a second or more); a count sketch's integer
+            # vectors: the exact integer scan, with the seeds, also where bfloat16 products are fast
+            # (measured on an AVX512-BF16 EPYC, 100,000 reads, 2 threads: E. coli 11.3-12.0 s against
+            # 23.6-24.0 by bfloat16, human 10 Mb 18.9 s against 40.7, fewer errors)
+            backend = "faiss"
         if self.index.coarse is not None:  # tiered: the coarse tier searches, the exact one scores its picks
             self.index.coarse.to(self.device)
             self.index.store.open_shards()
-        else:
-            self.index.store.to(self.device, backend, keep_faiss=False)
+        elif not (backend == "faiss" and self.device == "cpu" and self.index.store.kind == "flat"
+                  and (self.index.store.device, self.index.store.backend) == ("cpu", "faiss")):
+            self.index.store.to(self.device, backend, keep_faiss=False)  # (as it is: keep the integer scan made)
         if threads:
             runtime.set_threads(threads)  # again: torch may have been imported by the store
         self.refiner = Refiner(self.reference, self.options)
