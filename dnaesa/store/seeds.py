@@ -107,27 +107,33 @@ def _sampled_kmers_numpy(codes: np.ndarray, k: int, sample: int) -> tuple[np.nda
 
 def build(packed, params: dict) -> tuple[np.ndarray, np.ndarray]:
     """The table of `packed` (`sequence_file.PackedSequence`): (keys, positions), both uint32,
-    sorted by key then position."""
+    sorted by key then position (strided views of one array: save them, or copy them).
+
+    Two passes over the bases, counting and then filling, so that the peak memory is one table of
+    key << 32 | position (3.1 GB at 3.1 Gb) and not two or three; each pass samples the k-mers anew."""
     k, sample = params["k"], params["sample"]
     total = int(packed.offsets[-1])
     if total >= 1 << 32:
         raise ValueError(f"seeds address at most 4,294,967,295 bases; this reference has {total:,}")
-    parts = []  # key << 32 | position: one array to sort in place
-    for ci, length in enumerate(packed.lengths):
-        base = int(packed.offsets[ci])
-        for lo in range(0, length, BUILD_CHUNK):
-            hi = min(length, lo + BUILD_CHUNK + k - 1)
-            codes = _CODES[packed.ascii(base + lo, base + hi)]
-            keys, positions = sampled_kmers(codes, k, sample)
-            parts.append((keys.astype(np.uint64) << np.uint64(32)) | (positions + base + lo).astype(np.uint64))
-            if hi == length:
-                break
-    both = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-    del parts
+
+    def chunks():  # (where the chunk starts along all contigs, its sampled k-mers)
+        for ci, length in enumerate(packed.lengths):
+            base = int(packed.offsets[ci])
+            for lo in range(0, length, BUILD_CHUNK):
+                hi = min(length, lo + BUILD_CHUNK + k - 1)
+                yield base + lo, sampled_kmers(_CODES[packed.ascii(base + lo, base + hi)], k, sample)
+                if hi == length:
+                    break
+
+    both = np.empty(sum(len(keys) for _, (keys, _) in chunks()), dtype=np.uint64)  # key << 32 | position
+    at = 0
+    for start, (keys, positions) in chunks():
+        both[at : at + len(keys)] = (keys.astype(np.uint64) << np.uint64(32)) | (positions + start).astype(np.uint64)
+        at += len(keys)
     both.sort()
-    halves = both.view(np.uint32).reshape(-1, 2)  # no 64-bit temporaries: 3 GB each at 3.1 Gb
+    halves = both.view(np.uint32).reshape(-1, 2)
     high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
-    return np.ascontiguousarray(halves[:, high]), np.ascontiguousarray(halves[:, low])
+    return halves[:, high], halves[:, low]
 
 
 def file_names(reference_checksum: str) -> tuple[str, str]:
