@@ -146,7 +146,8 @@ class SeedTable:
 
     def __init__(self, keys: np.ndarray, positions: np.ndarray, params: dict, fragments: np.ndarray,
                  contig_lengths: Sequence[int]):
-        self.keys, self.positions = keys, positions
+        # the compiled lookup reads them as plain arrays (a memory map of the files already is one)
+        self.keys, self.positions = np.ascontiguousarray(keys), np.ascontiguousarray(positions)
         self.k, self.sample = params["k"], params["sample"]
         lengths = np.asarray(contig_lengths, dtype=np.int64)
         self.contig_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
