@@ -111,9 +111,8 @@ class Aligner:
         if self.index.coarse is not None:  # tiered: the coarse tier searches, the exact one scores its picks
             self.index.coarse.to(self.device)
             self.index.store.open_shards()
-        elif not (backend == "faiss" and self.device == "cpu" and self.index.store.kind == "flat"
-                  and (self.index.store.device, self.index.store.backend) == ("cpu", "faiss")):
-            self.index.store.to(self.device, backend, keep_faiss=False)  # (as it is: keep the integer scan made)
+        elif not (backend == "faiss" and self.device == "cpu" and self.index.store.kind == "flat"):
+            self.index.store.to(self.device, backend, keep_faiss=False)  # (a flat store opens so: keep its integer scan)
         if threads:
             runtime.set_threads(threads)  # again: torch may have been imported by the store
         self.refiner = Refiner(self.reference, self.options)

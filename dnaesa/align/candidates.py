@@ -170,12 +170,11 @@ class CandidateFinder:
 
     def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores, ids) of each query's top `k` fragments, and the fragments its seeds vote for most
-        (`most_voted`; -1 pads)."""
+        (`most_voted`; -1 pads; None without seeds)."""
         vectors = self.encoder.encode(queries)
         o = self.options
-        voted = np.full((len(queries), 1), -1, dtype=np.int64)
         if self.seeds is None or not o.seed_candidates:
-            return (*self._search_dense(queries, vectors, k), voted)
+            return (*self._search_dense(queries, vectors, k), None)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         # half the seeds at genome scale (a lean index: lookups in a table of gigabytes); all of them
@@ -249,7 +248,7 @@ class CandidateFinder:
                 extra_s = np.where(at.any(axis=1), np.where(at, scores[:, :, None], -np.inf).max(axis=1), 0)
                 top_s = np.hstack([top_s, extra_s.astype(scores.dtype)])
                 top_i = np.hstack([top_i, np.where(past, voted, -1)])
-                forced = ((top_i[:, :, None] == voted[:, None, :]) & (voted[:, None, :] >= 0)).any(axis=2)
+                forced = np.hstack([at[:, :depth].any(axis=2), past])
             strands = np.full(top_i.shape, -1, dtype=np.int8)
             return self.windows_from_hits(top_s, top_i, strands, read_lens, ratio, limit, eligible, forced)
         cols = np.r_[0:depth, k : k + depth]  # hits are [forward k | reverse k]

@@ -115,11 +115,12 @@ class Refiner:
                 else:
                     reverse = _code_orientation(qcodes, self._window_code(cand, window), len(seq))
             orientations = (False, True) if reverse is None else (reverse,)
-            found = self._locate(queries, window, orientations, min(tight, limit), limit)
-            if cand.reverse is None and reverse is not None and not any(hit[0] <= min(tight, limit) for hit in found):
+            first = min(tight, limit)
+            found = self._locate(queries, window, orientations, first, limit)
+            if cand.reverse is None and reverse is not None and not any(hit[0] <= first for hit in found):
                 # the probes can point the wrong way: errors in the read's own copy hide them, and
                 # another copy in the window (an inverted Alu pair) shows them the other way round
-                found += self._locate(queries, window, (not reverse,), min(tight, limit), limit)
+                found += self._locate(queries, window, (not reverse,), first, limit)
             for edits, loc_start, loc_end, reverse in found:
                 if edits < best:
                     best, best_window = edits, (cand, window, loc_start, loc_end)

@@ -96,7 +96,6 @@ class DnaTinyTransformerModel(PreTrainedModel):
         return F.normalize(y, dim=1)
 
 
-
 class TinyTransformerEncoder(CompactTorchEncoder):
     """`Encoder` over a saved `DnaTinyTransformerModel` directory (what `load_encoder` gives for one),
     with an identity made from its config and weights, for an index's manifest."""
