@@ -296,6 +296,12 @@ def test_a_damaged_seed_table_is_made_anew(random_ref, tmp_path, caplog):
         index = open_index(ref, enc, opts, folder)
     assert "checksum" in caplog.text and "making the seed table anew" in caplog.text
     assert index.seeds is not None and (folder / name).read_bytes() == good
+    (folder / name).unlink()  # gone (a user's clean-up): made anew too, not left without seeds
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dnaesa"):
+        index = open_index(ref, enc, opts, folder)
+    assert "No such file" in caplog.text and "making the seed table anew" in caplog.text
+    assert index.seeds is not None and (folder / name).read_bytes() == good
 
 
 def test_seeds_that_cannot_be_written_leave_the_index_serving(random_ref, tmp_path, monkeypatch, caplog):

@@ -230,7 +230,7 @@ def keep_seeds(index: Index, encoder: Encoder) -> Index:
         if fresh:
             try:
                 verify_files([index.directory / name for name in names], entry["checksums"])
-            except IndexDirError as err:  # damaged: the table is made from the bases again
+            except (IndexDirError, FileNotFoundError) as err:  # damaged or gone: made from the bases again
                 log.info("[dnaesa] %s; making the seed table anew", err)
                 fresh = False
         if not fresh:
