@@ -258,9 +258,9 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
     dense = CandidateFinder(finder.encoder, finder.store, finder.fragments, kmer_aligner.reference.lengths, o,
                             finder.fragment_len)  # no seeds: the exhaustive search's hits
     batch = dense(reads)
-    assert seeded.lists() == batch.lists() and np.diff(seeded.rescue.offsets).tolist() == [2, 0]
-    assert batch.rescue is not None
-    counts = np.diff(batch.rescue.offsets)
+    assert seeded.lists() == batch.lists() and np.diff(seeded.rescue_tier().offsets).tolist() == [2, 0]
+    assert batch.rescue_tier() is not None
+    counts = np.diff(batch.rescue_tier().offsets)
     n_frag = len(kmer_aligner.index.fragments)
     # every hit scoring >= 0 (ratio 0: unpruned), past the first tier's 16
     assert o.max_candidates < counts[0] <= min(o.rescue_candidates, n_frag, o.rescue_top_k) and counts[1] == 0
@@ -272,3 +272,24 @@ def test_rescue_tier_only_for_reads_that_look_like_some_fragment(kmer_aligner):
                             replace(o, rescue_top_k=0), finder.fragment_len)
     alone = plain(reads)
     assert alone.rescue is None and alone.lists() == batch.lists()
+
+
+def test_rescue_tier_made_when_asked_the_same_windows(kmer_aligner):
+    """The rescue tier waits until a read asks for it (`PendingTier`); read by read, whole, or after
+    pickling (made before it travels, without the finder) it gives the windows that making it at
+    once gives."""
+    from dnaesa.align.candidates import PendingTier
+
+    seq = kmer_aligner.reference.seqs[0]
+    reads = [seq[30_000:30_150], seq[10_000:10_250], "".join(np.random.default_rng(6).choice(list("ACGT"), 150))]
+    finder = kmer_aligner.find_candidates
+    pending = finder(reads)
+    assert isinstance(pending.rescue, PendingTier)
+    whole = pending.rescue.made()
+    per_read = [rescue() for _, rescue in pending.tiers()]
+    assert per_read == whole.lists() and sum(map(len, per_read)) > 0
+    travelled = pickle.loads(pickle.dumps(finder(reads)))
+    assert isinstance(travelled.rescue, CandidateBatch) and travelled.rescue.lists() == whole.lists()
+    assert len(pickle.dumps(finder(reads))) < 100_000  # the store did not travel with it
+    sliced = finder(reads).slice(1, 3)
+    assert isinstance(sliced.rescue, PendingTier) and sliced.rescue_tier().lists() == whole.lists()[1:3]

@@ -41,11 +41,25 @@ class CandidateBatch:
 
     offsets: np.ndarray  # int64, (n + 1,)
     windows: np.ndarray  # int64, (m, 4)
-    #: the rescue tier: candidates tried only for a read that none of the first tier places
-    rescue: CandidateBatch | None = None
+    #: the rescue tier: candidates tried only for a read that none of the first tier places; a
+    #: `PendingTier` until a read asks for it (few do: one read's `Aligner.map` would otherwise
+    #: spend a tenth of its time making it), made whole before the batch is pickled
+    rescue: CandidateBatch | PendingTier | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if isinstance(self.rescue, PendingTier):  # it holds the finder (the store), which must not travel
+            state["rescue"] = self.rescue_tier()
+        return state
+
+    def rescue_tier(self) -> CandidateBatch | None:
+        """The rescue tier of the whole batch, made now if it was pending."""
+        if isinstance(self.rescue, PendingTier):
+            self.rescue = self.rescue.made()
+        return self.rescue
 
     @classmethod
     def empty(cls, n: int) -> CandidateBatch:
@@ -71,6 +85,34 @@ class CandidateBatch:
             return [(c, None) for c in first]
         rescue = self.rescue
         return [(c, (lambda i=i: rescue.slice(i, i + 1).lists()[0])) for i, c in enumerate(first)]
+
+
+@dataclass
+class PendingTier:
+    """A tier's search hits, made into a `CandidateBatch` (`make`: `CandidateFinder._tier`) only
+    when asked for; a slice of it is made alone, with the same windows (each read's are its own)."""
+
+    make: Callable[..., CandidateBatch]
+    scores: np.ndarray
+    ids: np.ndarray
+    read_lens: np.ndarray
+    eligible: np.ndarray
+    #: `_tier`'s other arguments: (symmetric, k, depth, ratio, limit)
+    args: tuple
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, lo: int, hi: int) -> PendingTier:
+        return PendingTier(self.make, self.scores[lo:hi], self.ids[lo:hi], self.read_lens[lo:hi],
+                           self.eligible[lo:hi], self.args)
+
+    def made(self) -> CandidateBatch:
+        symmetric, k, depth, ratio, limit = self.args
+        return self.make(self.scores, self.ids, symmetric, k, depth, self.read_lens, ratio, limit, self.eligible)
+
+    def lists(self) -> list[list[Candidate]]:
+        return self.made().lists()
 
 
 def exact_rerank(store, exact, vectors: np.ndarray, picked: np.ndarray, k: int,
@@ -165,7 +207,8 @@ class CandidateFinder:
         if rescue:
             expected = np.sqrt(read_lens / self.fragment_len)
             eligible = np.where(ids >= 0, scores, -np.inf).max(axis=1) >= o.rescue_min_similarity * expected
-            first.rescue = self._tier(scores, ids, symmetric, k, k, read_lens, 0.0, o.rescue_candidates, eligible)
+            first.rescue = PendingTier(self._tier, scores, ids, read_lens, eligible,
+                                       (symmetric, k, k, 0.0, o.rescue_candidates))
         return first
 
     def _search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,9 +320,10 @@ class CandidateFinder:
         if eligible is not None:
             keep &= eligible[:, None]
         order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
-        chosen = np.take_along_axis(keep, order, 1) & (np.arange(order.shape[1]) < limit)
+        by_row = np.arange(len(order))[:, None]
+        chosen = keep[by_row, order] & (np.arange(order.shape[1]) < limit)
         if forced is not None:  # forced hits past the limit come too, in score order
-            chosen |= np.take_along_axis(keep & forced, order, 1)
+            chosen |= (keep & forced)[by_row, order]
         counts = chosen.sum(axis=1)
         rows, cols = np.nonzero(chosen)
         picked = order[rows, cols]

@@ -163,6 +163,8 @@ class SeedTable:
         #: bases (-1: none); 8 bytes for every 1,024 bases (24 MB at 3.1 Gb), made before workers fork
         bucket = np.arange(0, int(self.contig_starts[-1]) + DIRECTORY_STEP, DIRECTORY_STEP, dtype=np.int64)
         self.directory = np.searchsorted(self.fragment_starts, bucket, side="right") - 1
+        #: the kernel's table arguments (`_candidates_compiled`), made at its first call
+        self._table_args: tuple | None = None
 
     def candidates(self, seqs: Sequence[str], limit: int, max_occ: int, half: bool = False,
                    frequent_share: float = 0.0, votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,12 +205,13 @@ class SeedTable:
         codes, starts = _read_codes(seqs, lens)
         out = np.empty((n, limit), dtype=np.int64)
         usable = np.zeros(n, dtype=np.uint8)
-        keys, positions = self.keys, self.positions
+        if self._table_args is None:  # the table's arrays never move: their addresses once
+            self._table_args = (self.keys.ctypes.data, self.positions.ctypes.data, len(self.keys),
+                                self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
+                                self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
+                                len(self.fragment_starts), self.directory.ctypes.data, self.longest)
         if lib.dnaesa_seeds_candidates(codes.ctypes.data, starts.ctypes.data, lens.ctypes.data, n, self.k,
-                                       self.sample - 1, int(half), keys.ctypes.data, positions.ctypes.data, len(keys),
-                                       self.contig_starts.ctypes.data, len(self.contig_starts) - 1,
-                                       self.fragment_starts.ctypes.data, self.fragment_ends.ctypes.data,
-                                       len(self.fragment_starts), self.directory.ctypes.data, self.longest,
+                                       self.sample - 1, int(half), *self._table_args,
                                        max_occ, frequent_share, SLACK, limit, out.ctypes.data,
                                        None if votes is None else votes.ctypes.data, usable.ctypes.data):
             raise MemoryError("the seed lookup ran out of memory")
