@@ -14,6 +14,8 @@
 #       # installed in /tmp/site from the first call (a warm machine): on a fresh one this fails
 # (the wheel names in full: carry takes no patterns). Start-up and both calls used about 630 s of
 # the 900 s lease. scripts/device_check.sh (the H100 runs of 2026-11-27) can take the rest.
+# Prepared since for the next lease (issue 9, end to end at genome scale against bwa -t 16 on the
+# same node): scripts/device_scale.sh, about 9 minutes at 300 Mb, resumable on a warm machine.
 #
 #   scripts/device_prepare.sh GENOME_DIR     # the folder of ../shared/genomes/README.md
 set -euo pipefail
