@@ -21,10 +21,6 @@ BWA=${BWA:-$PWD/.bin/bwa}
 S="$OUT/scale_gpu.txt"
 (date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>&1; echo "cores $(nproc), stand-in $SIZE bases") >> "$S"
 W=/tmp/scale_gpu; mkdir -p $W
-t() {  # LABEL CMD...: run CMD, append "LABEL: wall s (exit rc)"
-  local label=$1; shift; local t0=$EPOCHREALTIME; "$@"; local rc=$?
-  awk -v a="$t0" -v b="$EPOCHREALTIME" -v l="$label" -v rc=$rc 'BEGIN { printf "%s: %.2f s (exit %d)\n", l, b - a, rc }' >> "$S"
-}
 [ -s $W/ref.fa.reads-region.fa ] || t "stand-in" python3 benchmarks/make_scale_reference.py \
   --real .data/human_grch37_chrX_0-70Mb.fa.gz --size "$SIZE" --out $W/ref.fa 2>> $W/log
 [ -s $W/reads.fq ] || python3 -m dnaesa simulate $W/ref.fa.reads-region.fa -n "$N" -l 250 --seed 12 -o $W/reads.fq 2>> $W/log

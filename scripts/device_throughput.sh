@@ -14,10 +14,6 @@ BWA=${BWA:-$PWD/.bin/bwa}
 S="$OUT/scale.txt"
 (date -u; nvidia-smi --query-gpu=name --format=csv,noheader 2>&1; echo "cores $(nproc)") >> "$S"
 W=/tmp/scale; mkdir -p $W
-t() {  # LABEL CMD...: run CMD, append "LABEL: wall s (exit rc)"
-  local label=$1; shift; local t0=$EPOCHREALTIME; "$@"; local rc=$?
-  awk -v a="$t0" -v b="$EPOCHREALTIME" -v l="$label" -v rc=$rc 'BEGIN { printf "%s: %.2f s (exit %d)\n", l, b - a, rc }' >> "$S"
-}
 one_genome() {  # NAME FASTA N LEN
   local name=$1 fa=$2 n=$3 len=$4
   python3 -m dnaesa simulate "$fa" -n "$n" -l "$len" -o $W/$name.fq 2>/dev/null
