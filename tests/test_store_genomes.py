@@ -76,8 +76,12 @@ def _same_files(one, two, keys=("shards", "coarse_shards")) -> None:
     if one.manifest.get("seeds") and two.manifest.get("seeds"):  # a lean index's seed table (seeds.py)
         for a, b in zip(one.manifest["seeds"]["files"], two.manifest["seeds"]["files"], strict=True):
             assert (one.directory / a).read_bytes() == (two.directory / b).read_bytes()
+    if one.manifest.get("integer_scan") and two.manifest.get("integer_scan"):  # a flat index's (integer_scan.py)
+        for a, b in zip(one.manifest["integer_scan"]["files"], two.manifest["integer_scan"]["files"], strict=True):
+            assert (one.directory / a).read_bytes() == (two.directory / b).read_bytes()
     differ = {k for k in one.manifest.keys() | two.manifest.keys() if one.manifest.get(k) != two.manifest.get(k)}
-    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file", "sieve_file", "sequence", "seeds"}
+    assert differ <= {"shards", "coarse_shards", "checksums", "fragments_file", "sieve_file", "sequence", "seeds",
+                      "integer_scan"}
 
 
 @pytest.mark.parametrize("kind", ["int4", "tiered", "flat", "lean"])
@@ -101,9 +105,10 @@ def test_added_genome_equals_building_both_at_once(genomes, encoder, tmp_path, k
          *grown.manifest.get("coarse_shards", []), *filter(None, [grown.manifest.get("sieve_file")])])
     # nothing of the old index left over
     assert (kind in ("tiered", "lean")) == bool(grown.manifest.get("sieve_file"))
-    if kind == "lean":  # its bases and seeds are made anew when it is next opened: the same as a build's
+    if kind in ("lean", "flat"):  # its bases, seeds (and a flat one's saved integer scan) are made anew when it
+        # is next opened: the same as a build's
         reopened = open_index(Reference.combine([("A", a), ("B", b)]), encoder, opts, tmp_path / "grown")
-        assert reopened.seeds is not None
+        assert reopened.seeds is not None and (kind == "lean" or reopened.manifest.get("integer_scan"))
         _same_files(reopened, both)
     assert not list(tmp_path.glob("*.partial"))
     queries = encoder.encode([b.fetch(0, s, s + 150) for s in range(0, 39_000, 1_500)])

@@ -208,3 +208,44 @@ def test_a_shard_an_actor_cannot_write_is_one_error_naming_the_folder(tmp_path, 
     assert result == "No space left on device"
     with pytest.raises(IndexDirError, match=f"{tmp_path}: cannot write the index there \\(No space left on device\\)"):
         index_dir._written(result, tmp_path)
+
+
+def test_saved_integer_scan_is_mapped_checked_and_remade(lambda_ref, tmp_path, encoder, caplog):
+    """A flat index of a count sketch keeps its integer scan (int8 rows, blocks, inverse norms): the
+    next open maps it and leaves the float32 shards unread, with the same search and rerank; a
+    damaged copy is noticed when mapped (removed, the scan made from the shards, the same results)
+    and saved again at the next open; a shard gone or cut short is refused at open."""
+    ref = Reference.load(lambda_ref)
+    folder = tmp_path / "idx"
+    first = open_index(ref, encoder, IndexOptions(index_kind="flat"), folder)
+    entry = first.manifest["integer_scan"]
+    files = [folder / name for name in entry["files"]]
+    assert all(path.is_file() for path in files)
+    queries = encoder.encode([ref.fetch(0, s, s + 150) for s in range(0, 45_000, 1_500)])
+    picked = np.tile(np.arange(0, 48, 3), (len(queries), 1))
+    want = load_index(folder).store.search(queries, 8)  # the scan made from the shards
+    want_rerank = load_index(folder).store.rerank(queries, picked, 5)
+
+    mapped = open_index(ref, encoder, IndexOptions(index_kind="flat"), folder).store
+    assert mapped.saved_scan is not None
+    for got, expect in ((mapped.search(queries, 8), want), (mapped.rerank(queries, picked, 5), want_rerank)):
+        np.testing.assert_array_equal(got[0], expect[0])
+        np.testing.assert_array_equal(got[1], expect[1])
+    assert mapped._unread and not mapped.shards  # the float32 shards were not read
+    assert isinstance(mapped._integer_scan().rows, np.memmap)
+
+    data = bytearray(files[0].read_bytes())
+    data[-1] ^= 1
+    files[0].write_bytes(bytes(data))
+    damaged = open_index(ref, encoder, IndexOptions(index_kind="flat"), folder).store
+    with caplog.at_level("INFO", logger="dnaesa"):
+        got = damaged.search(queries, 8)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert "checksum" in caplog.text and not any(path.exists() for path in files)
+    again = open_index(ref, encoder, IndexOptions(index_kind="flat"), folder)
+    assert all(path.is_file() for path in files) and again.manifest["integer_scan"]["checksums"] == entry["checksums"]
+
+    shard = folder / first.manifest["shards"][0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(IndexDirError, match=f"{shard.name}.*rebuild"):
+        open_index(ref, encoder, IndexOptions(index_kind="flat"), folder)

@@ -333,7 +333,8 @@ def _grown_manifest(manifest: dict, parts: list[tuple[str, Reference]], added: l
     contigs = manifest["contigs"] if len(base) > 1 else [[f"{base[0]['name']}:{c}", n] for c, n in manifest["contigs"]]
     contigs += [[f"{name}:{c}", n] for name, ref in parts for c, n in zip(ref.names, ref.lengths)]
     genomes = base + added
-    manifest = {key: value for key, value in manifest.items() if key not in ("sequence", "seeds")}  # made anew on next open
+    manifest = {key: value for key, value in manifest.items()  # made anew on next open
+                if key not in ("sequence", "seeds", "integer_scan")}
     grown = dict(manifest, reference_checksum=genomes_checksum([(g["name"], g["checksum"]) for g in genomes]),
                  contigs=contigs, genomes=genomes, n_fragments=int(n_fragments))
     for key, names in new_shards.items():
@@ -361,14 +362,15 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _remove_unlisted(directory: Path, manifest: dict) -> None:
-    """Remove our files (shards, fragment tables, the reference's bases and seeds, a manifest's temporary) that
-    `manifest` does not list."""
+    """Remove our files (shards, fragment tables, the reference's bases and seeds, the saved integer
+    scan, a manifest's temporary) that `manifest` does not list."""
     sequence = manifest.get("sequence") or {}
     listed = {MANIFEST, *manifest.get("checksums", {}), fragments_file(manifest), sequence.get("bases"),
-              sequence.get("nruns"), *(manifest.get("seeds") or {}).get("files", [])}
+              sequence.get("nruns"), *(manifest.get("seeds") or {}).get("files", []),
+              *(manifest.get("integer_scan") or {}).get("files", [])}
     for path in directory.iterdir():
         ours = path.name.startswith(("shard", "prefix", "coarse", "fragments", "bases.", "nruns.", "seedkeys.",
-                                     "seedpos.")) or \
+                                     "seedpos.", "introws.", "intblocks.", "intnorms.")) or \
             path.name == MANIFEST + ".new"
         if ours and path.name not in listed and path.is_file():
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -203,7 +204,71 @@ def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, di
     """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), and
     a lean or flat index's seeds (`seeds.py`)."""
     index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
-    return keep_seeds(keep_sequence(index, reference), encoder)
+    return keep_integer_scan(keep_seeds(keep_sequence(index, reference), encoder), encoder)
+
+
+#: the saved integer scan's entry format (`keep_integer_scan`)
+INTEGER_SCAN_VERSION = 1
+_SCAN_PATTERNS = ("introws.*.npy", "intblocks.*.npy", "intnorms.*.npy")
+
+
+def keep_integer_scan(index: Index, encoder: Encoder) -> Index:
+    """Give a flat index of a count sketch a saved copy of its integer scan (`integer_scan.py`:
+    the vectors as int8, row-major and in blocks, and their inverse norms), which later runs map
+    instead of reading the float32 shards and converting them (at 70 Mb: 2-3 s of start-up and
+    1.2 GB of memory). Made from the shards at the first open (their checksums name it), remade
+    when the shards change (`--add`); the shard files themselves are then not read on CPU, so their
+    presence and sizes are checked here (a damaged one is still refused when it is read: on CUDA,
+    or for a query the scan cannot score). Best effort, as `keep_seeds`: where the copy cannot be
+    written, the scan is made from the shards each run (one info line)."""
+    from dnaesa.store.sequence_tier import SequenceTier
+    from dnaesa.store.vector_store import SCAN_MAX_BYTES
+
+    manifest, store = index.manifest, index.store
+    if manifest["options"]["index_kind"] != "flat" or store.kind != "flat" or not SequenceTier.supports(encoder) or \
+            not store.ntotal or store.ntotal * store.dim > SCAN_MAX_BYTES:
+        return index
+    shards = {name: manifest["checksums"][name] for name in manifest["shards"]}
+    tag = hashlib.sha256(json.dumps(shards, sort_keys=True).encode()).hexdigest()[:16]
+    names = tuple(pattern.replace("*", tag) for pattern in _SCAN_PATTERNS)
+    entry = manifest.get("integer_scan") or {}
+    if entry.get("version") == INTEGER_SCAN_VERSION and entry.get("shards") == shards and \
+            entry.get("files") == list(names) and all((index.directory / name).is_file() for name in names):
+        for name, size in entry["shard_sizes"].items():
+            path = index.directory / name
+            if not path.is_file() or path.stat().st_size != size:
+                raise IndexDirError(f"{path}: the shard file is missing or not the size the index recorded (damaged or "
+                                    "replaced); rebuild the index with --rebuild-index")
+        store.saved_scan = ([index.directory / name for name in names], entry["checksums"], int(entry["largest"]))
+        return index
+    scan = store._integer_scan()
+    if scan is None:
+        return index
+    try:
+        with unchanged_manifest(index) as current:
+            if current is None:
+                return index
+            tmp = [index.directory / (name + ".new.npy") for name in names]
+            try:
+                scan.save(tmp)
+                for path, name in zip(tmp, names):
+                    path.replace(index.directory / name)
+            finally:
+                for path in tmp:
+                    path.unlink(missing_ok=True)
+            entry = {"version": INTEGER_SCAN_VERSION, "shards": shards, "files": list(names),
+                     "shard_sizes": {name: (index.directory / name).stat().st_size for name in shards},
+                     "largest": scan.largest,
+                     "checksums": {name: file_checksum(index.directory / name) for name in names}}
+            write_manifest(index.directory, dict(current, integer_scan=entry))
+            _remove_others(index.directory, _SCAN_PATTERNS, names)
+    except (IndexDirError, OSError) as err:
+        log.info("[dnaesa] %s: the integer scan is not kept there (%s); it is made from the shards each run",
+                 index.directory, getattr(err, "strerror", None) or err)
+        return index
+    index.manifest["integer_scan"] = entry
+    store.saved_scan = ([index.directory / name for name in names], entry["checksums"], int(entry["largest"]))
+    return index
 
 
 def keep_seeds(index: Index, encoder: Encoder) -> Index:

@@ -20,6 +20,7 @@ manifest) when first read, and a float shard holding NaN or infinity is refused.
 from __future__ import annotations
 
 import hashlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,6 +48,8 @@ RECONSTRUCT_CHUNK = 16384
 SCAN_MAX_BYTES = 4 << 30
 #: files checksummed at a time when an index is loaded
 VERIFY_THREADS = 4
+
+log = logging.getLogger("dnaesa")
 
 
 def file_checksum(path: str | Path, block: int = 1 << 24) -> str:
@@ -154,6 +157,9 @@ class VectorStore:
         #: flat kind on CPU with FAISS: the vectors as int8 integer blocks (`integer_scan.py`),
         #: made at the first search (or by `prepare_search`); False when they are not integer vectors
         self._scan = None
+        #: where the index keeps a saved copy of that scan, (paths, checksums, largest integer)
+        #: (`index_dir.keep_integer_scan`): mapped instead of reading and converting the shards
+        self.saved_scan: tuple[list[Path], dict, int] | None = None
 
     @property
     def codes(self) -> bool:
@@ -342,9 +348,29 @@ class VectorStore:
                     and self.ntotal * self.dim <= SCAN_MAX_BYTES):
                 from dnaesa.store.integer_scan import IntegerScan
 
-                parts = [_flat_vectors(shard) for shard in self._read_all()]
-                self._scan = IntegerScan.from_vectors(parts, self.dim, self.ntotal) or False
+                if self.saved_scan is not None:
+                    self._scan = self._saved_integer_scan()
+                if not self._scan:
+                    parts = [_flat_vectors(shard) for shard in self._read_all()]
+                    self._scan = IntegerScan.from_vectors(parts, self.dim, self.ntotal) or False
         return self._scan or None
+
+    def _saved_integer_scan(self):
+        """The index's saved integer scan, checked and memory-mapped; None when its files are
+        damaged or gone (they are removed, so that the next run saves them again; this one reads
+        the shards, the slower way to the same scan)."""
+        from dnaesa.store.integer_scan import IntegerScan
+
+        paths, checksums, largest = self.saved_scan
+        try:
+            verify_files(paths, checksums)
+            return IntegerScan.load(paths, self.ntotal, self.dim, largest)
+        except (IndexDirError, OSError, ValueError) as err:
+            log.info("[dnaesa] %s; the integer scan is made from the shards this time", err)
+            for path in paths:
+                Path(path).unlink(missing_ok=True)
+            self.saved_scan = None
+            return None
 
     def _search_shards(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each shard searched by FAISS, the hits merged."""
