@@ -232,7 +232,7 @@ def test_saved_integer_scan_is_mapped_checked_and_remade(lambda_ref, tmp_path, e
         np.testing.assert_array_equal(got[0], expect[0])
         np.testing.assert_array_equal(got[1], expect[1])
     assert mapped._unread and not mapped.shards  # the float32 shards were not read
-    assert isinstance(mapped._integer_scan().rows, np.memmap)
+    assert isinstance(mapped.integer_scan().rows, np.memmap)
 
     data = bytearray(files[0].read_bytes())
     data[-1] ^= 1

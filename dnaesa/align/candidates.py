@@ -100,9 +100,6 @@ class PendingTier:
     #: `_tier`'s other arguments: (symmetric, k, depth, ratio, limit)
     args: tuple
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def slice(self, lo: int, hi: int) -> PendingTier:
         return PendingTier(self.make, self.scores[lo:hi], self.ids[lo:hi], self.read_lens[lo:hi],
                            self.eligible[lo:hi], self.args)

@@ -201,8 +201,8 @@ def check_replaceable(directory: Path) -> None:
 def open_index(reference: Reference, encoder: Encoder, options: IndexOptions, directory: str | Path | None = None,
                rebuild: bool = False, progress: Callable | None = None, options_given: bool = True,
                workers: int = 1, engine=None) -> Index:
-    """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), and
-    a lean or flat index's seeds (`seeds.py`)."""
+    """`_open_index`, then the reference's packed bases kept in the index (`sequence_file.py`), a
+    lean or flat index's seeds (`seeds.py`) and a flat index's saved integer scan (`keep_integer_scan`)."""
     index = _open_index(reference, encoder, options, directory, rebuild, progress, options_given, workers, engine)
     return keep_integer_scan(keep_seeds(keep_sequence(index, reference), encoder), encoder)
 
@@ -241,7 +241,7 @@ def keep_integer_scan(index: Index, encoder: Encoder) -> Index:
                                     "replaced); rebuild the index with --rebuild-index")
         store.saved_scan = ([index.directory / name for name in names], entry["checksums"], int(entry["largest"]))
         return index
-    scan = store._integer_scan()
+    scan = store.integer_scan()
     if scan is None:
         return index
     try:

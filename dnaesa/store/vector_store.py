@@ -300,7 +300,7 @@ class VectorStore:
         elif self._torch_matrix is not None:
             scores, ids = self._search_torch(queries, k_eff)
         else:
-            scan = self._integer_scan()
+            scan = self.integer_scan()
             found = scan.search(queries, k_eff) if scan else None
             scores, ids = found if found is not None else self._search_shards(queries, k_eff)
         if k_eff < k:
@@ -324,7 +324,7 @@ class VectorStore:
         if not self.codes:
             if not self.reranks():
                 raise ValueError("rerank needs a code store (int8, int4) or a flat one with its integer scan")
-            return self._integer_scan().rerank(np.ascontiguousarray(queries, dtype=np.float32), candidates, k)
+            return self.integer_scan().rerank(np.ascontiguousarray(queries, dtype=np.float32), candidates, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return rerank_code_rows(queries, self._read_all(), self.kind, self.dim, self.shard_size, candidates, k,
                                 prefilter)
@@ -332,14 +332,14 @@ class VectorStore:
     def reranks(self) -> bool:
         """Whether `rerank` can score chosen ids as `search` would: a code store, or a flat one on
         CPU whose vectors are scaled integer vectors (its integer scan; made now)."""
-        return self.codes or self._integer_scan() is not None
+        return self.codes or self.integer_scan() is not None
 
     def prepare_search(self) -> None:
         """Make what `search` needs now (the integer blocks of a flat store), so that worker
         processes forked afterwards share it."""
-        self._integer_scan()
+        self.integer_scan()
 
-    def _integer_scan(self):
+    def integer_scan(self):
         """The store's `IntegerScan` when a FAISS flat store on CPU holds scaled integer vectors
         (the count-sketch encoders'), made once; else None (FAISS searches)."""
         if self._scan is None:
