@@ -4,7 +4,8 @@
 # .bin/bwa). Prepare with scripts/device_prepare.sh, then:
 #   run(command="bash scripts/device_throughput.sh", carry=[".whl", ".data", ".bin"], timeout_s=330)
 # Each step appends to $OUT/scale.txt as it finishes. N_ECOLI 250 bp reads on E. coli, then N_HUMAN
-# 150 bp reads on the 70 Mb human chrX piece. DEVICE=cpu dry-runs it here.
+# 150 bp reads on the 70 Mb human chrX piece; between them (SCALING=1, the default) E. coli again on
+# one thread, for the scaling target of issue 12. DEVICE=cpu dry-runs it here.
 set -u
 N_ECOLI=${N_ECOLI:-200000}
 N_HUMAN=${N_HUMAN:-100000}
@@ -29,6 +30,10 @@ one_genome() {  # NAME FASTA N LEN
   python3 -m dnaesa evaluate $W/$name.bwa.sam 2>&1 | head -1 >> "$S"
 }
 one_genome ecoli .data/ecoli_k12_mg1655.fa.gz "$N_ECOLI" 250
+if [ "${SCALING:-1}" = 1 ]; then  # issue 12: THREADS threads at least 12x one thread (E. coli, --device cpu)
+  t "ecoli dnaesa align $N_ECOLI x 250 bp --device cpu -t 1" python3 -m dnaesa align $W/ecoli.fq $W/ecoli.fa \
+    --index $W/ecoli.idx --device cpu -t 1 -o $W/ecoli.t1.sam 2>> $W/log
+fi
 one_genome human70 "${HUMAN_FA:-.data/human_grch37_chrX_0-70Mb.fa.gz}" "$N_HUMAN" 150
 tail -n 3 $W/log >> "$S"
 cat "$S"
