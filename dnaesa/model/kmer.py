@@ -155,19 +155,20 @@ def compiled_sketch(seqs: Sequence[str], out: np.ndarray, channels: list[tuple[l
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     starts = np.zeros(len(seqs), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    arrays, pointers = _channel_arrays(channels)
+    pointers = _channel_pointers(channels)
     flagged = np.zeros(len(seqs), dtype=np.uint8)
     failed = lib.dnaesa_sketch(data.ctypes.data, starts.ctypes.data, lengths.ctypes.data, len(seqs), out.shape[1],
                                len(channels), *pointers, out.ctypes.data, flagged.ctypes.data)
     return not failed and not flagged.any()
 
 
+#: per channel set: the kernel's channel arrays (kept here, so that their addresses stay valid) and those addresses
 _CHANNEL_ARRAYS: dict[tuple, tuple[tuple[np.ndarray, ...], tuple[int, ...]]] = {}
 
 
-def _channel_arrays(channels: list[tuple[list[int], int, int, float]]) -> tuple[tuple[np.ndarray, ...], tuple[int, ...]]:
-    """The kernel's channel arguments (care offsets, their counts, spans, salts, weights) and their
-    addresses, made once per channel set: an encoder's channels never change, and one read's
+def _channel_pointers(channels: list[tuple[list[int], int, int, float]]) -> tuple[int, ...]:
+    """The addresses of the kernel's channel arguments (care offsets, their counts, spans, salts,
+    weights), made once per channel set: an encoder's channels never change, and one read's
     embedding (`Aligner.map`) would otherwise spend more on making them than on the sketch."""
     key = tuple((tuple(care), span, seed, float(w)) for care, span, seed, w in channels)
     made = _CHANNEL_ARRAYS.get(key)
@@ -179,8 +180,8 @@ def _channel_arrays(channels: list[tuple[list[int], int, int, float]]) -> tuple[
                   np.array([c[1] for c in channels], dtype=np.int64),
                   np.array([sketch_salt(c[2]) for c in channels], dtype=np.uint64),
                   np.array([c[3] for c in channels], dtype=np.float32))
-        made = _CHANNEL_ARRAYS[key] = (arrays, tuple(a.ctypes.data for a in arrays))  # the arrays keep them valid
-    return made
+        made = _CHANNEL_ARRAYS[key] = (arrays, tuple(a.ctypes.data for a in arrays))
+    return made[1]
 
 
 def sketch_salt(seed: int) -> int:

@@ -248,14 +248,7 @@ def keep_integer_scan(index: Index, encoder: Encoder) -> Index:
         with unchanged_manifest(index) as current:
             if current is None:
                 return index
-            tmp = [index.directory / (name + ".new.npy") for name in names]
-            try:
-                scan.save(tmp)
-                for path, name in zip(tmp, names):
-                    path.replace(index.directory / name)
-            finally:
-                for path in tmp:
-                    path.unlink(missing_ok=True)
+            _write_files(index.directory, names, scan.save)
             entry = {"version": INTEGER_SCAN_VERSION, "shards": shards, "files": list(names),
                      "shard_sizes": {name: (index.directory / name).stat().st_size for name in shards},
                      "largest": scan.largest,
@@ -318,24 +311,29 @@ def keep_seeds(index: Index, encoder: Encoder) -> Index:
     return index
 
 
+def _write_files(directory: Path, names: tuple[str, ...], write: Callable[[list[Path]], object]) -> None:
+    """Write the files `names` of `directory` as `write(paths)` writes them, into temporaries renamed
+    over them at the end: a failed write (a full disk) leaves none of them, not half a set."""
+    tmp = [directory / (name + ".new.npy") for name in names]
+    try:
+        write(tmp)
+        for path, name in zip(tmp, names):
+            path.replace(directory / name)
+    except OSError:
+        for name in names:
+            (directory / name).unlink(missing_ok=True)
+        raise
+    finally:
+        for path in tmp:
+            path.unlink(missing_ok=True)
+
+
 def _write_seeds(index: Index, names: tuple[str, str]) -> dict:
     """Make the seed table of the index's packed bases into its folder; the manifest's entry."""
     lengths = [int(n) for _, n in index.manifest["contigs"]]
     packed = sequence_file.load_packed(index.directory, index.manifest["sequence"], lengths)
     tables = seeds.build(packed, seeds.SEED_PARAMS)
-    tmp = [index.directory / (name + ".new.npy") for name in names]
-    try:
-        for path, table in zip(tmp, tables):
-            np.save(path, table)
-        for path, name in zip(tmp, names):
-            path.replace(index.directory / name)
-    except OSError:
-        for name in names:  # not half a table
-            (index.directory / name).unlink(missing_ok=True)
-        raise
-    finally:
-        for path in tmp:
-            path.unlink(missing_ok=True)
+    _write_files(index.directory, names, lambda paths: [np.save(path, table) for path, table in zip(paths, tables)])
     return {"params": dict(seeds.SEED_PARAMS), "reference_checksum": index.manifest["reference_checksum"],
             "files": list(names), "checksums": {name: file_checksum(index.directory / name) for name in names}}
 
